@@ -1,0 +1,48 @@
+# The two entry points: `make demo` and `make test`. Both set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= build/demo
+ARTIFACTS ?= test-artifacts
+
+.PHONY: install demo test test-fast lint fmt bench chromium clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Headless Chromium renders the dashboard in the browser test; Debian's package, installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	    else echo "chromium missing and not root: the browser test will be skipped" >&2; fi; }
+
+demo: $(STAMP)
+	$(BIN)/mlp demo --out $(DEMO_OUT)
+
+test: $(STAMP) chromium
+	mkdir -p $(ARTIFACTS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/idle_scan.py
+	$(BIN)/python bench/report_build.py
+
+clean:
+	rm -rf $(VENV) build $(ARTIFACTS) .pytest_cache .ruff_cache
