@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlp.tags import normalize_tags
+from mlp.tags import missing_tags, normalize_tags
 
 AWS_PROVIDER_TYPE = "pulumi:providers:aws"
 ASG_TYPE = "aws:autoscaling/group:Group"
 # Resources that AWS launches on our behalf and that must be tagged at launch.
 LAUNCH_TAG_RESOURCE_TYPES: tuple[str, ...] = ("instance", "volume", "network-interface", "spot-instances-request")
+NODE_GROUP_TAG_KINDS: tuple[str, ...] = ("instance", "volume", "network-interface")
 
 
 @functools.cache
@@ -105,9 +106,14 @@ def asg_tags(tags: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "value": value, "propagate_at_launch": True} for key, value in tags.items()]
 
 
-def launch_tag_specifications(tags: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Launch-template tag specifications so instances, volumes, ENIs and spot requests carry the tags."""
-    return [{"resource_type": kind, "tags": dict(tags)} for kind in LAUNCH_TAG_RESOURCE_TYPES]
+def launch_tag_specifications(
+    tags: Mapping[str, str], kinds: tuple[str, ...] = LAUNCH_TAG_RESOURCE_TYPES
+) -> list[dict[str, Any]]:
+    """Launch-template tag specifications so instances, volumes, ENIs and spot requests carry the tags.
+
+    EKS managed node groups reject `spot-instances-request` there: they pass `NODE_GROUP_TAG_KINDS`.
+    """
+    return [{"resource_type": kind, "tags": dict(tags)} for kind in kinds]
 
 
 def launched_resource_tags(type_token: str, inputs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -116,12 +122,10 @@ def launched_resource_tags(type_token: str, inputs: Mapping[str, Any]) -> dict[s
     Keys are the launched kinds ("instance", "volume", ...); only launch templates and ASGs launch.
     """
     if type_token == "aws:ec2/launchTemplate:LaunchTemplate":
-        specs = inputs.get("tagSpecifications") or []
-        launched = {kind: {} for kind in LAUNCH_TAG_RESOURCE_TYPES}
-        for spec in specs:
-            kind = spec.get("resourceType")
-            if kind in launched:
-                launched[kind] = normalize_tags(spec.get("tags"))
+        # Every template launches instances, volumes and ENIs; spot requests only where it says so.
+        launched: dict[str, dict[str, str]] = {kind: {} for kind in NODE_GROUP_TAG_KINDS}
+        for spec in inputs.get("tagSpecifications") or []:
+            launched[spec.get("resourceType")] = normalize_tags(spec.get("tags"))
         return launched
     if type_token == ASG_TYPE:
         propagated = {
@@ -131,3 +135,36 @@ def launched_resource_tags(type_token: str, inputs: Mapping[str, Any]) -> dict[s
         }
         return {"instance": propagated}
     return {}
+
+
+def plan_default_tags(resources: list[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Default tags of every AWS provider in a plan, by provider URN."""
+    return {
+        item["urn"]: provider_default_tags(item.get("inputs"))
+        for item in resources
+        if item.get("type") == AWS_PROVIDER_TYPE
+    }
+
+
+def untagged_in_plan(resources: list[Mapping[str, Any]], required: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """Every taggable resource of a plan, and every kind it launches, that would miss a required tag.
+
+    Each item: `urn`, `type`, `name`, `launched` (None for the resource itself, else the launched kind)
+    and `missing` keys. An empty list is 100 % coverage.
+    """
+    defaults = plan_default_tags(resources)
+    gaps: list[dict[str, Any]] = []
+    for item in resources:
+        type_token = item["type"]
+        if not item.get("custom") or not is_taggable(type_token):
+            continue
+        inputs = item.get("inputs") or {}
+        tags = effective_tags(type_token, inputs, defaults.get(item.get("provider") or "", {}))
+        missing = missing_tags(tags, required)
+        if missing:
+            gaps.append({"urn": item["urn"], "type": type_token, "name": item["name"], "launched": None, "missing": missing})
+        for kind, launched in launched_resource_tags(type_token, inputs).items():
+            missing = missing_tags(launched, required)
+            if missing and not (type_token == ASG_TYPE and kind == "instance" and not launched):
+                gaps.append({"urn": item["urn"], "type": type_token, "name": item["name"], "launched": kind, "missing": missing})
+    return gaps

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from mlp.cli import finops_cmds, infra_cmds, train_cmds  # noqa: E402,F401
+from mlp.cli import infra_cmds, policy_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,258 @@
+"""index.html: the report as one self-contained page finance can open anywhere.
+
+Charts are plotly figures; plotly.js is embedded once in the page (no CDN, no network fetch), and
+each chart is only its data and a `Plotly.newPlot` call. The page comes from a jinja2 template.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.offline
+
+from mlp.tags import TEAM
+
+if TYPE_CHECKING:
+    from finops.report import Report
+
+TEMPLATES = Path(__file__).parent / "templates"
+PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16", "#64748b"]
+UNTAGGED_COLOR = "#9ca3af"
+CHART_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+
+
+@dataclass
+class Chart:
+    """One dashboard tile: a drawn chart (html) or a sentence saying why there is none (note)."""
+
+    chart_id: str
+    title: str
+    html: str | None = None
+    note: str | None = None
+
+
+@cache
+def plotly_js() -> str:
+    return plotly.offline.get_plotlyjs()
+
+
+def _layout(figure: go.Figure, **extra: Any) -> go.Figure:
+    figure.update_layout(
+        template="plotly_white",
+        colorway=PALETTE,
+        margin={"l": 50, "r": 20, "t": 10, "b": 40},
+        height=320,
+        legend={"orientation": "h", "y": -0.18},
+        font={"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
+        hovermode="x unified",
+        **extra,
+    )
+    return figure
+
+
+def _chart(chart_id: str, title: str, figure: go.Figure) -> Chart:
+    html = figure.to_html(
+        full_html=False, include_plotlyjs=False, div_id=f"chart-{chart_id}", config=CHART_CONFIG
+    )
+    return Chart(chart_id, title, html=html)
+
+
+def _missing(chart_id: str, title: str, what: str) -> Chart:
+    return Chart(chart_id, title, note=f"Missing: {what} could not be read from Cost Explorer (see above).")
+
+
+def _label_color(label: str, index: int) -> str:
+    from finops.report import UNTAGGED_LABEL
+
+    return UNTAGGED_COLOR if label == UNTAGGED_LABEL else PALETTE[index % len(PALETTE)]
+
+
+def _stacked_daily(chart_id: str, title: str, table: pd.DataFrame | None, kind: str) -> Chart:
+    if table is None:
+        return _missing(chart_id, title, title.lower())
+    figure = go.Figure()
+    for index, label in enumerate(table.columns):
+        color = _label_color(str(label), index)
+        values = table[label].round(2)
+        if kind == "area":
+            figure.add_trace(
+                go.Scatter(
+                    x=table.index, y=values, name=str(label), stackgroup="spend", mode="lines", line={"color": color}
+                )
+            )
+        else:
+            figure.add_trace(go.Bar(x=table.index, y=values, name=str(label), marker_color=color))
+    return _chart(chart_id, title, _layout(figure, barmode="stack", yaxis_tickprefix="$"))
+
+
+def _by_service(report: Report) -> Chart:
+    values = report.analysis.by_service
+    title = "Spend by service"
+    if values is None:
+        return _missing("service", title, "spend by service")
+    names = list(values)[::-1]
+    figure = go.Figure(
+        go.Bar(
+            x=[round(values[name], 2) for name in names],
+            y=names,
+            orientation="h",
+            marker_color=PALETTE[0],
+        )
+    )
+    return _chart("service", title, _layout(figure, xaxis_tickprefix="$", hovermode="closest"))
+
+
+def _spot(report: Report) -> Chart:
+    title = "Spend by pricing (spot = Dynamic)"
+    table = report.analysis.daily_by_pricing
+    if table is None:
+        return _missing("spot", title, "spot share and spot savings")
+    colors = {"Standard": PALETTE[0], "Dynamic": PALETTE[2], "Committed": PALETTE[4], "Other": PALETTE[8]}
+    figure = go.Figure()
+    for label in table.columns:
+        figure.add_trace(
+            go.Bar(x=table.index, y=table[label].round(2), name=str(label), marker_color=colors.get(str(label)))
+        )
+    return _chart("spot", title, _layout(figure, barmode="stack", yaxis_tickprefix="$"))
+
+
+def _untagged_dollars(report: Report) -> Chart:
+    title = "Untagged share of spend"
+    analysis = report.analysis
+    if analysis.untagged_usd is None or analysis.total_usd is None:
+        return _missing("untagged-usd", title, "untagged spend")
+    tagged = max(analysis.total_usd - analysis.untagged_usd, 0.0)
+    figure = go.Figure(
+        go.Pie(
+            labels=["Carries every mandatory tag", "Missing a mandatory tag"],
+            values=[round(tagged, 2), round(analysis.untagged_usd, 2)],
+            hole=0.55,
+            marker={"colors": [PALETTE[2], PALETTE[3]]},
+            sort=False,
+        )
+    )
+    return _chart("untagged-usd", title, _layout(figure, hovermode="closest"))
+
+
+def _untagged_resources(report: Report) -> Chart:
+    title = "Resources missing mandatory tags"
+    if not report.untagged:
+        return Chart("untagged-resources", title, note="Every scanned resource carries the mandatory tags.")
+    counts = Counter(finding["resource_type"] for finding in report.untagged)
+    names = sorted(counts, key=lambda name: counts[name])
+    figure = go.Figure(go.Bar(x=[counts[name] for name in names], y=names, orientation="h", marker_color=PALETTE[3]))
+    return _chart("untagged-resources", title, _layout(figure, hovermode="closest", xaxis_title="resources"))
+
+
+def _idle(report: Report) -> Chart:
+    title = "Idle GPU waste"
+    if not report.idle:
+        return Chart("idle", title, note="No idle GPU instances.")
+    findings = sorted(report.idle, key=lambda finding: finding["wasted_usd"])
+    labels = [f"{finding['resource_id']} ({finding['instance_type']})" for finding in findings]
+    teams = [finding.get("tags", {}).get(TEAM, "untagged") for finding in findings]
+    figure = go.Figure(
+        go.Bar(
+            x=[round(finding["wasted_usd"], 2) for finding in findings],
+            y=labels,
+            orientation="h",
+            marker_color=PALETTE[1],
+            customdata=teams,
+            hovertemplate="%{y}<br>team %{customdata}<br>$%{x:,.2f} wasted<extra></extra>",
+        )
+    )
+    return _chart("idle", title, _layout(figure, hovermode="closest", xaxis_tickprefix="$"))
+
+
+def _movers(report: Report) -> Chart:
+    title = f"Top movers versus the previous {report.period.days} days"
+    movers = report.analysis.top_movers
+    if not movers:
+        return _missing("movers", title, "spend by team, environment and service")
+    ordered = movers[::-1]
+    figure = go.Figure(
+        go.Bar(
+            x=[mover["change_usd"] for mover in ordered],
+            y=[f"{mover['dimension']}: {mover['name']}" for mover in ordered],
+            orientation="h",
+            marker_color=[PALETTE[3] if mover["change_usd"] > 0 else PALETTE[2] for mover in ordered],
+        )
+    )
+    return _chart("movers", title, _layout(figure, hovermode="closest", xaxis_tickprefix="$"))
+
+
+def _forecast(report: Report) -> Chart:
+    forecast = report.analysis.forecast
+    title = "Month-end forecast"
+    if forecast is None or report.analysis.daily_total is None:
+        return _missing("forecast", title, "total spend")
+    period = report.period
+    month_start = pd.Timestamp(period.month_start, tz="UTC")
+    daily = report.analysis.daily_total
+    actual = daily[daily.index >= month_start].cumsum().round(2)
+    figure = go.Figure()
+    if len(actual):
+        figure.add_trace(go.Scatter(x=actual.index, y=actual, name="month to date", mode="lines+markers"))
+    last_day = pd.Timestamp(period.end + timedelta(days=forecast["days_left"] - 1), tz="UTC")
+    start_x = actual.index[-1] if len(actual) else pd.Timestamp(period.end, tz="UTC") - pd.Timedelta(days=1)
+    figure.add_trace(
+        go.Scatter(
+            x=[start_x, last_day],
+            y=[forecast["month_to_date_usd"], forecast["forecast_usd"]],
+            name="forecast at the recent run rate",
+            mode="lines+markers",
+            line={"dash": "dash", "color": PALETTE[1]},
+        )
+    )
+    return _chart("forecast", title, _layout(figure, yaxis_tickprefix="$"))
+
+
+def charts(report: Report) -> list[Chart]:
+    analysis = report.analysis
+    return [
+        _stacked_daily("team", "Daily spend by team", analysis.daily_by_team, "area"),
+        _stacked_daily("environment", "Daily spend by environment", analysis.daily_by_environment, "bar"),
+        _by_service(report),
+        _spot(report),
+        _untagged_dollars(report),
+        _untagged_resources(report),
+        _idle(report),
+        _movers(report),
+        _forecast(report),
+    ]
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["usd"] = lambda value: "n/a" if value is None else f"${value:,.2f}"
+    environment.filters["pct"] = lambda value: "n/a" if value is None else f"{value * 100:.1f}%"
+    return environment
+
+
+def render_dashboard(report: Report) -> str:
+    """The whole page as one string: plotly.js inline once, then every chart and table."""
+    from finops.report import COST_EXPLORER_REQUEST_USD
+
+    template = _environment().get_template("dashboard.html.j2")
+    return template.render(
+        report=report,
+        spend=report.findings["spend"],
+        charts=charts(report),
+        plotly_js=plotly_js(),
+        request_cost_usd=report.spend.requests * COST_EXPLORER_REQUEST_USD,
+        idle_sorted=sorted(report.idle, key=lambda finding: -finding["wasted_usd"]),
+    )

@@ -1,0 +1,641 @@
+"""A realistic, deterministic ML account seeded into the sandbox over HTTP, and its manifest.
+
+Two environments (dev, prod), three teams, two regions: busy and idle GPU training instances with the
+CloudWatch agent's GPU metric, one GPU instance with CPU telemetry only, one too young to judge,
+never-tagged and partly-tagged resources of every kind finops scans, the leftover volumes of a
+finished run, and 60 days of daily spend line items consistent with those tags.
+
+Idle instances are seeded so the expected idle hours do not depend on when the scan runs: each one
+either idles since before the scan's lookback, or turned idle exactly a whole number of hours before
+`now` (its last busy sample a minute earlier). Expectations hold for a scan within ~50 minutes of
+seeding.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from finops.sandbox.cost_explorer import LineItem
+from finops.sandbox.server import Sandbox
+from finops.untagged import ec2_arn
+from mlp import pricing, tags
+
+SEED = 20261123
+REGIONS: tuple[str, ...] = ("us-east-1", "us-west-2")
+ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
+SPEND_DAYS = 60
+METRIC_INTERVAL = timedelta(minutes=5)
+# Samples reach back past the longest lookback a scan uses by default (24 h).
+METRIC_HISTORY = timedelta(hours=30)
+GPU_METRIC = ("CWAgent", "nvidia_smi_utilization_gpu")
+CPU_METRIC = ("AWS/EC2", "CPUUtilization")
+# The idle scan's defaults (DESIGN.md), which the manifest's idle/busy classification assumes.
+DEFAULT_WINDOW_HOURS = 6.0
+DEFAULT_THRESHOLD_PCT = 5.0
+
+EC2_COMPUTE = "Amazon Elastic Compute Cloud - Compute"
+EC2_OTHER = "EC2 - Other"
+EKS_SERVICE = "Amazon Elastic Container Service for Kubernetes"
+ELASTICACHE_SERVICE = "Amazon ElastiCache"
+S3_SERVICE = "Amazon Simple Storage Service"
+ON_DEMAND, SPOT, SAVINGS_PLANS = "On Demand Instances", "Spot Instances", "Savings Plans"
+# Effective rate of the compute savings plan that covers prod serving nodes.
+SAVINGS_PLAN_RATE = 0.72
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    project: str
+    cost_center: str
+    owner: str
+
+
+TEAMS: tuple[Team, ...] = (
+    Team("vision", "image-classifier", "cc-1001", "alice@example.com"),
+    Team("nlp", "llm-finetune", "cc-1002", "bob@example.com"),
+    Team("recsys", "ranking", "cc-1003", "carol@example.com"),
+)
+TEAM = {team.name: team for team in TEAMS}
+
+
+def mandatory_tags(team: str, environment: str) -> dict[str, str]:
+    profile = TEAM[team]
+    return {
+        tags.TEAM: profile.name,
+        tags.PROJECT: profile.project,
+        tags.ENVIRONMENT: environment,
+        tags.COST_CENTER: profile.cost_center,
+        tags.OWNER: profile.owner,
+        tags.MANAGED_BY: tags.MANAGED_BY_VALUE,
+    }
+
+
+@dataclass(frozen=True)
+class SeededInstance:
+    """An EC2 instance as seeded. `idle_since` is None for an instance that is busy up to `now`."""
+
+    instance_id: str
+    region: str
+    instance_type: str
+    spot: bool
+    state: str
+    launched_at: datetime
+    tags: Mapping[str, str]
+    telemetry: str | None  # "gpu", "cpu" (no GPU metric) or None (no metrics at all)
+    idle_since: datetime | None
+    util_max_recent: float | None  # highest sample of its telemetry in the default 6 h window
+
+    @property
+    def is_gpu(self) -> bool:
+        return pricing.is_gpu_instance_type(self.instance_type)
+
+    @property
+    def hourly_cost_usd(self) -> float:
+        if self.spot:
+            return pricing.spot_hourly(self.instance_type)
+        return pricing.on_demand_hourly(self.instance_type)
+
+
+@dataclass(frozen=True)
+class SeededResource:
+    arn: str
+    resource_type: str
+    region: str
+    tags: Mapping[str, str]
+    missing_tags: tuple[str, ...]
+
+
+@dataclass
+class SeedManifest:
+    """What was seeded, so tests compute expectations instead of hard-coding them."""
+
+    now: datetime
+    account_id: str
+    regions: tuple[str, ...]
+    line_items: list[LineItem]
+    instances: list[SeededInstance]
+    resources: list[SeededResource]
+    idle_instance_ids: list[str]
+    busy_instance_ids: list[str]
+    cpu_only_instance_ids: list[str]
+    too_young_instance_ids: list[str]
+    leftover_volumes: list[SeededResource]
+    finished_run_id: str
+    teams: tuple[str, ...] = field(default=tuple(team.name for team in TEAMS))
+    environments: tuple[str, ...] = ENVIRONMENTS
+
+    @property
+    def untagged(self) -> list[SeededResource]:
+        """Resources missing any of the default mandatory tags."""
+        return [resource for resource in self.resources if resource.missing_tags]
+
+    def instance(self, instance_id: str) -> SeededInstance:
+        return next(instance for instance in self.instances if instance.instance_id == instance_id)
+
+    @property
+    def spend_days(self) -> tuple[date, date]:
+        """First and last day (inclusive) that carry line items."""
+        days = [item.day for item in self.line_items]
+        return min(days), max(days)
+
+
+@dataclass(frozen=True)
+class _Spend:
+    """A constant-rate cost stream between two moments, turned into daily line items."""
+
+    service: str
+    region: str
+    purchase_type: str
+    instance_type: str | None
+    tags: Mapping[str, str]
+    hourly_unblended: float
+    start: datetime
+    end: datetime
+    hourly_amortized: float | None = None
+    usage_per_hour: float = 1.0
+    jitter: float = 0.0
+
+
+@dataclass
+class _InstancePlan:
+    name: str
+    region: str
+    instance_type: str
+    spot: bool
+    age: timedelta
+    tags: dict[str, str]
+    telemetry: str | None
+    # None: busy throughout; timedelta: idle for this long before now (launch-bounded).
+    idle_for: timedelta | None
+    busy_spike_ago: timedelta | None = None
+    peak_idle_util: float | None = None
+    state: str = "running"
+
+
+class _Seeder:
+    def __init__(self, sandbox: Sandbox, now: datetime) -> None:
+        self.sandbox = sandbox
+        self.now = now.astimezone(UTC).replace(microsecond=0)
+        self.random = random.Random(SEED)
+        self.account_id = sandbox.account_id
+        self.resources: list[SeededResource] = []
+        self.instances: list[SeededInstance] = []
+        self.spend: list[_Spend] = []
+        self.leftover_volumes: list[SeededResource] = []
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._subnets: dict[str, list[str]] = {}
+        self._images: dict[str, str] = {}
+
+    def client(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._clients:
+            self._clients[key] = self.sandbox.client(service, region)
+        return self._clients[key]
+
+    def record(self, arn: str, resource_type: str, region: str, resource_tags: Mapping[str, str]) -> SeededResource:
+        resource = SeededResource(
+            arn=arn,
+            resource_type=resource_type,
+            region=region,
+            tags=dict(resource_tags),
+            missing_tags=tuple(tags.missing_tags(resource_tags, tags.DEFAULT_MANDATORY_TAGS)),
+        )
+        self.resources.append(resource)
+        return resource
+
+    def subnets(self, region: str) -> list[str]:
+        if region not in self._subnets:
+            subnets = self.client("ec2", region).describe_subnets(
+                Filters=[{"Name": "default-for-az", "Values": ["true"]}]
+            )["Subnets"]
+            self._subnets[region] = sorted(subnet["SubnetId"] for subnet in subnets)[:2]
+        return self._subnets[region]
+
+    def image(self, region: str) -> str:
+        if region not in self._images:
+            images = self.client("ec2", region).describe_images(Owners=["amazon"])["Images"]
+            self._images[region] = sorted(image["ImageId"] for image in images)[0]
+        return self._images[region]
+
+    # --- EC2 instances and their metrics -------------------------------------------------------
+
+    def launch(self, plan: _InstancePlan) -> SeededInstance:
+        ec2 = self.client("ec2", plan.region)
+        request: dict[str, Any] = {
+            "ImageId": self.image(plan.region),
+            "InstanceType": plan.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+        }
+        if plan.tags:
+            tag_list = [{"Key": key, "Value": value} for key, value in plan.tags.items()]
+            request["TagSpecifications"] = [
+                {"ResourceType": "instance", "Tags": tag_list},
+                {"ResourceType": "volume", "Tags": tag_list},
+            ]
+        if plan.spot:
+            request["InstanceMarketOptions"] = {"MarketType": "spot"}
+        described = ec2.run_instances(**request)["Instances"][0]
+        instance_id = described["InstanceId"]
+        launched_at = self.now - plan.age
+        self.sandbox.backdate_launch(plan.region, instance_id, launched_at)
+        if plan.state == "stopped":
+            ec2.stop_instances(InstanceIds=[instance_id])
+        self.record(ec2_arn(plan.region, self.account_id, "instance", instance_id), "ec2:instance", plan.region, plan.tags)
+        for mapping in described.get("BlockDeviceMappings", []):
+            volume_id = mapping["Ebs"]["VolumeId"]
+            self.record(ec2_arn(plan.region, self.account_id, "volume", volume_id), "ec2:volume", plan.region, plan.tags)
+
+        idle_since = None
+        if plan.idle_for is not None:
+            idle_since = max(launched_at, self.now - plan.idle_for)
+        recent_max = self.put_utilization(instance_id, plan, launched_at, idle_since)
+        instance = SeededInstance(
+            instance_id=instance_id,
+            region=plan.region,
+            instance_type=plan.instance_type,
+            spot=plan.spot,
+            state=plan.state,
+            launched_at=launched_at,
+            tags=dict(plan.tags),
+            telemetry=plan.telemetry,
+            idle_since=idle_since,
+            util_max_recent=recent_max,
+        )
+        self.instances.append(instance)
+        if plan.state == "running":
+            self.spend.append(
+                _Spend(
+                    service=EC2_COMPUTE,
+                    region=plan.region,
+                    purchase_type=SPOT if plan.spot else ON_DEMAND,
+                    instance_type=plan.instance_type,
+                    tags=plan.tags,
+                    hourly_unblended=instance.hourly_cost_usd,
+                    start=launched_at,
+                    end=self.now,
+                )
+            )
+        return instance
+
+    def put_utilization(
+        self, instance_id: str, plan: _InstancePlan, launched_at: datetime, idle_since: datetime | None
+    ) -> float | None:
+        """Seed GPU (and CPU) samples; returns the highest sample of the primary metric in the last 6 h."""
+        if plan.telemetry is None:
+            return None
+        first = max(launched_at, self.now - METRIC_HISTORY)
+        samples: list[tuple[datetime, float]] = []
+        moment = first + METRIC_INTERVAL
+        while moment < self.now:
+            if idle_since is not None and moment >= idle_since:
+                value = round(self.random.uniform(0.0, 3.0), 2)
+            else:
+                value = round(self.random.uniform(55.0, 97.0), 2)
+            samples.append((moment, value))
+            moment += METRIC_INTERVAL
+        if idle_since is not None and idle_since > first:
+            # The last busy sample, a minute before the instance turned idle.
+            samples.append((idle_since - timedelta(minutes=1), round(self.random.uniform(55.0, 97.0), 2)))
+        if plan.peak_idle_util is not None and samples:
+            samples[-1] = (samples[-1][0], plan.peak_idle_util)
+        if plan.busy_spike_ago is not None:
+            samples.append((self.now - plan.busy_spike_ago, 40.0))
+        primary = GPU_METRIC if plan.telemetry == "gpu" else CPU_METRIC
+        self.put_metric(plan.region, primary, instance_id, samples)
+        if plan.telemetry == "gpu":
+            # EC2 publishes CPU for every instance; a GPU idle while its CPUs are busy is still idle.
+            cpu = [(moment, round(self.random.uniform(20.0, 60.0), 2)) for moment, _ in samples]
+            self.put_metric(plan.region, CPU_METRIC, instance_id, cpu)
+        window_start = self.now - timedelta(hours=DEFAULT_WINDOW_HOURS)
+        recent = [value for moment, value in samples if moment >= window_start]
+        return max(recent) if recent else None
+
+    def put_metric(
+        self, region: str, metric: tuple[str, str], instance_id: str, samples: list[tuple[datetime, float]]
+    ) -> None:
+        namespace, name = metric
+        cloudwatch = self.client("cloudwatch", region)
+        data = [
+            {
+                "MetricName": name,
+                "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+                "Timestamp": moment,
+                "Value": value,
+                "Unit": "Percent",
+            }
+            for moment, value in samples
+        ]
+        for start in range(0, len(data), 1000):
+            # Real CloudWatch refuses writes to AWS/ namespaces; here they stand in for EC2's own metrics.
+            cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + 1000])
+
+    def seed_instances(self) -> None:
+        def training(team: str, environment: str, run: str) -> dict[str, str]:
+            run_id = f"{team}-{run}"
+            return tags.training_tags(
+                mandatory_tags(team, environment), run_id, self.now + timedelta(days=1), f"train-{run_id}"
+            )
+
+        hours = lambda value: timedelta(hours=value)  # noqa: E731
+        plans = [
+            _InstancePlan("busy-a10g", "us-east-1", "g5.2xlarge", True, hours(30), training("vision", "dev", "r101"), "gpu", None),
+            _InstancePlan("busy-a100", "us-west-2", "p4d.24xlarge", False, hours(50), training("nlp", "prod", "r207"), "gpu", None),
+            # Mostly idle with one spike inside the window: not idle.
+            _InstancePlan(
+                "spiky-l4", "us-east-1", "g6.xlarge", True, hours(28), training("recsys", "prod", "r303"), "gpu", hours(30),
+                busy_spike_ago=hours(3),
+            ),
+            _InstancePlan("idle-a10g", "us-east-1", "g5.xlarge", True, hours(30), training("vision", "dev", "r102"), "gpu", hours(30)),
+            _InstancePlan("idle-l4x4", "us-west-2", "g6.12xlarge", False, hours(40), training("nlp", "dev", "r208"), "gpu", hours(9)),
+            # Idle just under the 5 % threshold.
+            _InstancePlan(
+                "idle-v100", "us-west-2", "p3.2xlarge", False, hours(26), training("recsys", "prod", "r304"), "gpu", hours(26),
+                peak_idle_util=4.9,
+            ),
+            _InstancePlan("cpu-only-idle", "us-east-1", "g5.xlarge", False, hours(30), mandatory_tags("vision", "prod"), "cpu", hours(30)),
+            _InstancePlan("cpu-only-busy", "us-east-1", "g4dn.xlarge", False, hours(30), mandatory_tags("nlp", "dev"), "cpu", None),
+            _InstancePlan("too-young", "us-east-1", "g5.xlarge", True, hours(1), training("recsys", "dev", "r305"), "gpu", hours(1)),
+            _InstancePlan("never-tagged-gpu", "us-west-2", "g4dn.xlarge", False, hours(48), {}, "gpu", hours(48)),
+            _InstancePlan("stopped-gpu", "us-west-2", "g5.xlarge", False, hours(72), training("vision", "dev", "r099"), "gpu", hours(72), state="stopped"),
+            _InstancePlan("serving-cpu", "us-east-1", "m6i.large", False, hours(400), mandatory_tags("recsys", "prod"), "cpu", hours(400)),
+            _InstancePlan("never-tagged-notebook", "us-east-1", "t3.large", False, hours(200), {}, None, None),
+            _InstancePlan(
+                "partly-tagged", "us-west-2", "m6i.xlarge", False, hours(100),
+                {tags.TEAM: "nlp", tags.PROJECT: "llm-finetune"}, None, None,
+            ),
+        ]  # fmt: skip
+        for plan in plans:
+            self.launch(plan)
+
+    # --- Storage, serving and shared resources ---------------------------------------------------
+
+    def create_volume(self, region: str, size: int, resource_tags: Mapping[str, str]) -> SeededResource:
+        request: dict[str, Any] = {"AvailabilityZone": f"{region}a", "Size": size, "VolumeType": "gp3"}
+        if resource_tags:
+            request["TagSpecifications"] = [
+                {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
+            ]
+        volume_id = self.client("ec2", region).create_volume(**request)["VolumeId"]
+        return self.record(ec2_arn(region, self.account_id, "volume", volume_id), "ec2:volume", region, resource_tags)
+
+    def create_snapshot(self, region: str, volume_arn: str, resource_tags: Mapping[str, str]) -> None:
+        request: dict[str, Any] = {"VolumeId": volume_arn.rsplit("/", 1)[1]}
+        if resource_tags:
+            request["TagSpecifications"] = [
+                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
+            ]
+        snapshot_id = self.client("ec2", region).create_snapshot(**request)["SnapshotId"]
+        self.record(ec2_arn(region, self.account_id, "snapshot", snapshot_id), "ec2:snapshot", region, resource_tags)
+
+    def seed_finished_runs(self) -> str:
+        """Past training runs (spend only), the last one leaving its checkpoint volumes behind."""
+        first_day = self.now - timedelta(days=SPEND_DAYS)
+        candidates = ["g5.2xlarge", "g5.12xlarge", "g6.12xlarge", "p4d.24xlarge"]
+        last_run_id = ""
+        for number in range(12):
+            team = TEAMS[number % len(TEAMS)].name
+            environment = ENVIRONMENTS[number % 2]
+            start = first_day + timedelta(hours=self.random.randrange(0, (SPEND_DAYS - 8) * 24))
+            if number == 11:
+                start = self.now - timedelta(days=6)
+            duration = timedelta(hours=self.random.randrange(6, 72))
+            run_id = f"{team}-{start:%Y%m%d}-{number:02d}"
+            run_tags = tags.training_tags(mandatory_tags(team, environment), run_id, start + duration, f"train-{run_id}")
+            instance_type = self.random.choice(candidates)
+            count = self.random.randint(1, 4)
+            spot = number % 4 != 3
+            hourly = pricing.spot_hourly(instance_type) if spot else pricing.on_demand_hourly(instance_type)
+            self.spend.append(
+                _Spend(EC2_COMPUTE, REGIONS[number % 2], SPOT if spot else ON_DEMAND, instance_type, run_tags,
+                       hourly * count, start, start + duration, usage_per_hour=count)
+            )  # fmt: skip
+            last_run_id = run_id
+            last_tags, last_end = run_tags, start + duration
+        for size in (500, 500, 200):
+            volume = self.create_volume("us-east-1", size, last_tags)
+            self.leftover_volumes.append(volume)
+            self.spend.append(
+                _Spend(EC2_OTHER, "us-east-1", ON_DEMAND, None, last_tags, size * pricing.GP3_GB_MONTHLY / 730,
+                       last_end, self.now, usage_per_hour=size / 730)
+            )  # fmt: skip
+        return last_run_id
+
+    def seed_storage(self) -> None:
+        since = self.now - timedelta(days=SPEND_DAYS + 5)
+        for region, resource_tags, size in (
+            ("us-east-1", {}, 100),
+            ("us-west-2", {k: v for k, v in mandatory_tags("recsys", "dev").items() if k != tags.OWNER}, 50),
+        ):
+            self.create_volume(region, size, resource_tags)
+            self.spend.append(
+                _Spend(EC2_OTHER, region, ON_DEMAND, None, resource_tags, size * pricing.GP3_GB_MONTHLY / 730,
+                       since, self.now, usage_per_hour=size / 730)
+            )  # fmt: skip
+        dataset = self.create_volume("us-east-1", 300, mandatory_tags("vision", "prod"))
+        self.create_snapshot("us-east-1", dataset.arn, mandatory_tags("vision", "prod"))
+        self.create_snapshot("us-east-1", dataset.arn, {})
+        self.create_snapshot("us-west-2", self.create_volume("us-west-2", 20, {}).arn, {tags.TEAM: "recsys"})
+
+        s3 = self.client("s3", "us-east-1")
+        buckets = [
+            ("ml-platform-checkpoints-dev", "us-east-1", mandatory_tags("vision", "dev"), 4.0),
+            ("ml-platform-checkpoints-prod", "us-west-2", mandatory_tags("nlp", "prod"), 12.0),
+            ("scratch-datasets-7f3a", "us-west-2", {}, 2.5),
+            ("ml-platform-logs", "us-east-1", {tags.TEAM: "recsys", tags.PROJECT: "ranking", tags.ENVIRONMENT: "prod"}, 0.8),
+        ]
+        for name, region, resource_tags, daily in buckets:
+            request: dict[str, Any] = {"Bucket": name}
+            if region != "us-east-1":
+                request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            s3.create_bucket(**request)
+            if resource_tags:
+                s3.put_bucket_tagging(
+                    Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
+                )
+            self.record(f"arn:aws:s3:::{name}", "s3:bucket", region, resource_tags)
+            self.spend.append(
+                _Spend(S3_SERVICE, region, ON_DEMAND, None, resource_tags, daily / 24, since, self.now,
+                       usage_per_hour=daily / 24 / 0.023, jitter=0.15)
+            )  # fmt: skip
+
+    def seed_feature_stores(self) -> None:
+        since = self.now - timedelta(days=SPEND_DAYS + 5)
+        stores = [
+            ("feature-store-prod", "us-east-1", "cache.r7g.large", mandatory_tags("recsys", "prod")),
+            ("feature-store-dev", "us-west-2", "cache.t4g.medium",
+             {k: v for k, v in mandatory_tags("recsys", "dev").items() if k != tags.MANAGED_BY}),
+        ]  # fmt: skip
+        for group_id, region, node_type, resource_tags in stores:
+            request: dict[str, Any] = {
+                "ReplicationGroupId": group_id,
+                "ReplicationGroupDescription": f"online feature store ({group_id})",
+                "Engine": "redis",
+                "CacheNodeType": node_type,
+                "NumCacheClusters": 2,
+            }
+            if resource_tags:
+                request["Tags"] = [{"Key": k, "Value": v} for k, v in resource_tags.items()]
+            group = self.client("elasticache", region).create_replication_group(**request)["ReplicationGroup"]
+            self.record(group["ARN"], "elasticache:replicationgroup", region, resource_tags)
+            self.spend.append(
+                _Spend(ELASTICACHE_SERVICE, region, ON_DEMAND, node_type, resource_tags,
+                       pricing.elasticache_hourly(node_type) * 2, since, self.now, usage_per_hour=2)
+            )  # fmt: skip
+        cluster = self.client("elasticache", "us-west-2").create_cache_cluster(
+            CacheClusterId="adhoc-cache", Engine="memcached", CacheNodeType="cache.t4g.small", NumCacheNodes=1
+        )["CacheCluster"]
+        self.record(cluster["ARN"], "elasticache:cluster", "us-west-2", {})
+        self.spend.append(
+            _Spend(ELASTICACHE_SERVICE, "us-west-2", ON_DEMAND, "cache.t4g.small", {},
+                   pricing.elasticache_hourly("cache.t4g.small"), self.now - timedelta(days=20), self.now)
+        )  # fmt: skip
+
+    def seed_serving(self) -> None:
+        since = self.now - timedelta(days=SPEND_DAYS + 5)
+        role = f"arn:aws:iam::{self.account_id}:role/eks-service"
+        clusters = [
+            ("serving-prod", "us-east-1", mandatory_tags("recsys", "prod"), mandatory_tags("recsys", "prod"), since),
+            ("scratch-eks", "us-west-2", {}, {tags.TEAM: "nlp", tags.ENVIRONMENT: "dev"}, self.now - timedelta(days=20)),
+        ]
+        for name, region, cluster_tags, nodegroup_tags, created in clusters:
+            eks = self.client("eks", region)
+            subnets = self.subnets(region)
+            cluster = eks.create_cluster(
+                name=name, roleArn=role, resourcesVpcConfig={"subnetIds": subnets}, tags=cluster_tags
+            )["cluster"]
+            self.record(cluster["arn"], "eks:cluster", region, cluster_tags)
+            nodegroup = eks.create_nodegroup(
+                clusterName=name, nodegroupName=f"{name}-nodes", subnets=subnets, nodeRole=role, tags=nodegroup_tags
+            )["nodegroup"]
+            self.record(nodegroup["nodegroupArn"], "eks:nodegroup", region, nodegroup_tags)
+            self.spend.append(
+                _Spend(EKS_SERVICE, region, ON_DEMAND, None, cluster_tags, pricing.EKS_CONTROL_PLANE_HOURLY, created, self.now)
+            )
+        node_hourly = pricing.on_demand_hourly("m6i.xlarge") * 3
+        self.spend.append(
+            _Spend(EC2_COMPUTE, "us-east-1", SAVINGS_PLANS, "m6i.xlarge", mandatory_tags("recsys", "prod"), node_hourly,
+                   since, self.now, hourly_amortized=node_hourly * SAVINGS_PLAN_RATE, usage_per_hour=3)
+        )  # fmt: skip
+        self.spend.append(
+            _Spend(EC2_COMPUTE, "us-east-1", ON_DEMAND, "m6i.large", mandatory_tags("nlp", "dev"),
+                   pricing.on_demand_hourly("m6i.large") * 2, since, self.now, usage_per_hour=2)
+        )  # fmt: skip
+
+        autoscaling = self.client("autoscaling", "us-east-1")
+        ec2 = self.client("ec2", "us-east-1")
+        ec2.create_launch_template(
+            LaunchTemplateName="batch-workers", LaunchTemplateData={"ImageId": self.image("us-east-1"), "InstanceType": "m6i.large"}
+        )
+        for group_name, group_tags in (
+            ("batch-workers-dev", {}),
+            ("batch-workers-prod", {tags.TEAM: "vision", tags.ENVIRONMENT: "prod", tags.MANAGED_BY: "pulumi"}),
+            ("serving-prod-workers", mandatory_tags("recsys", "prod")),
+        ):
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=group_name,
+                LaunchTemplate={"LaunchTemplateName": "batch-workers", "Version": "$Latest"},
+                MinSize=0,
+                MaxSize=4,
+                DesiredCapacity=0,
+                AvailabilityZones=["us-east-1a"],
+                Tags=[
+                    {"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": group_name,
+                     "ResourceType": "auto-scaling-group"}
+                    for k, v in group_tags.items()
+                ],
+            )  # fmt: skip
+            arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0][
+                "AutoScalingGroupARN"
+            ]
+            self.record(arn, "autoscaling:autoScalingGroup", "us-east-1", group_tags)
+
+        for name, region, balancer_tags in (
+            ("serving-prod-alb", "us-east-1", mandatory_tags("recsys", "prod")),
+            ("dev-debug-nlb", "us-west-2", {}),
+        ):
+            request: dict[str, Any] = {"Name": name, "Subnets": self.subnets(region), "Type": "application"}
+            if balancer_tags:
+                request["Tags"] = [{"Key": k, "Value": v} for k, v in balancer_tags.items()]
+            balancer = self.client("elbv2", region).create_load_balancer(**request)["LoadBalancers"][0]
+            self.record(balancer["LoadBalancerArn"], "elasticloadbalancing:loadbalancer", region, balancer_tags)
+
+    # --- Spend -----------------------------------------------------------------------------------
+
+    def line_items(self) -> list[LineItem]:
+        last_day = self.now.date() - timedelta(days=1)
+        first_day = last_day - timedelta(days=SPEND_DAYS - 1)
+        items: list[LineItem] = []
+        for spend in self.spend:
+            for day, hours in _hours_per_day(spend.start, spend.end, first_day, last_day):
+                factor = 1.0 + self.random.uniform(-spend.jitter, spend.jitter) if spend.jitter else 1.0
+                amortized = spend.hourly_unblended if spend.hourly_amortized is None else spend.hourly_amortized
+                items.append(
+                    LineItem(
+                        day=day,
+                        service=spend.service,
+                        region=spend.region,
+                        purchase_type=spend.purchase_type,
+                        instance_type=spend.instance_type,
+                        linked_account=self.account_id,
+                        tags=dict(spend.tags),
+                        unblended_cost=round(spend.hourly_unblended * hours * factor, 6),
+                        amortized_cost=round(amortized * hours * factor, 6),
+                        usage_quantity=round(spend.usage_per_hour * hours * factor, 6),
+                    )
+                )
+        return items
+
+
+def _hours_per_day(start: datetime, end: datetime, first_day: date, last_day: date) -> Iterator[tuple[date, float]]:
+    day = max(start.date(), first_day)
+    while day <= min(end.date(), last_day):
+        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        overlap = min(end, day_start + timedelta(days=1)) - max(start, day_start)
+        if overlap > timedelta(0):
+            yield day, overlap.total_seconds() / 3600
+        day += timedelta(days=1)
+
+
+def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
+    """Seed the sandbox's account over HTTP and load its spend into the sandbox's Cost Explorer."""
+    seeder = _Seeder(sandbox, now or datetime.now(UTC))
+    seeder.seed_instances()
+    finished_run_id = seeder.seed_finished_runs()
+    seeder.seed_storage()
+    seeder.seed_feature_stores()
+    seeder.seed_serving()
+    line_items = seeder.line_items()
+    sandbox.cost_explorer.load(line_items, seeder.now)
+
+    window_start = seeder.now - timedelta(hours=DEFAULT_WINDOW_HOURS)
+    judged = [i for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at <= window_start]
+    idle = [
+        i.instance_id
+        for i in judged
+        if i.idle_since is not None
+        and i.idle_since <= window_start
+        and i.util_max_recent is not None
+        and i.util_max_recent < DEFAULT_THRESHOLD_PCT
+    ]
+    return SeedManifest(
+        now=seeder.now,
+        account_id=seeder.account_id,
+        regions=REGIONS,
+        line_items=line_items,
+        instances=seeder.instances,
+        resources=seeder.resources,
+        idle_instance_ids=idle,
+        busy_instance_ids=[i.instance_id for i in judged if i.instance_id not in idle],
+        cpu_only_instance_ids=[i.instance_id for i in seeder.instances if i.is_gpu and i.telemetry == "cpu"],
+        too_young_instance_ids=[
+            i.instance_id for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at > window_start
+        ],
+        leftover_volumes=seeder.leftover_volumes,
+        finished_run_id=finished_run_id,
+    )

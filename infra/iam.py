@@ -1,0 +1,52 @@
+"""IAM documents built in Python (no getPolicyDocument invokes), shared by every component."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+
+
+def assume_role_policy(service: str) -> str:
+    """Trust policy letting an AWS service (e.g. `ec2.amazonaws.com`) assume the role."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        }
+    )
+
+
+def irsa_assume_role_policy(
+    oidc_provider_arn: pulumi.Input[str], oidc_issuer: pulumi.Input[str], namespace: str, service_account: str
+) -> pulumi.Output[str]:
+    """Trust policy for one Kubernetes service account through the cluster's OIDC provider (IRSA)."""
+
+    def document(values: list[Any]) -> str:
+        provider_arn, issuer = values
+        host = issuer.removeprefix("https://")
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Federated": provider_arn},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {
+                            "StringEquals": {
+                                f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                                f"{host}:aud": "sts.amazonaws.com",
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+
+    return pulumi.Output.all(oidc_provider_arn, oidc_issuer).apply(document)
+
+
+def managed_policy_arn(name: str) -> str:
+    return f"arn:aws:iam::aws:policy/{name}"
