@@ -42,6 +42,10 @@ from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ml-platform" / "cost-explorer"
 CACHE_DIR_ENV = "MLP_COST_CACHE_DIR"
+# What Cost Explorer charges for each request (every page counts).
+REQUEST_PRICE_USD = 0.01
+# How the `key$` bucket (spend without the tag) is labelled in breakdowns.
+UNTAGGED_LABEL = "(untagged)"
 COST_METRICS: tuple[str, ...] = ("UnblendedCost", "AmortizedCost")
 USAGE_METRIC = "UsageQuantity"
 # The report always breaks spend down by these two, whatever the stack's mandatory list says.

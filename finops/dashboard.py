@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
+from finops.costs import REQUEST_PRICE_USD, UNTAGGED_LABEL
 from mlp.tags import TEAM
 
 if TYPE_CHECKING:
@@ -45,16 +46,16 @@ def plotly_js() -> str:
 
 
 def _layout(figure: go.Figure, **extra: Any) -> go.Figure:
-    figure.update_layout(
-        template="plotly_white",
-        colorway=PALETTE,
-        margin={"l": 50, "r": 20, "t": 10, "b": 40},
-        height=320,
-        legend={"orientation": "h", "y": -0.18},
-        font={"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
-        hovermode="x unified",
-        **extra,
-    )
+    layout: dict[str, Any] = {
+        "template": "plotly_white",
+        "colorway": PALETTE,
+        "margin": {"l": 50, "r": 20, "t": 10, "b": 40},
+        "height": 320,
+        "legend": {"orientation": "h", "y": -0.18},
+        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
+        "hovermode": "x unified",
+    }
+    figure.update_layout(**{**layout, **extra})
     return figure
 
 
@@ -70,8 +71,6 @@ def _missing(chart_id: str, title: str, what: str) -> Chart:
 
 
 def _label_color(label: str, index: int) -> str:
-    from finops.report import UNTAGGED_LABEL
-
     return UNTAGGED_COLOR if label == UNTAGGED_LABEL else PALETTE[index % len(PALETTE)]
 
 
@@ -85,7 +84,12 @@ def _stacked_daily(chart_id: str, title: str, table: pd.DataFrame | None, kind: 
         if kind == "area":
             figure.add_trace(
                 go.Scatter(
-                    x=table.index, y=values, name=str(label), stackgroup="spend", mode="lines", line={"color": color}
+                    x=table.index,
+                    y=values,
+                    name=str(label),
+                    stackgroup="spend",
+                    mode="lines",
+                    line={"color": color},
                 )
             )
         else:
@@ -119,7 +123,9 @@ def _spot(report: Report) -> Chart:
     figure = go.Figure()
     for label in table.columns:
         figure.add_trace(
-            go.Bar(x=table.index, y=table[label].round(2), name=str(label), marker_color=colors.get(str(label)))
+            go.Bar(
+                x=table.index, y=table[label].round(2), name=str(label), marker_color=colors.get(str(label))
+            )
         )
     return _chart("spot", title, _layout(figure, barmode="stack", yaxis_tickprefix="$"))
 
@@ -148,7 +154,9 @@ def _untagged_resources(report: Report) -> Chart:
         return Chart("untagged-resources", title, note="Every scanned resource carries the mandatory tags.")
     counts = Counter(finding["resource_type"] for finding in report.untagged)
     names = sorted(counts, key=lambda name: counts[name])
-    figure = go.Figure(go.Bar(x=[counts[name] for name in names], y=names, orientation="h", marker_color=PALETTE[3]))
+    figure = go.Figure(
+        go.Bar(x=[counts[name] for name in names], y=names, orientation="h", marker_color=PALETTE[3])
+    )
     return _chart("untagged-resources", title, _layout(figure, hovermode="closest", xaxis_title="resources"))
 
 
@@ -245,14 +253,12 @@ def _environment() -> jinja2.Environment:
 
 def render_dashboard(report: Report) -> str:
     """The whole page as one string: plotly.js inline once, then every chart and table."""
-    from finops.report import COST_EXPLORER_REQUEST_USD
-
     template = _environment().get_template("dashboard.html.j2")
     return template.render(
         report=report,
         spend=report.findings["spend"],
         charts=charts(report),
         plotly_js=plotly_js(),
-        request_cost_usd=report.spend.requests * COST_EXPLORER_REQUEST_USD,
+        request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
         idle_sorted=sorted(report.idle, key=lambda finding: -finding["wasted_usd"]),
     )

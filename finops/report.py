@@ -12,7 +12,6 @@ import calendar
 import json
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,14 +21,21 @@ import botocore.exceptions
 import pandas as pd
 
 from finops import costs
-from finops.costs import PURCHASE_VIEW, SERVICE_REGION_VIEW, UNTAGGED_VIEW, MissingPart, Spend
+from finops.costs import (
+    PURCHASE_VIEW,
+    REQUEST_PRICE_USD,
+    SERVICE_REGION_VIEW,
+    UNTAGGED_LABEL,
+    UNTAGGED_VIEW,
+    MissingPart,
+    Spend,
+)
+from finops.dashboard import render_dashboard
 from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
-UNTAGGED_LABEL = "(untagged)"
 NO_INSTANCE_TYPE = "NoInstanceType"
-COST_EXPLORER_REQUEST_USD = 0.01
 TOP_MOVERS = 8
 RUN_RATE_DAYS = 7
 MAX_DAYS = 180  # the previous period is read too, and Cost Explorer keeps 13 months
@@ -78,7 +84,7 @@ class Period:
 
     def label(self) -> str:
         last = self.end - timedelta(days=1)
-        return f"{self.start:%d %b %Y} – {last:%d %b %Y} ({self.days} days)"
+        return f"{self.start:%d %b %Y} to {last:%d %b %Y} ({self.days} days)"
 
     def to_json(self) -> dict[str, str]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat()}
@@ -173,7 +179,9 @@ def _spot(purchase: pd.DataFrame) -> tuple[float, float | None, float, list[str]
     return spot_usd, share, savings, unpriced
 
 
-def _movers(current: pd.DataFrame, previous: pd.DataFrame, dimension: str, column: str) -> list[dict[str, Any]]:
+def _movers(
+    current: pd.DataFrame, previous: pd.DataFrame, dimension: str, column: str
+) -> list[dict[str, Any]]:
     now = pd.Series(_sums(current, column), dtype=float)
     before = pd.Series(_sums(previous, column), dtype=float)
     both = pd.concat({"current": now, "previous": before}, axis=1).fillna(0.0)
@@ -196,7 +204,9 @@ def _forecast(daily_total_all: pd.Series, period: Period) -> dict[str, Any]:
     """Month-end spend: month to date plus the last days' average for every day left in the month."""
     month_start = pd.Timestamp(period.month_start, tz=UTC)
     end = pd.Timestamp(period.end, tz=UTC)
-    month_to_date = float(daily_total_all[(daily_total_all.index >= month_start) & (daily_total_all.index < end)].sum())
+    month_to_date = float(
+        daily_total_all[(daily_total_all.index >= month_start) & (daily_total_all.index < end)].sum()
+    )
     recent = daily_total_all[
         (daily_total_all.index >= end - pd.Timedelta(days=RUN_RATE_DAYS)) & (daily_total_all.index < end)
     ]
@@ -443,7 +453,8 @@ def render_markdown(report: Report) -> str:
     lines = [
         f"# Nightly cost report — {report.period.label()}",
         "",
-        f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC. Amounts are Cost Explorer UnblendedCost in USD.",
+        f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC. "
+        "Amounts are Cost Explorer UnblendedCost in USD.",
         "",
     ]
     if analysis.missing:
@@ -467,9 +478,10 @@ def render_markdown(report: Report) -> str:
             f"({_usd(forecast['month_to_date_usd'])} so far, {_usd(forecast['daily_run_rate_usd'])}/day "
             f"over the last {RUN_RATE_DAYS} days)"
         )
+    requests = report.spend.requests
     lines.append(
-        f"- Cost Explorer: {report.spend.requests} requests (${report.spend.requests * COST_EXPLORER_REQUEST_USD:.2f}),"
-        f" {report.spend.cached_view_days} view-days from the cache"
+        f"- Cost Explorer: {requests} requests (${requests * REQUEST_PRICE_USD:.2f}), "
+        f"{report.spend.cached_view_days} view-days from the cache"
     )
     if analysis.spot_unpriced_instance_types:
         lines.append(
@@ -488,7 +500,9 @@ def render_markdown(report: Report) -> str:
             lines += ["Missing: Cost Explorer could not be read for this part.", ""]
             continue
         total = sum(values.values())
-        rows = [(name, _usd(amount), _pct(amount / total if total else None)) for name, amount in values.items()]
+        rows = [
+            (name, _usd(amount), _pct(amount / total if total else None)) for name, amount in values.items()
+        ]
         lines += [*_table(("Name", "Spend", "Share"), rows), ""]
     if analysis.top_movers:
         lines += [f"## Top movers versus the previous {report.period.days} days", ""]
@@ -511,7 +525,8 @@ def render_markdown(report: Report) -> str:
                 row["region"],
                 _usd(row["untagged_usd"]),
                 row["resources"],
-                ", ".join(f"{kind} × {count}" for kind, count in sorted(row["resource_types"].items())) or "—",
+                ", ".join(f"{kind} x {count}" for kind, count in sorted(row["resource_types"].items()))
+                or "—",
             )
             for row in report.untagged_joined
         ]
@@ -532,7 +547,10 @@ def render_markdown(report: Report) -> str:
             )
             for finding in sorted(report.idle, key=lambda item: -item["wasted_usd"])
         ]
-        lines += [*_table(("Instance", "Region", "Type", "Team", "Telemetry", "Idle hours", "Wasted"), rows), ""]
+        lines += [
+            *_table(("Instance", "Region", "Type", "Team", "Telemetry", "Idle hours", "Wasted"), rows),
+            "",
+        ]
     else:
         lines += ["No idle GPU instances.", ""]
     lines += ["## Resources missing mandatory tags", ""]
@@ -549,18 +567,21 @@ def render_markdown(report: Report) -> str:
 
 def write_focus_csv(frame: pd.DataFrame, path: Path) -> None:
     """FOCUS columns first; ISO 8601 UTC timestamps as FOCUS asks."""
-    columns = [*costs.FOCUS_COLUMNS, *(column for column in frame.columns if column not in costs.FOCUS_COLUMNS)]
+    columns = [
+        *costs.FOCUS_COLUMNS,
+        *(column for column in frame.columns if column not in costs.FOCUS_COLUMNS),
+    ]
     frame[columns].to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ", float_format="%.10g")
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """Write DESIGN.md's four files into `out_dir` (created if needed); returns their paths."""
-    from finops.dashboard import render_dashboard  # the dashboard imports this module's types
-
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot create the directory ({exc.strerror}); choose another") from exc
+        raise UserError(
+            f"--out {out_dir}: cannot create the directory ({exc.strerror}); choose another"
+        ) from exc
     paths = [out_dir / name for name in REPORT_FILES]
     html, markdown, csv, findings = paths
     html.write_text(render_dashboard(report), encoding="utf-8")
@@ -634,9 +655,7 @@ def run_nightly(
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
     views = costs.plan_views(costs.report_tag_keys(mandatory_tags))
-    steps = Steps(show_progress, total=len(views) + 3)
-    context: AbstractContextManager[Any] = steps if show_progress else nullcontext()
-    with context:
+    with Steps(show_progress, total=len(views) + 3) as steps:
         spend = costs.fetch_spend(
             period.fetch_start,
             period.end,

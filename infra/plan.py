@@ -18,7 +18,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import PROJECT, StackConfig, read_stack_file, parse_stack_config, runtime_config_values
+from infra.config import PROJECT, StackConfig, parse_stack_config, read_stack_file, runtime_config_values
 from infra.estimate import estimate_monthly_cost
 from infra.mocks import PlanMocks
 
@@ -70,6 +70,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 "custom": bool(request.custom),
                 "parent": request.parent if request.parent and request.parent != self.root_urn else None,
                 "provider": _provider_urn(request.provider),
+                "protect": bool(request.protect),
                 "inputs": _redact_secrets(inputs),
             }
         )
@@ -137,7 +138,13 @@ def plan_environment(config: StackConfig, raw_config: dict[str, Any]) -> PlanRes
     )
 
 
+def load_and_plan(stack: str, project_dir: Path | None = None) -> tuple[StackConfig, dict[str, Any]]:
+    """The validated config and the plan JSON (DESIGN.md) of `Pulumi.<stack>.yaml`."""
+    raw = read_stack_file(stack, project_dir)
+    config = parse_stack_config(stack, raw)
+    return config, plan_environment(config, raw).to_json()
+
+
 def plan_stack(stack: str, project_dir: Path | None = None) -> dict[str, Any]:
     """The plan JSON (DESIGN.md) of `Pulumi.<stack>.yaml`; raises UserError for bad config."""
-    raw = read_stack_file(stack, project_dir)
-    return plan_environment(parse_stack_config(stack, raw), raw).to_json()
+    return load_and_plan(stack, project_dir)[1]

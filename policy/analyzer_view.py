@@ -17,10 +17,6 @@ from google.protobuf import json_format, struct_pb2
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-# The engine's marker for a value that is not known until the resource is created.
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-
-
 class Unknown:
     """A value the analyzer cannot know during preview (returned by `lookup`, never raised)."""
 
@@ -39,28 +35,32 @@ def analyzer_props(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def lookup(props: Any, *path: str | int, default: Any = None) -> Any:
-    """The value at `path`, `default` when any step is absent, `UNKNOWN_VALUE` when it is unknown.
+    """The value at `path`, or `default` when any step is absent or null.
 
-    Presence is tested by iterating keys, which never reads a value: `key in proxy` would read it
-    and raise on an unknown.
+    A value unknown at preview raises `UnknownValueError`, as reading it under CrossGuard does, so
+    the policy is reported as not runnable during preview instead of guessing. Presence is tested by
+    iterating keys, which reads no value (`key in proxy` would read it and raise).
     """
     current = props
+    for step in path:
+        if isinstance(step, int):
+            items = items_of(current)
+            if step >= len(items):
+                return default
+            current = items[step]
+        else:
+            if not has_key(current, step):
+                return default
+            current = current[step]
+    return default if current is None else current
+
+
+def peek(props: Any, *path: str | int, default: Any = None) -> Any:
+    """Like `lookup`, but a value unknown at preview comes back as `UNKNOWN_VALUE` instead of raising."""
     try:
-        for step in path:
-            if isinstance(step, int):
-                if isinstance(current, Mapping | str) or not isinstance(current, Iterable):
-                    return default
-                items = list(current)
-                if step >= len(items):
-                    return default
-                current = items[step]
-            else:
-                if not isinstance(current, Mapping) or step not in list(iter(current)):
-                    return default
-                current = current[step]
+        return lookup(props, *path, default=default)
     except UnknownValueError:
         return UNKNOWN_VALUE
-    return default if current is None else current
 
 
 def has_key(props: Any, key: str) -> bool:

@@ -65,6 +65,13 @@ class CostExplorerMiddleware:
         return [payload]
 
 
+class _QuietRequestHandler(MotoRequestHandler):
+    """No access log: the sandbox serves thousands of requests behind a CLI whose stderr people read."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
 class Sandbox:
     """An emulated AWS account over HTTP: `with Sandbox() as sandbox: ...`."""
 
@@ -99,7 +106,7 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         app = CostExplorerMiddleware(DomainDispatcherApplication(create_backend_app), self.cost_explorer)
-        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_QuietRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mlp-sandbox", daemon=True)
         self._thread.start()
         # moto's backends are process-wide: start from an empty account whatever ran before.

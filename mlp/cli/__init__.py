@@ -20,6 +20,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """ml-platform: tagged spot GPU infrastructure on AWS and the FinOps loop that keeps it cheap."""
+
+
 # Imported for their side effect of registering commands on `app`.
 from mlp.cli import infra_cmds, policy_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
 

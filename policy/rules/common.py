@@ -30,7 +30,7 @@ from pydantic.alias_generators import to_camel
 from infra.config import PROD
 from infra.tagging import effective_tags, provider_default_tags
 from mlp.tags import ENVIRONMENT
-from policy.analyzer_view import Unknown, items_of, lookup
+from policy.analyzer_view import Unknown, items_of, peek
 
 
 class RuleConfig(BaseModel):
@@ -42,9 +42,12 @@ class RuleConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=RuleConfig)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Resource:
-    """One resource as a rule sees it, whichever path (CrossGuard or offline) produced it."""
+    """One resource as a rule sees it, whichever path (CrossGuard or offline) produced it.
+
+    Compared by identity: comparing props would read values that may be unknown at preview.
+    """
 
     type: str
     name: str
@@ -71,10 +74,17 @@ class Resource:
         """Values other resources may use to point at this one when no dependency data is at hand."""
         found = {self.urn, self.name}
         for key in ("id", "arn", "bucket", "name"):
-            value = lookup(self.props, key)
+            value = peek(self.props, key)
             if isinstance(value, str):
                 found.add(value)
         return found
+
+    def is_named_by(self, reference: str) -> bool:
+        """True when `reference` is one of this resource's identities or a name AWS generates from its prefix."""
+        if reference in self.identities():
+            return True
+        prefixes = (peek(self.props, key) for key in ("bucketPrefix", "namePrefix"))
+        return any(isinstance(prefix, str) and prefix and reference.startswith(prefix) for prefix in prefixes)
 
 
 def from_validation_args(args: ResourceValidationArgs) -> Resource:
@@ -100,11 +110,11 @@ def referenced(source: Resource, prop: str, targets: Iterable[Resource]) -> list
     urns = source.property_dependencies.get(prop)
     if urns:
         return [target for target in candidates if target.urn in urns]
-    value = lookup(source.props, prop)
+    value = peek(source.props, prop)
     if value is None or isinstance(value, Unknown):
         return []
-    wanted = {str(item) for item in items_of(value)} if items_of(value) else {str(value)}
-    return [target for target in candidates if target.identities() & wanted]
+    wanted = [str(item) for item in items_of(value)] or [str(value)]
+    return [target for target in candidates if any(target.is_named_by(reference) for reference in wanted)]
 
 
 def violation(resource: Resource, prop: str, found: str, fix: str) -> str:

@@ -1,0 +1,231 @@
+"""Idle GPU instances: running GPU instances whose utilization stayed under a threshold for a window.
+
+GPU utilization is the CloudWatch agent's `nvidia_smi_utilization_gpu` (namespace CWAgent, single
+dimension InstanceId — the fleets' contract); instances that publish no GPU metric are judged on
+EC2's CPUUtilization instead. Metrics come hourly (Maximum) from GetMetricData, up to 500 queries per
+call, so the number of CloudWatch calls grows with instances/500.
+
+Idle hours reach back past the window to the last hour the instance was busy, bounded by its launch
+and by the lookback fetched (the larger of the window and LOOKBACK_HOURS).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mlp import aws, pricing
+from mlp.errors import UserError
+from mlp.tags import PULUMI_STACK, RUN_ID, normalize_tags
+
+GPU_METRIC = ("CWAgent", "nvidia_smi_utilization_gpu")
+CPU_METRIC = ("AWS/EC2", "CPUUtilization")
+MAX_QUERIES_PER_CALL = 500
+PERIOD = timedelta(hours=1)
+LOOKBACK_HOURS = 24.0
+GPU_TYPE_PATTERNS = ["p*", "g*", "trn*", "inf*", "dl*"]
+
+DEFAULT_WINDOW_HOURS = 6.0
+DEFAULT_THRESHOLD_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    instance_id: str
+    region: str
+    instance_type: str
+    spot: bool
+    launched_at: datetime
+    tags: dict[str, str]
+
+    @property
+    def hourly_cost_usd(self) -> float | None:
+        """Spot instances at the documented spot discount (deterministic), others on demand."""
+        if self.instance_type not in pricing.EC2:
+            return None
+        if self.spot:
+            return pricing.spot_hourly(self.instance_type)
+        return pricing.on_demand_hourly(self.instance_type)
+
+
+@dataclass
+class IdleScan:
+    window_hours: float
+    threshold_pct: float
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    # Instances not judged, with why: too young for the window, or no telemetry at all.
+    not_judged: list[dict[str, str]] = field(default_factory=list)
+    cloudwatch_calls: int = 0
+    instances_scanned: int = 0
+
+    @property
+    def wasted_usd(self) -> float:
+        return round(sum(finding["wasted_usd"] or 0.0 for finding in self.findings), 2)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"window_hours": self.window_hours, "threshold_pct": self.threshold_pct, "findings": self.findings}
+
+
+Series = dict[str, list[tuple[datetime, float]]]
+
+
+def validate_thresholds(window_hours: float, threshold_pct: float) -> None:
+    if not window_hours > 0:
+        raise UserError(f"--window-hours must be a positive number of hours, got {window_hours}; e.g. --window-hours 6")
+    if not 0 < threshold_pct <= 100:
+        raise UserError(f"--threshold-pct must be a percentage in (0, 100], got {threshold_pct}; e.g. --threshold-pct 5")
+
+
+def scan_idle(
+    regions: Sequence[str],
+    *,
+    window_hours: float = DEFAULT_WINDOW_HOURS,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    now: datetime | None = None,
+) -> IdleScan:
+    """Running GPU instances of `regions` idle (max utilization < threshold) over the last window."""
+    validate_thresholds(window_hours, threshold_pct)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    window_start = now - timedelta(hours=window_hours)
+    lookback_start = now - timedelta(hours=max(window_hours, LOOKBACK_HOURS))
+    scan = IdleScan(window_hours=window_hours, threshold_pct=threshold_pct)
+    for region in regions:
+        with aws.aws_errors(f"scanning GPU instances in {region}"):
+            instances = list(running_gpu_instances(region))
+            scan.instances_scanned += len(instances)
+            judged = []
+            for instance in instances:
+                if instance.launched_at > window_start:
+                    scan.not_judged.append(_not_judged(instance, f"launched less than {window_hours:g} h ago"))
+                else:
+                    judged.append(instance)
+            cloudwatch = aws.client("cloudwatch", region)
+            gpu, calls = fetch_hourly_max(cloudwatch, GPU_METRIC, [i.instance_id for i in judged], lookback_start, now)
+            scan.cloudwatch_calls += calls
+            without_gpu = [i for i in judged if not _in_window(gpu.get(i.instance_id, []), window_start)]
+            cpu, calls = fetch_hourly_max(
+                cloudwatch, CPU_METRIC, [i.instance_id for i in without_gpu], lookback_start, now
+            )
+            scan.cloudwatch_calls += calls
+        for instance in judged:
+            telemetry, series = "gpu", gpu.get(instance.instance_id, [])
+            if not _in_window(series, window_start):
+                telemetry, series = "cpu", cpu.get(instance.instance_id, [])
+            recent = _in_window(series, window_start)
+            if not recent:
+                scan.not_judged.append(_not_judged(instance, "no GPU or CPU metrics in the window"))
+                continue
+            util_max = max(recent)
+            if util_max >= threshold_pct:
+                continue
+            scan.findings.append(
+                _finding(instance, telemetry, util_max, series, threshold_pct, lookback_start, now)
+            )
+    scan.findings.sort(key=lambda finding: (-(finding["wasted_usd"] or 0.0), finding["resource_id"]))
+    return scan
+
+
+def running_gpu_instances(region: str) -> Iterator[GpuInstance]:
+    ec2 = aws.client("ec2", region)
+    filters = [
+        {"Name": "instance-state-name", "Values": ["running"]},
+        {"Name": "instance-type", "Values": GPU_TYPE_PATTERNS},
+    ]
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                # The server-side wildcard filter is coarse (g* also matches future non-GPU families).
+                if not pricing.is_gpu_instance_type(instance["InstanceType"]):
+                    continue
+                yield GpuInstance(
+                    instance_id=instance["InstanceId"],
+                    region=region,
+                    instance_type=instance["InstanceType"],
+                    spot=instance.get("InstanceLifecycle") == "spot",
+                    launched_at=instance["LaunchTime"].astimezone(UTC),
+                    tags=normalize_tags(instance.get("Tags")),
+                )
+
+
+def fetch_hourly_max(
+    cloudwatch: Any, metric: tuple[str, str], instance_ids: Sequence[str], start: datetime, end: datetime
+) -> tuple[Series, int]:
+    """Hourly Maximum of `metric` per instance, ≤ 500 queries per GetMetricData; returns (series, calls)."""
+    namespace, name = metric
+    series: Series = defaultdict(list)
+    calls = 0
+    paginator = cloudwatch.get_paginator("get_metric_data")
+    for batch_start in range(0, len(instance_ids), MAX_QUERIES_PER_CALL):
+        batch = instance_ids[batch_start : batch_start + MAX_QUERIES_PER_CALL]
+        query_ids = {f"q{number}": instance_id for number, instance_id in enumerate(batch)}
+        queries = [
+            {
+                "Id": query_id,
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": namespace,
+                        "MetricName": name,
+                        "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+                    },
+                    "Period": int(PERIOD.total_seconds()),
+                    "Stat": "Maximum",
+                },
+                "ReturnData": True,
+            }
+            for query_id, instance_id in query_ids.items()
+        ]
+        pages = paginator.paginate(
+            MetricDataQueries=queries, StartTime=start, EndTime=end, ScanBy="TimestampAscending"
+        )
+        for page in pages:
+            calls += 1
+            for result in page.get("MetricDataResults", []):
+                points = zip(result.get("Timestamps", []), result.get("Values", []), strict=True)
+                series[query_ids[result["Id"]]].extend((moment.astimezone(UTC), value) for moment, value in points)
+    for points in series.values():
+        points.sort()
+    return series, calls
+
+
+def _in_window(series: list[tuple[datetime, float]], window_start: datetime) -> list[float]:
+    """Values of the hourly periods that overlap the window."""
+    return [value for moment, value in series if moment + PERIOD > window_start]
+
+
+def _finding(
+    instance: GpuInstance,
+    telemetry: str,
+    util_max: float,
+    series: list[tuple[datetime, float]],
+    threshold_pct: float,
+    lookback_start: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    busy_until = [moment + PERIOD for moment, value in series if value >= threshold_pct]
+    idle_since = max([lookback_start, instance.launched_at, *busy_until])
+    idle_hours = (now - idle_since).total_seconds() / 3600
+    hourly = instance.hourly_cost_usd
+    finding: dict[str, Any] = {
+        "resource_id": instance.instance_id,
+        "region": instance.region,
+        "instance_type": instance.instance_type,
+        "telemetry": telemetry,
+        "gpu_util_max": util_max if telemetry == "gpu" else None,
+        "cpu_util_max": util_max if telemetry == "cpu" else None,
+        "idle_hours": round(idle_hours, 2),
+        "hourly_cost_usd": hourly,
+        # Unknown instance types have no list price: reported, but with no dollar figure.
+        "wasted_usd": None if hourly is None else round(idle_hours * hourly, 2),
+        "tags": instance.tags,
+    }
+    for key, tag in (("run_id", RUN_ID), ("pulumi_stack", PULUMI_STACK)):
+        if instance.tags.get(tag):
+            finding[key] = instance.tags[tag]
+    return finding
+
+
+def _not_judged(instance: GpuInstance, reason: str) -> dict[str, str]:
+    return {"resource_id": instance.instance_id, "region": instance.region, "reason": reason}

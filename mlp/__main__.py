@@ -1,0 +1,3 @@
+from mlp.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""The ml-platform policy pack: its rules, and its configuration for a stack.
+
+The pack config has the shape of Pulumi's `--policy-pack-config` file: policy name -> {"enforcementLevel":
+..., <rule properties>}. `pack_config_for_stack` derives it from `Pulumi.<stack>.yaml`, so the offline
+check and `pulumi preview --policy-pack policy --policy-pack-config <file>` apply the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pulumi_policy import EnforcementLevel
+from pydantic import ValidationError
+
+from infra.config import StackConfig
+from mlp.errors import UserError
+from policy.rules import budget, network, s3, services, tagging, training
+from policy.rules.common import Rule
+
+PACK_NAME = "ml-platform"
+ENFORCEMENT_LEVEL = "enforcementLevel"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rules(clock: Callable[[], datetime] = utc_now) -> list[Rule]:
+    """Every rule of the pack, in the order the issue lists them."""
+    return [
+        tagging.RULE,
+        training.training_fleet_rule(clock),
+        training.TERMINATE_RULE,
+        s3.BUCKET_RULE,
+        s3.ACL_RULE,
+        services.ELASTICACHE_RULE,
+        services.EKS_RULE,
+        services.INSTANCE_RULE,
+        network.RULE,
+        budget.RULE,
+    ]
+
+
+def pack_config_for_stack(config: StackConfig) -> dict[str, dict[str, Any]]:
+    """The pack config that applies a stack's own tag keys, training limits and budget."""
+    training_config = config.training
+    return {
+        tagging.RULE.name: {"tags": list(config.mandatory_tags)},
+        training.FLEET_RULE_NAME: {
+            "allowedInstanceTypes": list(training_config.allowed_instance_types),
+            "maxGpusPerRun": training_config.max_gpus_per_run,
+            "maxRunHours": training_config.max_run_hours,
+        },
+        budget.RULE.name: {
+            ENFORCEMENT_LEVEL: (
+                EnforcementLevel.MANDATORY if config.budgets.enforce_plan_budget else EnforcementLevel.ADVISORY
+            ).value,
+            "monthlyBudgetUsd": config.budgets.environment_monthly_usd,
+        },
+    }
+
+
+def split_pack_config(
+    pack_config: Mapping[str, Any], known_rules: list[Rule]
+) -> dict[str, tuple[EnforcementLevel | None, dict[str, Any]]]:
+    """Per policy: the enforcement level the config sets (or None) and its validated properties.
+
+    Raises UserError naming the policy and key when the config does not fit the pack.
+    """
+    by_name = {rule.name: rule for rule in known_rules}
+    result: dict[str, tuple[EnforcementLevel | None, dict[str, Any]]] = {}
+    for name, value in pack_config.items():
+        rule = by_name.get(name)
+        if rule is None:
+            raise UserError(f"pack config: no policy named {name!r}; policies are {', '.join(by_name)}")
+        entry = {ENFORCEMENT_LEVEL: value} if isinstance(value, str) else dict(value)
+        level: EnforcementLevel | None = None
+        if ENFORCEMENT_LEVEL in entry:
+            raw_level = entry.pop(ENFORCEMENT_LEVEL)
+            try:
+                level = EnforcementLevel(raw_level)
+            except ValueError:
+                allowed = ", ".join(item.value for item in EnforcementLevel)
+                raise UserError(f"pack config: {name}.{ENFORCEMENT_LEVEL} {raw_level!r} is not one of {allowed}") from None
+        if entry and rule.config_model is None:
+            raise UserError(f"pack config: policy {name} takes no settings, only {ENFORCEMENT_LEVEL}")
+        try:
+            rule.config(entry)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            key = ".".join(str(part) for part in error["loc"])
+            raise UserError(f"pack config: {name}.{key}: {error['msg']}") from None
+        result[name] = (level, entry)
+    return result
