@@ -1,11 +1,13 @@
 """index.html: the report as one self-contained page finance can open anywhere.
 
-Charts are plotly figures; plotly.js is embedded once in the page (no CDN, no network fetch), and
-each chart is only its data and a `Plotly.newPlot` call. The page comes from a jinja2 template.
+Charts are plotly figures; plotly.js is embedded once in the page (no CDN, no network fetch) and the
+figures' JSON is drawn by one script at the end of the page, once the layout has settled, so every
+chart takes the width of its card. The page comes from a jinja2 template.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,12 +34,16 @@ CHART_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemov
 
 @dataclass
 class Chart:
-    """One dashboard tile: a drawn chart (html) or a sentence saying why there is none (note)."""
+    """One dashboard tile: a plotly figure (as JSON) or a sentence saying why there is none (note)."""
 
     chart_id: str
     title: str
-    html: str | None = None
+    figure: str | None = None
     note: str | None = None
+
+    @property
+    def div_id(self) -> str:
+        return f"chart-{self.chart_id}"
 
 
 @cache
@@ -49,7 +55,8 @@ def _layout(figure: go.Figure, **extra: Any) -> go.Figure:
     layout: dict[str, Any] = {
         "template": "plotly_white",
         "colorway": PALETTE,
-        "margin": {"l": 50, "r": 20, "t": 10, "b": 40},
+        # Room at the top for plotly's toolbar, which would otherwise cover the data.
+        "margin": {"l": 50, "r": 20, "t": 34, "b": 40},
         "height": 320,
         "legend": {"orientation": "h", "y": -0.18},
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
@@ -60,10 +67,12 @@ def _layout(figure: go.Figure, **extra: Any) -> go.Figure:
 
 
 def _chart(chart_id: str, title: str, figure: go.Figure) -> Chart:
-    html = figure.to_html(
-        full_html=False, include_plotlyjs=False, div_id=f"chart-{chart_id}", config=CHART_CONFIG
-    )
-    return Chart(chart_id, title, html=html)
+    return Chart(chart_id, title, figure=figure.to_json())
+
+
+def _script_json(value: str) -> str:
+    """JSON safe inside a <script> element: tag values and names must not be able to close it."""
+    return value.replace("<", "\\u003c")
 
 
 def _missing(chart_id: str, title: str, what: str) -> Chart:
@@ -254,10 +263,14 @@ def _environment() -> jinja2.Environment:
 def render_dashboard(report: Report) -> str:
     """The whole page as one string: plotly.js inline once, then every chart and table."""
     template = _environment().get_template("dashboard.html.j2")
+    tiles = charts(report)
+    figures = ",".join(f'"{chart.div_id}":{chart.figure}' for chart in tiles if chart.figure is not None)
     return template.render(
         report=report,
         spend=report.findings["spend"],
-        charts=charts(report),
+        charts=tiles,
+        figures_json=_script_json("{" + figures + "}"),
+        chart_config=json.dumps(CHART_CONFIG),
         plotly_js=plotly_js(),
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
         idle_sorted=sorted(report.idle, key=lambda finding: -finding["wasted_usd"]),

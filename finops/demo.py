@@ -30,8 +30,14 @@ SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"
 @contextmanager
 def sandbox_environment(sandbox: Sandbox) -> Iterator[dict[str, str]]:
     """os.environ pointed at the sandbox only, restored afterwards; yields the variables set."""
-    overrides = {**sandbox.environ(), "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
-    removed = [name for name in os.environ if name in SHADOWING_VARIABLES or name.startswith("AWS_ENDPOINT_URL_")]
+    overrides = {
+        **sandbox.environ(),
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    removed = [
+        name for name in os.environ if name in SHADOWING_VARIABLES or name.startswith("AWS_ENDPOINT_URL_")
+    ]
     saved = {name: os.environ.get(name) for name in [*overrides, *removed]}
     for name in removed:
         del os.environ[name]

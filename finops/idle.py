@@ -26,7 +26,6 @@ CPU_METRIC = ("AWS/EC2", "CPUUtilization")
 MAX_QUERIES_PER_CALL = 500
 PERIOD = timedelta(hours=1)
 LOOKBACK_HOURS = 24.0
-GPU_TYPE_PATTERNS = ["p*", "g*", "trn*", "inf*", "dl*"]
 
 DEFAULT_WINDOW_HOURS = 6.0
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -66,7 +65,11 @@ class IdleScan:
         return round(sum(finding["wasted_usd"] or 0.0 for finding in self.findings), 2)
 
     def to_json(self) -> dict[str, Any]:
-        return {"window_hours": self.window_hours, "threshold_pct": self.threshold_pct, "findings": self.findings}
+        return {
+            "window_hours": self.window_hours,
+            "threshold_pct": self.threshold_pct,
+            "findings": self.findings,
+        }
 
 
 Series = dict[str, list[tuple[datetime, float]]]
@@ -74,9 +77,13 @@ Series = dict[str, list[tuple[datetime, float]]]
 
 def validate_thresholds(window_hours: float, threshold_pct: float) -> None:
     if not window_hours > 0:
-        raise UserError(f"--window-hours must be a positive number of hours, got {window_hours}; e.g. --window-hours 6")
+        raise UserError(
+            f"--window-hours must be a positive number of hours, got {window_hours}; e.g. --window-hours 6"
+        )
     if not 0 < threshold_pct <= 100:
-        raise UserError(f"--threshold-pct must be a percentage in (0, 100], got {threshold_pct}; e.g. --threshold-pct 5")
+        raise UserError(
+            f"--threshold-pct must be a percentage in (0, 100], got {threshold_pct}; e.g. --threshold-pct 5"
+        )
 
 
 def scan_idle(
@@ -88,7 +95,9 @@ def scan_idle(
 ) -> IdleScan:
     """Running GPU instances of `regions` idle (max utilization < threshold) over the last window."""
     validate_thresholds(window_hours, threshold_pct)
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    # Whole minutes: CloudWatch answers period timestamps at second precision, so an aligned end
+    # keeps idle hours exact instead of off by the sub-second part of `now`.
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
     window_start = now - timedelta(hours=window_hours)
     lookback_start = now - timedelta(hours=max(window_hours, LOOKBACK_HOURS))
     scan = IdleScan(window_hours=window_hours, threshold_pct=threshold_pct)
@@ -99,11 +108,15 @@ def scan_idle(
             judged = []
             for instance in instances:
                 if instance.launched_at > window_start:
-                    scan.not_judged.append(_not_judged(instance, f"launched less than {window_hours:g} h ago"))
+                    scan.not_judged.append(
+                        _not_judged(instance, f"launched less than {window_hours:g} h ago")
+                    )
                 else:
                     judged.append(instance)
             cloudwatch = aws.client("cloudwatch", region)
-            gpu, calls = fetch_hourly_max(cloudwatch, GPU_METRIC, [i.instance_id for i in judged], lookback_start, now)
+            gpu, calls = fetch_hourly_max(
+                cloudwatch, GPU_METRIC, [i.instance_id for i in judged], lookback_start, now
+            )
             scan.cloudwatch_calls += calls
             without_gpu = [i for i in judged if not _in_window(gpu.get(i.instance_id, []), window_start)]
             cpu, calls = fetch_hourly_max(
@@ -130,14 +143,10 @@ def scan_idle(
 
 def running_gpu_instances(region: str) -> Iterator[GpuInstance]:
     ec2 = aws.client("ec2", region)
-    filters = [
-        {"Name": "instance-state-name", "Values": ["running"]},
-        {"Name": "instance-type", "Values": GPU_TYPE_PATTERNS},
-    ]
+    filters = [{"Name": "instance-state-name", "Values": ["running"]}]
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page.get("Reservations", []):
             for instance in reservation.get("Instances", []):
-                # The server-side wildcard filter is coarse (g* also matches future non-GPU families).
                 if not pricing.is_gpu_instance_type(instance["InstanceType"]):
                     continue
                 yield GpuInstance(
@@ -184,7 +193,9 @@ def fetch_hourly_max(
             calls += 1
             for result in page.get("MetricDataResults", []):
                 points = zip(result.get("Timestamps", []), result.get("Values", []), strict=True)
-                series[query_ids[result["Id"]]].extend((moment.astimezone(UTC), value) for moment, value in points)
+                series[query_ids[result["Id"]]].extend(
+                    (moment.astimezone(UTC), value) for moment, value in points
+                )
     for points in series.values():
         points.sort()
     return series, calls

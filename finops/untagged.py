@@ -57,7 +57,9 @@ class UntaggedScan:
         return {"required_tags": list(self.required_tags), "findings": self.findings}
 
 
-def scan_untagged(regions: Sequence[str], required_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS) -> UntaggedScan:
+def scan_untagged(
+    regions: Sequence[str], required_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS
+) -> UntaggedScan:
     """Every resource of RESOURCE_TYPES in `regions` that lacks one of `required_tags`."""
     required = list(required_tags)
     scan = UntaggedScan(required_tags=required)
@@ -198,9 +200,14 @@ def _eks(region: str) -> Iterator[TaggedResource]:
             yield TaggedResource(cluster["arn"], "eks:cluster", region, normalize_tags(cluster.get("tags")))
             for nodegroup_page in _pages(eks, "list_nodegroups", clusterName=name):
                 for nodegroup_name in nodegroup_page.get("nodegroups", []):
-                    nodegroup = eks.describe_nodegroup(clusterName=name, nodegroupName=nodegroup_name)["nodegroup"]
+                    nodegroup = eks.describe_nodegroup(clusterName=name, nodegroupName=nodegroup_name)[
+                        "nodegroup"
+                    ]
                     yield TaggedResource(
-                        nodegroup["nodegroupArn"], "eks:nodegroup", region, normalize_tags(nodegroup.get("tags"))
+                        nodegroup["nodegroupArn"],
+                        "eks:nodegroup",
+                        region,
+                        normalize_tags(nodegroup.get("tags")),
                     )
 
 

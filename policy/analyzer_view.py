@@ -17,6 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
+
 class Unknown:
     """A value the analyzer cannot know during preview (returned by `lookup`, never raised)."""
 

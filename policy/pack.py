@@ -55,7 +55,9 @@ def pack_config_for_stack(config: StackConfig) -> dict[str, dict[str, Any]]:
         },
         budget.RULE.name: {
             ENFORCEMENT_LEVEL: (
-                EnforcementLevel.MANDATORY if config.budgets.enforce_plan_budget else EnforcementLevel.ADVISORY
+                EnforcementLevel.MANDATORY
+                if config.budgets.enforce_plan_budget
+                else EnforcementLevel.ADVISORY
             ).value,
             "monthlyBudgetUsd": config.budgets.environment_monthly_usd,
         },
@@ -83,7 +85,9 @@ def split_pack_config(
                 level = EnforcementLevel(raw_level)
             except ValueError:
                 allowed = ", ".join(item.value for item in EnforcementLevel)
-                raise UserError(f"pack config: {name}.{ENFORCEMENT_LEVEL} {raw_level!r} is not one of {allowed}") from None
+                raise UserError(
+                    f"pack config: {name}.{ENFORCEMENT_LEVEL} {raw_level!r} is not one of {allowed}"
+                ) from None
         if entry and rule.config_model is None:
             raise UserError(f"pack config: policy {name} takes no settings, only {ENFORCEMENT_LEVEL}")
         try:

@@ -1,8 +1,8 @@
 """The embedded AWS sandbox: moto's server in this process, Cost Explorer from seeded line items.
 
-    with Sandbox() as sandbox:
-        manifest = seed_account(sandbox, now=datetime.now(UTC))
-        subprocess.run(["mlp", "idle"], env={**os.environ, **sandbox.environ()})
+with Sandbox() as sandbox:
+    manifest = seed_account(sandbox, now=datetime.now(UTC))
+    subprocess.run(["mlp", "idle"], env={**os.environ, **sandbox.environ()})
 """
 
 from finops.sandbox.cost_explorer import CostExplorerEmulator, CostExplorerError, LineItem

@@ -131,9 +131,13 @@ def _text_matcher(values: Iterable[str], options: Iterable[str]) -> Callable[[st
 
 def compile_filter(expression: Mapping[str, Any]) -> Callable[[LineItem], bool]:
     """A Cost Explorer `Expression` as a predicate over line items (raises ValidationException)."""
-    operators = [key for key in ("And", "Or", "Not", "Dimensions", "Tags", "CostCategories") if key in expression]
+    operators = [
+        key for key in ("And", "Or", "Not", "Dimensions", "Tags", "CostCategories") if key in expression
+    ]
     if len(operators) != 1:
-        raise _validation("Expression must have exactly one of And, Or, Not, Dimensions, Tags, CostCategories")
+        raise _validation(
+            "Expression must have exactly one of And, Or, Not, Dimensions, Tags, CostCategories"
+        )
     operator = operators[0]
     if operator in ("And", "Or"):
         operands = expression[operator]
@@ -174,7 +178,9 @@ def _group_key_function(group_by: list[Mapping[str, Any]]) -> Callable[[LineItem
         kind, key = definition.get("Type"), definition.get("Key")
         if kind == "DIMENSION":
             if key not in _DIMENSIONS:
-                raise _validation(f"GroupBy dimension {key!r} is not supported; use one of {', '.join(_DIMENSIONS)}")
+                raise _validation(
+                    f"GroupBy dimension {key!r} is not supported; use one of {', '.join(_DIMENSIONS)}"
+                )
             extractors.append(lambda item, key=key: item.dimension(key))
         elif kind == "TAG":
             if not key:
@@ -187,7 +193,10 @@ def _group_key_function(group_by: list[Mapping[str, Any]]) -> Callable[[LineItem
 
 def _amounts(metrics: list[str], totals: Mapping[str, float]) -> dict[str, dict[str, str]]:
     return {
-        metric: {"Amount": f"{totals.get(metric, 0.0):.10g}", "Unit": "N/A" if metric == "UsageQuantity" else "USD"}
+        metric: {
+            "Amount": f"{totals.get(metric, 0.0):.10g}",
+            "Unit": "N/A" if metric == "UsageQuantity" else "USD",
+        }
         for metric in metrics
     }
 
@@ -291,7 +300,9 @@ class CostExplorerEmulator:
                 totals = sums[period].get((), {})
                 results[-1]["Total"] = _amounts(metrics, totals)
             elif keys is not None:
-                results[-1]["Groups"].append({"Keys": list(keys), "Metrics": _amounts(metrics, sums[period][keys])})
+                results[-1]["Groups"].append(
+                    {"Keys": list(keys), "Metrics": _amounts(metrics, sums[period][keys])}
+                )
         for result in results:
             del result["_period"]
         response: dict[str, Any] = {
@@ -348,7 +359,9 @@ def _decode_token(token: str | None, entries: int) -> int:
     try:
         offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
     except (ValueError, KeyError, TypeError):
-        raise _validation("NextPageToken is invalid; pass back the token of the previous page unchanged") from None
+        raise _validation(
+            "NextPageToken is invalid; pass back the token of the previous page unchanged"
+        ) from None
     if not 0 <= offset < entries:
         raise _validation("NextPageToken is invalid; pass back the token of the previous page unchanged")
     return offset

@@ -80,6 +80,7 @@ class SeededInstance:
     """An EC2 instance as seeded. `idle_since` is None for an instance that is busy up to `now`."""
 
     instance_id: str
+    name: str  # the seed's label for it, e.g. "idle-a10g"
     region: str
     instance_type: str
     spot: bool
@@ -197,7 +198,9 @@ class _Seeder:
             self._clients[key] = self.sandbox.client(service, region)
         return self._clients[key]
 
-    def record(self, arn: str, resource_type: str, region: str, resource_tags: Mapping[str, str]) -> SeededResource:
+    def record(
+        self, arn: str, resource_type: str, region: str, resource_tags: Mapping[str, str]
+    ) -> SeededResource:
         resource = SeededResource(
             arn=arn,
             resource_type=resource_type,
@@ -246,10 +249,20 @@ class _Seeder:
         self.sandbox.backdate_launch(plan.region, instance_id, launched_at)
         if plan.state == "stopped":
             ec2.stop_instances(InstanceIds=[instance_id])
-        self.record(ec2_arn(plan.region, self.account_id, "instance", instance_id), "ec2:instance", plan.region, plan.tags)
+        self.record(
+            ec2_arn(plan.region, self.account_id, "instance", instance_id),
+            "ec2:instance",
+            plan.region,
+            plan.tags,
+        )
         for mapping in described.get("BlockDeviceMappings", []):
             volume_id = mapping["Ebs"]["VolumeId"]
-            self.record(ec2_arn(plan.region, self.account_id, "volume", volume_id), "ec2:volume", plan.region, plan.tags)
+            self.record(
+                ec2_arn(plan.region, self.account_id, "volume", volume_id),
+                "ec2:volume",
+                plan.region,
+                plan.tags,
+            )
 
         idle_since = None
         if plan.idle_for is not None:
@@ -257,6 +270,7 @@ class _Seeder:
         recent_max = self.put_utilization(instance_id, plan, launched_at, idle_since)
         instance = SeededInstance(
             instance_id=instance_id,
+            name=plan.name,
             region=plan.region,
             instance_type=plan.instance_type,
             spot=plan.spot,
@@ -342,34 +356,139 @@ class _Seeder:
                 mandatory_tags(team, environment), run_id, self.now + timedelta(days=1), f"train-{run_id}"
             )
 
-        hours = lambda value: timedelta(hours=value)  # noqa: E731
         plans = [
-            _InstancePlan("busy-a10g", "us-east-1", "g5.2xlarge", True, hours(30), training("vision", "dev", "r101"), "gpu", None),
-            _InstancePlan("busy-a100", "us-west-2", "p4d.24xlarge", False, hours(50), training("nlp", "prod", "r207"), "gpu", None),
+            _InstancePlan(
+                "busy-a10g",
+                "us-east-1",
+                "g5.2xlarge",
+                True,
+                hours(30),
+                training("vision", "dev", "r101"),
+                "gpu",
+                None,
+            ),
+            _InstancePlan(
+                "busy-a100",
+                "us-west-2",
+                "p4d.24xlarge",
+                False,
+                hours(50),
+                training("nlp", "prod", "r207"),
+                "gpu",
+                None,
+            ),
             # Mostly idle with one spike inside the window: not idle.
             _InstancePlan(
-                "spiky-l4", "us-east-1", "g6.xlarge", True, hours(28), training("recsys", "prod", "r303"), "gpu", hours(30),
+                "spiky-l4",
+                "us-east-1",
+                "g6.xlarge",
+                True,
+                hours(28),
+                training("recsys", "prod", "r303"),
+                "gpu",
+                hours(30),
                 busy_spike_ago=hours(3),
             ),
-            _InstancePlan("idle-a10g", "us-east-1", "g5.xlarge", True, hours(30), training("vision", "dev", "r102"), "gpu", hours(30)),
-            _InstancePlan("idle-l4x4", "us-west-2", "g6.12xlarge", False, hours(40), training("nlp", "dev", "r208"), "gpu", hours(9)),
+            _InstancePlan(
+                "idle-a10g",
+                "us-east-1",
+                "g5.xlarge",
+                True,
+                hours(30),
+                training("vision", "dev", "r102"),
+                "gpu",
+                hours(30),
+            ),
+            _InstancePlan(
+                "idle-l4x4",
+                "us-west-2",
+                "g6.12xlarge",
+                False,
+                hours(40),
+                training("nlp", "dev", "r208"),
+                "gpu",
+                hours(9),
+            ),
             # Idle just under the 5 % threshold.
             _InstancePlan(
-                "idle-v100", "us-west-2", "p3.2xlarge", False, hours(26), training("recsys", "prod", "r304"), "gpu", hours(26),
+                "idle-v100",
+                "us-west-2",
+                "p3.2xlarge",
+                False,
+                hours(26),
+                training("recsys", "prod", "r304"),
+                "gpu",
+                hours(26),
                 peak_idle_util=4.9,
             ),
-            _InstancePlan("cpu-only-idle", "us-east-1", "g5.xlarge", False, hours(30), mandatory_tags("vision", "prod"), "cpu", hours(30)),
-            _InstancePlan("cpu-only-busy", "us-east-1", "g4dn.xlarge", False, hours(30), mandatory_tags("nlp", "dev"), "cpu", None),
-            _InstancePlan("too-young", "us-east-1", "g5.xlarge", True, hours(1), training("recsys", "dev", "r305"), "gpu", hours(1)),
-            _InstancePlan("never-tagged-gpu", "us-west-2", "g4dn.xlarge", False, hours(48), {}, "gpu", hours(48)),
-            _InstancePlan("stopped-gpu", "us-west-2", "g5.xlarge", False, hours(72), training("vision", "dev", "r099"), "gpu", hours(72), state="stopped"),
-            _InstancePlan("serving-cpu", "us-east-1", "m6i.large", False, hours(400), mandatory_tags("recsys", "prod"), "cpu", hours(400)),
-            _InstancePlan("never-tagged-notebook", "us-east-1", "t3.large", False, hours(200), {}, None, None),
             _InstancePlan(
-                "partly-tagged", "us-west-2", "m6i.xlarge", False, hours(100),
-                {tags.TEAM: "nlp", tags.PROJECT: "llm-finetune"}, None, None,
+                "cpu-only-idle",
+                "us-east-1",
+                "g5.xlarge",
+                False,
+                hours(30),
+                mandatory_tags("vision", "prod"),
+                "cpu",
+                hours(30),
             ),
-        ]  # fmt: skip
+            _InstancePlan(
+                "cpu-only-busy",
+                "us-east-1",
+                "g4dn.xlarge",
+                False,
+                hours(30),
+                mandatory_tags("nlp", "dev"),
+                "cpu",
+                None,
+            ),
+            _InstancePlan(
+                "too-young",
+                "us-east-1",
+                "g5.xlarge",
+                True,
+                hours(1),
+                training("recsys", "dev", "r305"),
+                "gpu",
+                hours(1),
+            ),
+            _InstancePlan(
+                "never-tagged-gpu", "us-west-2", "g4dn.xlarge", False, hours(48), {}, "gpu", hours(48)
+            ),
+            _InstancePlan(
+                "stopped-gpu",
+                "us-west-2",
+                "g5.xlarge",
+                False,
+                hours(72),
+                training("vision", "dev", "r099"),
+                "gpu",
+                hours(72),
+                state="stopped",
+            ),
+            _InstancePlan(
+                "serving-cpu",
+                "us-east-1",
+                "m6i.large",
+                False,
+                hours(400),
+                mandatory_tags("recsys", "prod"),
+                "cpu",
+                hours(400),
+            ),
+            _InstancePlan(
+                "never-tagged-notebook", "us-east-1", "t3.large", False, hours(200), {}, None, None
+            ),
+            _InstancePlan(
+                "partly-tagged",
+                "us-west-2",
+                "m6i.xlarge",
+                False,
+                hours(100),
+                {tags.TEAM: "nlp", tags.PROJECT: "llm-finetune"},
+                None,
+                None,
+            ),
+        ]
         for plan in plans:
             self.launch(plan)
 
@@ -382,16 +501,23 @@ class _Seeder:
                 {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
             ]
         volume_id = self.client("ec2", region).create_volume(**request)["VolumeId"]
-        return self.record(ec2_arn(region, self.account_id, "volume", volume_id), "ec2:volume", region, resource_tags)
+        return self.record(
+            ec2_arn(region, self.account_id, "volume", volume_id), "ec2:volume", region, resource_tags
+        )
 
     def create_snapshot(self, region: str, volume_arn: str, resource_tags: Mapping[str, str]) -> None:
         request: dict[str, Any] = {"VolumeId": volume_arn.rsplit("/", 1)[1]}
         if resource_tags:
             request["TagSpecifications"] = [
-                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": [{"Key": k, "Value": v} for k, v in resource_tags.items()],
+                }
             ]
         snapshot_id = self.client("ec2", region).create_snapshot(**request)["SnapshotId"]
-        self.record(ec2_arn(region, self.account_id, "snapshot", snapshot_id), "ec2:snapshot", region, resource_tags)
+        self.record(
+            ec2_arn(region, self.account_id, "snapshot", snapshot_id), "ec2:snapshot", region, resource_tags
+        )
 
     def seed_finished_runs(self) -> str:
         """Past training runs (spend only), the last one leaving its checkpoint volumes behind."""
@@ -406,24 +532,44 @@ class _Seeder:
                 start = self.now - timedelta(days=6)
             duration = timedelta(hours=self.random.randrange(6, 72))
             run_id = f"{team}-{start:%Y%m%d}-{number:02d}"
-            run_tags = tags.training_tags(mandatory_tags(team, environment), run_id, start + duration, f"train-{run_id}")
+            run_tags = tags.training_tags(
+                mandatory_tags(team, environment), run_id, start + duration, f"train-{run_id}"
+            )
             instance_type = self.random.choice(candidates)
             count = self.random.randint(1, 4)
             spot = number % 4 != 3
             hourly = pricing.spot_hourly(instance_type) if spot else pricing.on_demand_hourly(instance_type)
             self.spend.append(
-                _Spend(EC2_COMPUTE, REGIONS[number % 2], SPOT if spot else ON_DEMAND, instance_type, run_tags,
-                       hourly * count, start, start + duration, usage_per_hour=count)
-            )  # fmt: skip
+                _Spend(
+                    EC2_COMPUTE,
+                    REGIONS[number % 2],
+                    SPOT if spot else ON_DEMAND,
+                    instance_type,
+                    run_tags,
+                    hourly * count,
+                    start,
+                    start + duration,
+                    usage_per_hour=count,
+                )
+            )
             last_run_id = run_id
             last_tags, last_end = run_tags, start + duration
         for size in (500, 500, 200):
             volume = self.create_volume("us-east-1", size, last_tags)
             self.leftover_volumes.append(volume)
             self.spend.append(
-                _Spend(EC2_OTHER, "us-east-1", ON_DEMAND, None, last_tags, size * pricing.GP3_GB_MONTHLY / 730,
-                       last_end, self.now, usage_per_hour=size / 730)
-            )  # fmt: skip
+                _Spend(
+                    EC2_OTHER,
+                    "us-east-1",
+                    ON_DEMAND,
+                    None,
+                    last_tags,
+                    size * pricing.GP3_GB_MONTHLY / 730,
+                    last_end,
+                    self.now,
+                    usage_per_hour=size / 730,
+                )
+            )
         return last_run_id
 
     def seed_storage(self) -> None:
@@ -434,9 +580,18 @@ class _Seeder:
         ):
             self.create_volume(region, size, resource_tags)
             self.spend.append(
-                _Spend(EC2_OTHER, region, ON_DEMAND, None, resource_tags, size * pricing.GP3_GB_MONTHLY / 730,
-                       since, self.now, usage_per_hour=size / 730)
-            )  # fmt: skip
+                _Spend(
+                    EC2_OTHER,
+                    region,
+                    ON_DEMAND,
+                    None,
+                    resource_tags,
+                    size * pricing.GP3_GB_MONTHLY / 730,
+                    since,
+                    self.now,
+                    usage_per_hour=size / 730,
+                )
+            )
         dataset = self.create_volume("us-east-1", 300, mandatory_tags("vision", "prod"))
         self.create_snapshot("us-east-1", dataset.arn, mandatory_tags("vision", "prod"))
         self.create_snapshot("us-east-1", dataset.arn, {})
@@ -447,7 +602,12 @@ class _Seeder:
             ("ml-platform-checkpoints-dev", "us-east-1", mandatory_tags("vision", "dev"), 4.0),
             ("ml-platform-checkpoints-prod", "us-west-2", mandatory_tags("nlp", "prod"), 12.0),
             ("scratch-datasets-7f3a", "us-west-2", {}, 2.5),
-            ("ml-platform-logs", "us-east-1", {tags.TEAM: "recsys", tags.PROJECT: "ranking", tags.ENVIRONMENT: "prod"}, 0.8),
+            (
+                "ml-platform-logs",
+                "us-east-1",
+                {tags.TEAM: "recsys", tags.PROJECT: "ranking", tags.ENVIRONMENT: "prod"},
+                0.8,
+            ),
         ]
         for name, region, resource_tags, daily in buckets:
             request: dict[str, Any] = {"Bucket": name}
@@ -456,21 +616,36 @@ class _Seeder:
             s3.create_bucket(**request)
             if resource_tags:
                 s3.put_bucket_tagging(
-                    Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resource_tags.items()]}
+                    Bucket=name,
+                    Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resource_tags.items()]},
                 )
             self.record(f"arn:aws:s3:::{name}", "s3:bucket", region, resource_tags)
             self.spend.append(
-                _Spend(S3_SERVICE, region, ON_DEMAND, None, resource_tags, daily / 24, since, self.now,
-                       usage_per_hour=daily / 24 / 0.023, jitter=0.15)
-            )  # fmt: skip
+                _Spend(
+                    S3_SERVICE,
+                    region,
+                    ON_DEMAND,
+                    None,
+                    resource_tags,
+                    daily / 24,
+                    since,
+                    self.now,
+                    usage_per_hour=daily / 24 / 0.023,
+                    jitter=0.15,
+                )
+            )
 
     def seed_feature_stores(self) -> None:
         since = self.now - timedelta(days=SPEND_DAYS + 5)
         stores = [
             ("feature-store-prod", "us-east-1", "cache.r7g.large", mandatory_tags("recsys", "prod")),
-            ("feature-store-dev", "us-west-2", "cache.t4g.medium",
-             {k: v for k, v in mandatory_tags("recsys", "dev").items() if k != tags.MANAGED_BY}),
-        ]  # fmt: skip
+            (
+                "feature-store-dev",
+                "us-west-2",
+                "cache.t4g.medium",
+                {k: v for k, v in mandatory_tags("recsys", "dev").items() if k != tags.MANAGED_BY},
+            ),
+        ]
         for group_id, region, node_type, resource_tags in stores:
             request: dict[str, Any] = {
                 "ReplicationGroupId": group_id,
@@ -484,24 +659,53 @@ class _Seeder:
             group = self.client("elasticache", region).create_replication_group(**request)["ReplicationGroup"]
             self.record(group["ARN"], "elasticache:replicationgroup", region, resource_tags)
             self.spend.append(
-                _Spend(ELASTICACHE_SERVICE, region, ON_DEMAND, node_type, resource_tags,
-                       pricing.elasticache_hourly(node_type) * 2, since, self.now, usage_per_hour=2)
-            )  # fmt: skip
+                _Spend(
+                    ELASTICACHE_SERVICE,
+                    region,
+                    ON_DEMAND,
+                    node_type,
+                    resource_tags,
+                    pricing.elasticache_hourly(node_type) * 2,
+                    since,
+                    self.now,
+                    usage_per_hour=2,
+                )
+            )
         cluster = self.client("elasticache", "us-west-2").create_cache_cluster(
             CacheClusterId="adhoc-cache", Engine="memcached", CacheNodeType="cache.t4g.small", NumCacheNodes=1
         )["CacheCluster"]
         self.record(cluster["ARN"], "elasticache:cluster", "us-west-2", {})
         self.spend.append(
-            _Spend(ELASTICACHE_SERVICE, "us-west-2", ON_DEMAND, "cache.t4g.small", {},
-                   pricing.elasticache_hourly("cache.t4g.small"), self.now - timedelta(days=20), self.now)
-        )  # fmt: skip
+            _Spend(
+                ELASTICACHE_SERVICE,
+                "us-west-2",
+                ON_DEMAND,
+                "cache.t4g.small",
+                {},
+                pricing.elasticache_hourly("cache.t4g.small"),
+                self.now - timedelta(days=20),
+                self.now,
+            )
+        )
 
     def seed_serving(self) -> None:
         since = self.now - timedelta(days=SPEND_DAYS + 5)
         role = f"arn:aws:iam::{self.account_id}:role/eks-service"
         clusters = [
-            ("serving-prod", "us-east-1", mandatory_tags("recsys", "prod"), mandatory_tags("recsys", "prod"), since),
-            ("scratch-eks", "us-west-2", {}, {tags.TEAM: "nlp", tags.ENVIRONMENT: "dev"}, self.now - timedelta(days=20)),
+            (
+                "serving-prod",
+                "us-east-1",
+                mandatory_tags("recsys", "prod"),
+                mandatory_tags("recsys", "prod"),
+                since,
+            ),
+            (
+                "scratch-eks",
+                "us-west-2",
+                {},
+                {tags.TEAM: "nlp", tags.ENVIRONMENT: "dev"},
+                self.now - timedelta(days=20),
+            ),
         ]
         for name, region, cluster_tags, nodegroup_tags, created in clusters:
             eks = self.client("eks", region)
@@ -511,30 +715,66 @@ class _Seeder:
             )["cluster"]
             self.record(cluster["arn"], "eks:cluster", region, cluster_tags)
             nodegroup = eks.create_nodegroup(
-                clusterName=name, nodegroupName=f"{name}-nodes", subnets=subnets, nodeRole=role, tags=nodegroup_tags
+                clusterName=name,
+                nodegroupName=f"{name}-nodes",
+                subnets=subnets,
+                nodeRole=role,
+                tags=nodegroup_tags,
             )["nodegroup"]
             self.record(nodegroup["nodegroupArn"], "eks:nodegroup", region, nodegroup_tags)
             self.spend.append(
-                _Spend(EKS_SERVICE, region, ON_DEMAND, None, cluster_tags, pricing.EKS_CONTROL_PLANE_HOURLY, created, self.now)
+                _Spend(
+                    EKS_SERVICE,
+                    region,
+                    ON_DEMAND,
+                    None,
+                    cluster_tags,
+                    pricing.EKS_CONTROL_PLANE_HOURLY,
+                    created,
+                    self.now,
+                )
             )
         node_hourly = pricing.on_demand_hourly("m6i.xlarge") * 3
         self.spend.append(
-            _Spend(EC2_COMPUTE, "us-east-1", SAVINGS_PLANS, "m6i.xlarge", mandatory_tags("recsys", "prod"), node_hourly,
-                   since, self.now, hourly_amortized=node_hourly * SAVINGS_PLAN_RATE, usage_per_hour=3)
-        )  # fmt: skip
+            _Spend(
+                EC2_COMPUTE,
+                "us-east-1",
+                SAVINGS_PLANS,
+                "m6i.xlarge",
+                mandatory_tags("recsys", "prod"),
+                node_hourly,
+                since,
+                self.now,
+                hourly_amortized=node_hourly * SAVINGS_PLAN_RATE,
+                usage_per_hour=3,
+            )
+        )
         self.spend.append(
-            _Spend(EC2_COMPUTE, "us-east-1", ON_DEMAND, "m6i.large", mandatory_tags("nlp", "dev"),
-                   pricing.on_demand_hourly("m6i.large") * 2, since, self.now, usage_per_hour=2)
-        )  # fmt: skip
+            _Spend(
+                EC2_COMPUTE,
+                "us-east-1",
+                ON_DEMAND,
+                "m6i.large",
+                mandatory_tags("nlp", "dev"),
+                pricing.on_demand_hourly("m6i.large") * 2,
+                since,
+                self.now,
+                usage_per_hour=2,
+            )
+        )
 
         autoscaling = self.client("autoscaling", "us-east-1")
         ec2 = self.client("ec2", "us-east-1")
         ec2.create_launch_template(
-            LaunchTemplateName="batch-workers", LaunchTemplateData={"ImageId": self.image("us-east-1"), "InstanceType": "m6i.large"}
+            LaunchTemplateName="batch-workers",
+            LaunchTemplateData={"ImageId": self.image("us-east-1"), "InstanceType": "m6i.large"},
         )
         for group_name, group_tags in (
             ("batch-workers-dev", {}),
-            ("batch-workers-prod", {tags.TEAM: "vision", tags.ENVIRONMENT: "prod", tags.MANAGED_BY: "pulumi"}),
+            (
+                "batch-workers-prod",
+                {tags.TEAM: "vision", tags.ENVIRONMENT: "prod", tags.MANAGED_BY: "pulumi"},
+            ),
             ("serving-prod-workers", mandatory_tags("recsys", "prod")),
         ):
             autoscaling.create_auto_scaling_group(
@@ -545,14 +785,19 @@ class _Seeder:
                 DesiredCapacity=0,
                 AvailabilityZones=["us-east-1a"],
                 Tags=[
-                    {"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": group_name,
-                     "ResourceType": "auto-scaling-group"}
+                    {
+                        "Key": k,
+                        "Value": v,
+                        "PropagateAtLaunch": True,
+                        "ResourceId": group_name,
+                        "ResourceType": "auto-scaling-group",
+                    }
                     for k, v in group_tags.items()
                 ],
-            )  # fmt: skip
-            arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"][0][
-                "AutoScalingGroupARN"
-            ]
+            )
+            arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])[
+                "AutoScalingGroups"
+            ][0]["AutoScalingGroupARN"]
             self.record(arn, "autoscaling:autoScalingGroup", "us-east-1", group_tags)
 
         for name, region, balancer_tags in (
@@ -563,7 +808,9 @@ class _Seeder:
             if balancer_tags:
                 request["Tags"] = [{"Key": k, "Value": v} for k, v in balancer_tags.items()]
             balancer = self.client("elbv2", region).create_load_balancer(**request)["LoadBalancers"][0]
-            self.record(balancer["LoadBalancerArn"], "elasticloadbalancing:loadbalancer", region, balancer_tags)
+            self.record(
+                balancer["LoadBalancerArn"], "elasticloadbalancing:loadbalancer", region, balancer_tags
+            )
 
     # --- Spend -----------------------------------------------------------------------------------
 
@@ -574,7 +821,9 @@ class _Seeder:
         for spend in self.spend:
             for day, hours in _hours_per_day(spend.start, spend.end, first_day, last_day):
                 factor = 1.0 + self.random.uniform(-spend.jitter, spend.jitter) if spend.jitter else 1.0
-                amortized = spend.hourly_unblended if spend.hourly_amortized is None else spend.hourly_amortized
+                amortized = (
+                    spend.hourly_unblended if spend.hourly_amortized is None else spend.hourly_amortized
+                )
                 items.append(
                     LineItem(
                         day=day,
@@ -592,7 +841,13 @@ class _Seeder:
         return items
 
 
-def _hours_per_day(start: datetime, end: datetime, first_day: date, last_day: date) -> Iterator[tuple[date, float]]:
+def hours(value: float) -> timedelta:
+    return timedelta(hours=value)
+
+
+def _hours_per_day(
+    start: datetime, end: datetime, first_day: date, last_day: date
+) -> Iterator[tuple[date, float]]:
     day = max(start.date(), first_day)
     while day <= min(end.date(), last_day):
         day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -614,7 +869,9 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
     sandbox.cost_explorer.load(line_items, seeder.now)
 
     window_start = seeder.now - timedelta(hours=DEFAULT_WINDOW_HOURS)
-    judged = [i for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at <= window_start]
+    judged = [
+        i for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at <= window_start
+    ]
     idle = [
         i.instance_id
         for i in judged
@@ -634,7 +891,9 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
         busy_instance_ids=[i.instance_id for i in judged if i.instance_id not in idle],
         cpu_only_instance_ids=[i.instance_id for i in seeder.instances if i.is_gpu and i.telemetry == "cpu"],
         too_young_instance_ids=[
-            i.instance_id for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at > window_start
+            i.instance_id
+            for i in seeder.instances
+            if i.is_gpu and i.state == "running" and i.launched_at > window_start
         ],
         leftover_volumes=seeder.leftover_volumes,
         finished_run_id=finished_run_id,

@@ -23,6 +23,7 @@ from moto.ec2.models import ec2_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from finops.sandbox import metric_index
 from finops.sandbox.cost_explorer import TARGET_PREFIX, CostExplorerEmulator, CostExplorerError
 
 ACCOUNT_ID = DEFAULT_ACCOUNT_ID
@@ -50,7 +51,10 @@ class CostExplorerMiddleware:
             request = json.loads(body or b"{}")
             status, answer = "200 OK", self.emulator.handle(operation, request)
         except json.JSONDecodeError:
-            status, answer = "400 Bad Request", {"__type": "SerializationException", "message": "body is not JSON"}
+            status, answer = (
+                "400 Bad Request",
+                {"__type": "SerializationException", "message": "body is not JSON"},
+            )
         except CostExplorerError as exc:
             status, answer = "400 Bad Request", {"__type": exc.code, "message": exc.message}
         payload = json.dumps(answer).encode()
@@ -106,7 +110,10 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         app = CostExplorerMiddleware(DomainDispatcherApplication(create_backend_app), self.cost_explorer)
-        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_QuietRequestHandler)
+        self._server = make_server(
+            self.host, self.port, app, threaded=True, request_handler=_QuietRequestHandler
+        )
+        metric_index.install()
         self._thread = threading.Thread(target=self._server.serve_forever, name="mlp-sandbox", daemon=True)
         self._thread.start()
         # moto's backends are process-wide: start from an empty account whatever ran before.
@@ -114,13 +121,15 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
         if self._thread is not None:
             self._thread.join()
         self._server = None
         self._thread = None
+        metric_index.uninstall()
 
     def __enter__(self) -> Sandbox:
         return self.start()

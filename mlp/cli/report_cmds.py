@@ -1,3 +1,130 @@
-"""Commands of this area register on `mlp.cli.app` here."""
+"""`mlp report` (the nightly cost report) and `mlp demo` (the same job on the embedded sandbox)."""
 
-from mlp.cli import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finops import delivery
+from finops.report import REPORT_FILES, Report, run_nightly
+from mlp.aws import parse_regions
+from mlp.cli import app
+from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
+
+
+def _summary(report: Report, out_dir: Path) -> list[str]:
+    spend = report.findings["spend"]
+
+    def usd(value: float | None) -> str:
+        return "n/a" if value is None else f"${value:,.2f}"
+
+    lines = [
+        f"Cost report {report.period.label()}",
+        f"  total spend        {usd(spend['total_usd'])}",
+        f"  untagged spend     {usd(spend['untagged_usd'])}, {len(report.untagged)} untagged resources",
+        f"  spot savings       {usd(spend['spot_savings_usd'])}",
+        f"  idle GPUs          {len(report.idle)}, {usd(report.idle_wasted_usd)} wasted",
+        f"  Cost Explorer      {report.spend.requests} requests, "
+        f"{report.spend.cached_view_days} view-days cached",
+    ]
+    if spend["forecast"]:
+        lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
+    lines.append(f"Dashboard: {(out_dir / 'index.html').resolve()}")
+    return lines
+
+
+def _warn_missing(report: Report) -> None:
+    for part in report.analysis.missing:
+        log(f"mlp: warning: {part.part} is missing from the report: {part.reason}")
+
+
+@app.command("report")
+def report_command(
+    days: Annotated[int, typer.Option("--days", help="Days of spend, ending yesterday.")] = 30,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for index.html, report.md, CSV, JSON.")
+    ] = Path("mlp-report"),
+    regions: RegionsOption = None,
+    output_format: FormatOption = OutputFormat.text,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Where finished Cost Explorer days are kept "
+            "(default $MLP_COST_CACHE_DIR or ~/.cache/ml-platform/cost-explorer).",
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask Cost Explorer for every day.")] = False,
+    s3_uri: Annotated[
+        str | None, typer.Option("--s3-uri", help="Also upload the report files to s3://bucket/prefix.")
+    ] = None,
+    slack_webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--slack-webhook",
+            envvar=delivery.SLACK_WEBHOOK_ENV,
+            show_envvar=True,
+            help="Also post report.md to this Slack incoming webhook.",
+        ),
+    ] = None,
+) -> None:
+    """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
+    region_list = parse_regions(regions)
+    # Delivery targets are checked before the long job so a typo costs seconds, not a whole run.
+    target = delivery.parse_s3_uri(s3_uri) if s3_uri else None
+    webhook = delivery.validate_webhook(slack_webhook) if slack_webhook else None
+    report = run_nightly(
+        days,
+        out,
+        regions=region_list,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),
+    )
+    _warn_missing(report)
+    if target is not None:
+        uploaded = delivery.upload_directory(out, target, REPORT_FILES)
+        log(f"uploaded {len(uploaded)} files to {target.uri}")
+    if webhook is not None:
+        delivery.post_to_slack(webhook, (out / "report.md").read_text(), full_report=str(out / "report.md"))
+        log("posted report.md to Slack")
+    if output_format is OutputFormat.json:
+        print_json(report.findings)
+    else:
+        typer.echo("\n".join(_summary(report, out)))
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the demo report.")] = Path("build/demo"),
+    keep_running: Annotated[
+        bool,
+        typer.Option("--keep-running", help="Keep the sandbox up after the report, until Ctrl-C."),
+    ] = False,
+) -> None:
+    """Run the nightly job on an embedded, seeded AWS sandbox (moto on 127.0.0.1) and print the dashboard."""
+    # The sandbox pulls in moto's server; only the demo should pay for importing it.
+    from finops.demo import DemoRun, run_demo, wait_for_interrupt
+    from finops.sandbox import Sandbox
+
+    def keep_serving(sandbox: Sandbox, run: DemoRun) -> None:
+        typer.echo("\n".join(_summary(run.report, run.out_dir)))
+        typer.echo(f"Sandbox endpoint: {sandbox.endpoint} (Ctrl-C to stop). Point the CLI at it with:")
+        exports = " ".join(f"{name}={value}" for name, value in sandbox.environ().items())
+        typer.echo(f"  export {exports}")
+        sys.stdout.flush()
+        wait_for_interrupt()
+
+    run = run_demo(
+        out,
+        show_progress=sys.stderr.isatty(),
+        while_running=keep_serving if keep_running else None,
+        log=log,
+    )
+    _warn_missing(run.report)
+    if not keep_running:
+        typer.echo("\n".join(_summary(run.report, run.out_dir)))
+    log(f"demo: seeded in {run.seed_seconds:.1f}s, nightly job in {run.job_seconds:.1f}s")

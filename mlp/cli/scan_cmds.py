@@ -33,7 +33,7 @@ def idle_command(
     region_list = parse_regions(regions)
     log(f"scanning GPU instances in {', '.join(region_list)} ...")
     scan = scan_idle(region_list, window_hours=window_hours, threshold_pct=threshold_pct)
-    log(f"{scan.instances_scanned} running GPU instances, {scan.cloudwatch_calls} CloudWatch GetMetricData calls")
+    log(f"{scan.instances_scanned} running GPU instances; {scan.cloudwatch_calls} GetMetricData calls")
     if output is OutputFormat.json:
         print_json(scan.to_json())
     else:
@@ -45,7 +45,9 @@ def untagged_command(
     regions: RegionsOption = None,
     required_tags: Annotated[
         str | None,
-        typer.Option("--required-tags", help="Comma-separated tag keys every resource must carry (default: mandatory)."),
+        typer.Option(
+            "--required-tags", help="Comma-separated tag keys every resource must carry (default: mandatory)."
+        ),
     ] = None,
     output: FormatOption = OutputFormat.text,
 ) -> None:
@@ -74,12 +76,18 @@ def _parse_required_tags(value: str | None) -> list[str]:
     return keys
 
 
+def _console() -> Console:
+    """Rich's console; wide when piped, so ARNs and ids are not cut at 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=220)
+
+
 def _money(value: float | None) -> str:
     return "?" if value is None else f"${value:,.2f}"
 
 
 def _print_idle(scan: IdleScan) -> None:
-    console = Console()
+    console = _console()
     if not scan.findings:
         console.print(
             f"No idle GPU instances: {scan.instances_scanned} scanned, none under "
@@ -87,8 +95,20 @@ def _print_idle(scan: IdleScan) -> None:
         )
     else:
         table = Table(title=f"Idle GPU instances (< {scan.threshold_pct:g}% for {scan.window_hours:g} h)")
-        for column in ("instance", "region", "type", "telemetry", "max util %", "idle h", "$/h", "wasted", "run / team"):
-            table.add_column(column, justify="right" if column in {"max util %", "idle h", "$/h", "wasted"} else "left")
+        for column in (
+            "instance",
+            "region",
+            "type",
+            "telemetry",
+            "max util %",
+            "idle h",
+            "$/h",
+            "wasted",
+            "run / team",
+        ):
+            table.add_column(
+                column, justify="right" if column in {"max util %", "idle h", "$/h", "wasted"} else "left"
+            )
         for finding in scan.findings:
             util = finding["gpu_util_max"] if finding["telemetry"] == "gpu" else finding["cpu_util_max"]
             owner = finding.get("run_id") or finding["tags"].get("team") or "(untagged)"
@@ -111,13 +131,15 @@ def _print_idle(scan: IdleScan) -> None:
 
 
 def _print_untagged(scan: UntaggedScan) -> None:
-    console = Console()
+    console = _console()
     if not scan.findings:
         console.print(f"Every resource carries {', '.join(scan.required_tags)}.")
         return
     table = Table(title=f"Resources missing cost tags ({len(scan.findings)})")
-    for column in ("type", "region", "resource", "missing tags"):
-        table.add_column(column)
+    table.add_column("type", no_wrap=True)
+    table.add_column("region", no_wrap=True)
+    table.add_column("resource", overflow="fold")
+    table.add_column("missing tags")
     for finding in scan.findings:
         table.add_row(
             finding["resource_type"],

@@ -1,3 +1,190 @@
-"""Commands of this area register on `mlp.cli.app` here."""
+"""`mlp train plan|launch|status|list|destroy`: ephemeral training stacks, one per run."""
 
-from mlp.cli import app  # noqa: F401
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlp.cli import app
+from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+
+train_app = typer.Typer(help="Ephemeral spot GPU training runs: one Pulumi stack per run.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+class PlanFormat(str, Enum):
+    json = "json"
+    table = "table"
+
+
+EnvOption = Annotated[str, typer.Option("--env", help="Environment stack whose limits and network the run uses.")]
+RunIdOption = Annotated[str, typer.Option("--run-id", help="DNS-safe run id, at most 40 characters.")]
+TypesOption = Annotated[str, typer.Option("--instance-types", help="At least three allowed GPU types, comma-separated.")]
+CountOption = Annotated[int, typer.Option("--count", help="Instances in the fleet.")]
+HoursOption = Annotated[float, typer.Option("--max-hours", help="Hard limit; the run expires after it.")]
+BaseOption = Annotated[int, typer.Option("--on-demand-base", help="Instances on demand for a run that must not wait.")]
+CommandOption = Annotated[str, typer.Option("--command", help="Training command; writes checkpoints to $CHECKPOINT_DIR.")]
+ImageOption = Annotated[str | None, typer.Option("--image", help="Container image to run the command in (GPU docker).")]
+BackendOption = Annotated[str | None, typer.Option("--backend", help="State backend URL (file://… or s3://…); default $MLP_BACKEND_URL or ~/.ml-platform/state.")]
+
+
+def _request(env: str, run_id: str, instance_types: str, count: int, max_hours: float, on_demand_base: int, command: str, image: str | None):
+    from infra.config import parse_stack_config, read_stack_file
+    from infra.training.request import build_request
+
+    raw = read_stack_file(env)
+    config = parse_stack_config(env, raw)
+    request = build_request(
+        config,
+        run_id=run_id,
+        instance_types=instance_types.split(","),
+        count=count,
+        max_hours=max_hours,
+        created_at=datetime.now(UTC),
+        command=command,
+        image=image,
+        on_demand_base=on_demand_base,
+    )
+    return request, raw
+
+
+def _cost_lines(request, cost) -> list[str]:
+    return [
+        f"run {request.run_id}: {request.count} x [{', '.join(request.instance_types)}] for at most {request.max_hours:g} h",
+        f"  spot:      ${cost.spot_hourly_usd:,.2f}/h, worst case ${cost.spot_worst_case_usd:,.2f} ({cost.spot_source})",
+        f"  on-demand: ${cost.on_demand_hourly_usd:,.2f}/h, worst case ${cost.on_demand_worst_case_usd:,.2f}",
+        f"  budget per run in {request.environment.environment}: ${request.environment.training.per_run_budget_usd:,.2f}",
+    ]
+
+
+@train_app.command("plan")
+def plan(
+    env: EnvOption,
+    run_id: RunIdOption,
+    instance_types: TypesOption,
+    count: CountOption,
+    max_hours: HoursOption,
+    on_demand_base: BaseOption = 0,
+    command: CommandOption = "python train.py",
+    image: ImageOption = None,
+    output_format: Annotated[PlanFormat, typer.Option("--format")] = PlanFormat.table,
+) -> None:
+    """Run the training program offline under mocks: the same code path `launch` deploys."""
+    from infra.training.program import plan_training_run
+    from infra.training.request import check_budget, estimate_cost
+    from mlp.cli.infra_cmds import render_plan_table
+
+    request, raw = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
+    cost = estimate_cost(request)
+    check_budget(request, cost)
+    result = plan_training_run(request, raw).to_json()
+    if output_format is PlanFormat.json:
+        print_json(result)
+        return
+    render_plan_table(result, (*request.environment.mandatory_tags, "run-id", "expires-at", "ephemeral"))
+    for line in _cost_lines(request, cost):
+        Console().print(line)
+
+
+@train_app.command("launch")
+def launch(
+    env: EnvOption,
+    run_id: RunIdOption,
+    instance_types: TypesOption,
+    count: CountOption,
+    max_hours: HoursOption,
+    command: CommandOption,
+    image: ImageOption = None,
+    on_demand_base: BaseOption = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")] = False,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=5)] = 60.0,
+    backend: BackendOption = None,
+) -> None:
+    """Deploy stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
+    from infra.training.automation import PulumiAutomationBackend, backend_url
+    from infra.training.lifecycle import launch as launch_run
+    from infra.training.program import build_training_run
+    from infra.training.request import check_budget, estimate_cost
+    from mlp.aws import aws_errors, client
+
+    request, _ = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
+    stacks = PulumiAutomationBackend(backend_url(backend))
+    cost = estimate_cost(request, client("ec2", request.environment.region, max_attempts=2))
+    check_budget(request, cost)
+    for line in _cost_lines(request, cost):
+        log(line)
+    with aws_errors(f"launching {request.stack}"):
+        result = launch_run(
+            request,
+            lambda: build_training_run(request),
+            stacks,
+            s3=client("s3", request.environment.region),
+            wait=wait,
+            clock=lambda: datetime.now(UTC),
+            sleep=time.sleep,
+            log=log,
+            poll_seconds=poll_seconds,
+        )
+    log(f"{result.stack}: {result.why}")
+
+
+@train_app.command("status")
+def status(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    output_format: FormatOption = OutputFormat.text,
+    backend: BackendOption = None,
+) -> None:
+    """The run's state, instances, newest checkpoint and completion marker."""
+    from infra.training.automation import PulumiAutomationBackend, backend_url
+    from infra.training.status import run_status
+    from mlp.aws import aws_errors, client
+
+    stacks = PulumiAutomationBackend(backend_url(backend))
+    with aws_errors(f"reading run {run_id}"):
+        report = run_status(stacks, run_id, s3=client("s3"), autoscaling=client("autoscaling"))
+    if output_format is OutputFormat.json:
+        print_json(report)
+        return
+    console = Console()
+    console.print(f"{report['stack']}: {report['state']} (expires {report['expires_at']}), desired {report['desired_capacity']}")
+    for instance in report["instances"]:
+        console.print(f"  {instance['instance_id']} {instance['instance_type']} {instance['lifecycle']} {instance['health']}")
+    checkpoint = report["latest_checkpoint"]
+    console.print(f"  newest checkpoint: {checkpoint['key']} at {checkpoint['last_modified']}" if checkpoint else "  no checkpoint yet")
+    if report["completion"]:
+        console.print(f"  completion: {report['completion']['why']}")
+
+
+@train_app.command("list")
+def list_runs(output_format: FormatOption = OutputFormat.text, backend: BackendOption = None) -> None:
+    """Training stacks on the backend with their run tags."""
+    from infra.training.automation import PulumiAutomationBackend, backend_url
+    from infra.training.lifecycle import training_stacks
+
+    runs = training_stacks(PulumiAutomationBackend(backend_url(backend)))
+    if output_format is OutputFormat.json:
+        print_json({"runs": [{"stack": s.name, "tags": s.tags, "resource_count": s.resource_count} for s in runs]})
+        return
+    table = Table("stack", "run-id", "environment", "expires-at", "resources")
+    for summary in runs:
+        table.add_row(summary.name, summary.tags.get("run-id", ""), summary.tags.get("environment", ""), summary.tags.get("expires-at", ""), str(summary.resource_count or 0))
+    Console().print(table)
+
+
+@train_app.command("destroy")
+def destroy(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    apply: Annotated[bool, typer.Option("--apply", help="Act; without it, only say what would be destroyed.")] = False,
+    backend: BackendOption = None,
+) -> None:
+    """Destroy and remove a run's stack (dry-run by default); its checkpoints stay."""
+    from infra.training.automation import PulumiAutomationBackend, backend_url
+    from infra.training.lifecycle import destroy_run
+
+    print(destroy_run(PulumiAutomationBackend(backend_url(backend)), run_id, apply=apply, log=log))

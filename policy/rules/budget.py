@@ -25,12 +25,18 @@ class BudgetConfig(RuleConfig):
     )
 
 
-def check_monthly_budget(resources: Sequence[Resource], config: BudgetConfig) -> Iterator[tuple[str | None, str]]:
+def check_monthly_budget(
+    resources: Sequence[Resource], config: BudgetConfig
+) -> Iterator[tuple[str | None, str]]:
     estimate = estimate_monthly_cost({"type": r.type, "inputs": r.props} for r in resources)
     if estimate > config.monthly_budget_usd:
-        yield None, (
-            f"stack: estimated monthly cost is ${estimate:,.2f}, over the budget of ${config.monthly_budget_usd:,.2f}; "
-            "shrink node counts or instance types, or raise ml-platform:budgets.environmentMonthlyUsd"
+        yield (
+            None,
+            (
+                f"stack: estimated monthly cost is ${estimate:,.2f}, "
+                f"over the budget of ${config.monthly_budget_usd:,.2f}; "
+                "shrink node counts or instance types, or raise ml-platform:budgets.environmentMonthlyUsd"
+            ),
         )
 
 
@@ -41,4 +47,5 @@ RULE = Rule(
     check=check_monthly_budget,
     config_model=BudgetConfig,
     enforcement_level=EnforcementLevel.ADVISORY,
+    stack_level=True,
 )

@@ -80,7 +80,7 @@ class Resource:
         return found
 
     def is_named_by(self, reference: str) -> bool:
-        """True when `reference` is one of this resource's identities or a name AWS generates from its prefix."""
+        """True when `reference` is one of its identities or a name AWS generates from its prefix."""
         if reference in self.identities():
             return True
         prefixes = (peek(self.props, key) for key in ("bucketPrefix", "namePrefix"))
@@ -95,9 +95,12 @@ def from_validation_args(args: ResourceValidationArgs) -> Resource:
 def from_policy_resource(resource: PolicyResource) -> Resource:
     provider_props = resource.provider.props if resource.provider is not None else None
     dependencies = {
-        prop: frozenset(dep.urn for dep in deps) for prop, deps in (resource.property_dependencies or {}).items()
+        prop: frozenset(dep.urn for dep in deps)
+        for prop, deps in (resource.property_dependencies or {}).items()
     }
-    return Resource(resource.resource_type, resource.name, resource.urn, resource.props, provider_props, dependencies)
+    return Resource(
+        resource.resource_type, resource.name, resource.urn, resource.props, provider_props, dependencies
+    )
 
 
 def referenced(source: Resource, prop: str, targets: Iterable[Resource]) -> list[Resource]:

@@ -15,7 +15,10 @@ from pulumi_policy import Severity
 from policy.analyzer_view import display, items_of, lookup
 from policy.rules.common import Resource, Rule, referenced, violation
 
-SECURITY_GROUP_TYPES = ("aws:ec2/securityGroup:SecurityGroup", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+SECURITY_GROUP_TYPES = (
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+)
 SECURITY_GROUP_RULE_TYPE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE_TYPE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 LOAD_BALANCER_TYPES = (
@@ -72,12 +75,21 @@ def _ingresses(resource: Resource) -> Iterator[Ingress]:
         open_to = _open_cidrs(lookup(props, "cidrBlocks"), lookup(props, "ipv6CidrBlocks"))
         if open_to:
             protocol = str(lookup(props, "protocol", default=""))
-            yield Ingress(resource, "cidrBlocks", protocol, lookup(props, "fromPort"), lookup(props, "toPort"), open_to)
+            yield Ingress(
+                resource, "cidrBlocks", protocol, lookup(props, "fromPort"), lookup(props, "toPort"), open_to
+            )
     elif resource.type == INGRESS_RULE_TYPE:
         open_to = _open_cidrs([lookup(props, "cidrIpv4")], [lookup(props, "cidrIpv6")])
         if open_to:
             protocol = str(lookup(props, "ipProtocol", default=""))
-            yield Ingress(resource, "cidrIpv4/cidrIpv6", protocol, lookup(props, "fromPort"), lookup(props, "toPort"), open_to)
+            yield Ingress(
+                resource,
+                "cidrIpv4/cidrIpv6",
+                protocol,
+                lookup(props, "fromPort"),
+                lookup(props, "toPort"),
+                open_to,
+            )
 
 
 def check_public_ingress(resources: Sequence[Resource], _config: None) -> Iterator[tuple[str | None, str]]:
@@ -86,16 +98,23 @@ def check_public_ingress(resources: Sequence[Resource], _config: None) -> Iterat
     balancer_groups = {group.urn for lb in balancers for group in referenced(lb, "securityGroups", groups)}
     for resource in resources:
         for ingress in _ingresses(resource):
-            owners = [resource] if resource.type in SECURITY_GROUP_TYPES else referenced(resource, "securityGroupId", groups)
+            owners = (
+                [resource]
+                if resource.type in SECURITY_GROUP_TYPES
+                else referenced(resource, "securityGroupId", groups)
+            )
             on_balancer = bool(owners) and all(group.urn in balancer_groups for group in owners)
             if _is_https_only(ingress) and on_balancer:
                 continue
-            yield resource.urn, violation(
-                resource,
-                ingress.prop,
-                f"{_ports(ingress)} from {', '.join(ingress.open_to)}",
-                "admit known CIDRs or security groups only; only HTTPS (443) into a load balancer may be "
-                "open to the internet",
+            yield (
+                resource.urn,
+                violation(
+                    resource,
+                    ingress.prop,
+                    f"{_ports(ingress)} from {', '.join(ingress.open_to)}",
+                    "admit known CIDRs or security groups only; only HTTPS (443) into a load balancer may be "
+                    "open to the internet",
+                ),
             )
 
 

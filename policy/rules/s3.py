@@ -21,7 +21,10 @@ SSE_TYPES = (
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
 )
-VERSIONING_TYPES = ("aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketVersioningV2:BucketVersioningV2")
+VERSIONING_TYPES = (
+    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketVersioningV2:BucketVersioningV2",
+)
 ACL_TYPES = ("aws:s3/bucketAcl:BucketAcl", "aws:s3/bucketAclV2:BucketAclV2")
 PUBLIC_ACCESS_BLOCK_TYPE = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 PUBLIC_ACCESS_BLOCKS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -50,7 +53,9 @@ def _bucket_findings(bucket: Resource, resources: Sequence[Resource]) -> Iterato
         return [r for r in resources if r.type in types and bucket in referenced(r, "bucket", [bucket])]
 
     inline_sse = _sse_algorithms(lookup(bucket.props, "serverSideEncryptionConfiguration", "rule"))
-    linked_sse = [alg for sse in pointing_here(SSE_TYPES) for alg in _sse_algorithms(lookup(sse.props, "rules"))]
+    linked_sse = [
+        alg for sse in pointing_here(SSE_TYPES) for alg in _sse_algorithms(lookup(sse.props, "rules"))
+    ]
     if not any(inline_sse + linked_sse):
         yield violation(
             bucket,
@@ -103,7 +108,9 @@ def _public_grants(grants: object) -> list[str]:
     for grant in items_of(grants):
         uri = lookup(grant, "grantee", "uri") or lookup(grant, "uri")
         if uri in PUBLIC_GRANTEE_URIS:
-            found.append(f"{lookup(grant, 'permission') or lookup(grant, 'permissions')} to {uri.rsplit('/', 1)[-1]}")
+            found.append(
+                f"{lookup(grant, 'permission') or lookup(grant, 'permissions')} to {uri.rsplit('/', 1)[-1]}"
+            )
     return found
 
 

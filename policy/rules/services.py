@@ -76,14 +76,16 @@ def check_eks_cluster(resource: Resource, config: EksClusterConfig) -> Iterator[
         item
         for item in items_of(lookup(resource.props, "encryptionConfig"))
         or [lookup(resource.props, "encryptionConfig", default={})]
-        if "secrets" in items_of(lookup(item, "resources")) and has_key(lookup(item, "provider", default={}), "keyArn")
+        if "secrets" in items_of(lookup(item, "resources"))
+        and has_key(lookup(item, "provider", default={}), "keyArn")
     ]
     if not encrypted:
         yield violation(
             resource,
             "encryptionConfig",
             display(lookup(resource.props, "encryptionConfig")),
-            'encrypt Kubernetes secrets: set encryptionConfig {resources: ["secrets"], provider: {keyArn: <KMS key>}}',
+            "encrypt Kubernetes secrets: set encryptionConfig "
+            '{resources: ["secrets"], provider: {keyArn: <KMS key>}}',
         )
     logs = [str(kind) for kind in items_of(lookup(resource.props, "enabledClusterLogTypes"))]
     absent = [kind for kind in config.required_log_types if kind not in logs]
@@ -102,7 +104,8 @@ def check_eks_cluster(resource: Resource, config: EksClusterConfig) -> Iterator[
                 resource,
                 "vpcConfig.endpointPublicAccess/endpointPrivateAccess",
                 f"{display(public)}/{display(private)}",
-                "in prod the API endpoint is private only: endpointPublicAccess false, endpointPrivateAccess true",
+                "in prod the API endpoint is private only: "
+                "endpointPublicAccess false, endpointPrivateAccess true",
             )
 
 
@@ -138,7 +141,12 @@ def check_instance_hardening(resource: Resource, _config: None) -> Iterator[str]
             yield from _imds_findings(resource)
         encrypted = lookup(props, "rootBlockDevice", "encrypted")
         if not is_true(encrypted):
-            yield violation(resource, "rootBlockDevice.encrypted", display(encrypted), "set rootBlockDevice.encrypted: true")
+            yield violation(
+                resource,
+                "rootBlockDevice.encrypted",
+                display(encrypted),
+                "set rootBlockDevice.encrypted: true",
+            )
         for index, device in enumerate(items_of(lookup(props, "ebsBlockDevices"))):
             encrypted = lookup(device, "encrypted")
             if not is_true(encrypted):
@@ -151,14 +159,18 @@ def check_instance_hardening(resource: Resource, _config: None) -> Iterator[str]
 
 ELASTICACHE_RULE = Rule(
     name="elasticache-encryption",
-    description="ElastiCache Redis encrypts at rest and in transit, requires AUTH, and fails over across AZs in prod.",
+    description=(
+        "ElastiCache Redis encrypts at rest and in transit, requires AUTH, and fails over across AZs in prod."
+    ),
     severity=Severity.HIGH,
     check=check_elasticache,
 )
 
 EKS_RULE = Rule(
     name="eks-cluster-hardening",
-    description="EKS clusters encrypt secrets with KMS, log the control plane, and keep the prod endpoint private.",
+    description=(
+        "EKS clusters encrypt secrets with KMS, log the control plane, and keep the prod endpoint private."
+    ),
     severity=Severity.HIGH,
     check=check_eks_cluster,
     config_model=EksClusterConfig,

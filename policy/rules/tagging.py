@@ -31,7 +31,7 @@ class MandatoryTagsConfig(RuleConfig):
 
 def _shown_keys(tags: dict[str, str]) -> str:
     present = sorted(key for key, value in tags.items() if value.strip())
-    return f"({', '.join(present)})" if present else "(none)"
+    return f"(has: {', '.join(present)})" if present else "(has none)"
 
 
 def check_mandatory_tags(resource: Resource, config: MandatoryTagsConfig) -> Iterator[str]:
@@ -75,7 +75,10 @@ def check_mandatory_tags(resource: Resource, config: MandatoryTagsConfig) -> Ite
 
 RULE = Rule(
     name="mandatory-cost-tags",
-    description="Every taggable AWS resource, and every instance and volume it launches, carries the mandatory cost tags.",
+    description=(
+        "Every taggable AWS resource, and every instance and volume it launches, "
+        "carries the mandatory cost tags."
+    ),
     severity=Severity.HIGH,
     check=check_mandatory_tags,
     config_model=MandatoryTagsConfig,

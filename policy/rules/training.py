@@ -58,6 +58,7 @@ class FleetShape:
     on_demand: tuple[str, object] | None
     # (instance type, weighted capacity) per launch option.
     options: tuple[tuple[str, float], ...]
+    types_property: str
     capacity_property: str
     capacity: float
 
@@ -85,18 +86,22 @@ def fleet_shape(resource: Resource) -> FleetShape | None:
         policy = lookup(props, "mixedInstancesPolicy")
         capacity = lookup(props, "maxSize", default=0)
         if policy is None:
-            return FleetShape(("mixedInstancesPolicy", None), (), "maxSize", capacity)
+            return FleetShape(("mixedInstancesPolicy", None), (), "launchTemplate", "maxSize", capacity)
         distribution = lookup(policy, "instancesDistribution", default={})
         base = lookup(distribution, "onDemandBaseCapacity", default=0)
         # AWS's default for the percentage is 100: an unset value means all on-demand.
         percentage = lookup(distribution, "onDemandPercentageAboveBaseCapacity", default=100)
         on_demand = None
         if percentage != 0:
-            on_demand = ("mixedInstancesPolicy.instancesDistribution.onDemandPercentageAboveBaseCapacity", percentage)
+            on_demand = (
+                "mixedInstancesPolicy.instancesDistribution.onDemandPercentageAboveBaseCapacity",
+                percentage,
+            )
         elif base != 0:
             on_demand = ("mixedInstancesPolicy.instancesDistribution.onDemandBaseCapacity", base)
         options = _override_options([lookup(policy, "launchTemplate", default={})])
-        return FleetShape(on_demand, tuple(options), "maxSize", capacity)
+        types = "mixedInstancesPolicy.launchTemplate.overrides[].instanceType"
+        return FleetShape(on_demand, tuple(options), types, "maxSize", capacity)
     if resource.type == FLEET_TYPE:
         spec = lookup(props, "targetCapacitySpecification", default={})
         default_type = lookup(spec, "defaultTargetCapacityType")
@@ -108,7 +113,10 @@ def fleet_shape(resource: Resource) -> FleetShape | None:
             on_demand = ("targetCapacitySpecification.onDemandTargetCapacity", on_demand_capacity)
         options = _override_options(lookup(props, "launchTemplateConfigs"))
         capacity = lookup(spec, "totalTargetCapacity", default=0)
-        return FleetShape(on_demand, tuple(options), "targetCapacitySpecification.totalTargetCapacity", capacity)
+        types = "launchTemplateConfigs[].overrides[].instanceType"
+        return FleetShape(
+            on_demand, tuple(options), types, "targetCapacitySpecification.totalTargetCapacity", capacity
+        )
     if resource.type == SPOT_FLEET_TYPE:
         on_demand_capacity = lookup(props, "onDemandTargetCapacity", default=0)
         on_demand = ("onDemandTargetCapacity", on_demand_capacity) if on_demand_capacity != 0 else None
@@ -117,11 +125,14 @@ def fleet_shape(resource: Resource) -> FleetShape | None:
             instance_type = lookup(spec, "instanceType")
             if isinstance(instance_type, str):
                 options.append((instance_type, _weight(lookup(spec, "weightedCapacity"))))
-        return FleetShape(on_demand, tuple(options), "targetCapacity", lookup(props, "targetCapacity", default=0))
+        types = "launchTemplateConfigs[].overrides[].instanceType/launchSpecifications[].instanceType"
+        return FleetShape(
+            on_demand, tuple(options), types, "targetCapacity", lookup(props, "targetCapacity", default=0)
+        )
     if resource.type == SPOT_INSTANCE_TYPE:
         instance_type = lookup(props, "instanceType")
         options = ((instance_type, 1.0),) if isinstance(instance_type, str) else ()
-        return FleetShape(None, options, "instanceType", 1)
+        return FleetShape(None, options, "instanceType", "instanceType", 1)
     return None
 
 
@@ -163,9 +174,10 @@ def check_training_fleet(resource: Resource, config: TrainingFleetConfig, now: d
     if refused:
         yield violation(
             resource,
-            "instance types",
+            shape.types_property,
             ", ".join(refused),
-            f"use only allowlisted types ({', '.join(allowed)}) or extend ml-platform:training.allowedInstanceTypes",
+            f"use only allowlisted types ({', '.join(allowed)}) "
+            "or extend ml-platform:training.allowedInstanceTypes",
         )
     worst = _most_gpus(shape)
     if worst is not None and worst[0] > config.max_gpus_per_run:
@@ -174,11 +186,14 @@ def check_training_fleet(resource: Resource, config: TrainingFleetConfig, now: d
             resource,
             shape.capacity_property,
             f"{display(shape.capacity)} ({gpus} GPUs with {instance_type})",
-            f"stay within {config.max_gpus_per_run} GPUs per run: lower the capacity or use smaller instance types",
+            f"stay within {config.max_gpus_per_run} GPUs per run: "
+            "lower the capacity or use smaller instance types",
         )
     tags = resource.tags
     if not tags.get(RUN_ID, "").strip():
-        yield violation(resource, f"tag {RUN_ID}", "not set", "tag the fleet with its run id (mlp train does)")
+        yield violation(
+            resource, f"tag {RUN_ID}", "not set", "tag the fleet with its run id (mlp train does)"
+        )
     latest = now + timedelta(hours=config.max_run_hours)
     expires_at = tags.get(EXPIRES_AT, "").strip()
     limit = f"{format_expires_at(latest)} ({display(config.max_run_hours)} h from now)"

@@ -1,0 +1,128 @@
+"""The one thin boundary around the Pulumi CLI (Automation API): deploy, destroy, remove, list.
+
+Everything that decides *what* to do lives outside this module and is tested with a fake of
+`StackBackend`; this module only translates calls to `pulumi.automation` and needs the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from infra.config import PROJECT
+from mlp.errors import UserError
+
+DEFAULT_BACKEND_URL = f"file://{Path.home() / '.ml-platform' / 'state'}"
+BACKEND_ENV = "MLP_BACKEND_URL"
+SUPPORTED_SCHEMES = ("file://", "s3://")
+
+
+@dataclass(frozen=True)
+class StackSummary:
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    last_update: datetime | None = None
+    resource_count: int | None = None
+
+
+class StackBackend(Protocol):
+    """What the training lifecycle and the reaper need from Pulumi."""
+
+    def deploy(
+        self,
+        stack: str,
+        program: Callable[[], None],
+        *,
+        config: dict[str, str],
+        tags: dict[str, str],
+        on_output: Callable[[str], None],
+    ) -> dict[str, Any]: ...
+
+    def destroy(self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]) -> None: ...
+
+    def remove(self, stack: str) -> None: ...
+
+    def list_stacks(self) -> list[StackSummary]: ...
+
+    def outputs(self, stack: str) -> dict[str, Any]: ...
+
+
+def backend_url(explicit: str | None = None) -> str:
+    url = explicit or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND_URL
+    if not url.startswith(SUPPORTED_SCHEMES):
+        raise UserError(f"backend {url!r}: use a file:// or s3:// URL (--backend or {BACKEND_ENV})")
+    return url
+
+
+class PulumiAutomationBackend:
+    """`StackBackend` on the real Pulumi CLI, with a self-managed (file:// or s3://) state backend."""
+
+    def __init__(self, url: str, work_dir: Path | None = None) -> None:
+        if shutil.which("pulumi") is None:
+            raise UserError(
+                "the Pulumi CLI is not installed (see pulumi.com/docs/install); it is needed to deploy or destroy "
+                "stacks — `mlp train plan` runs the same program offline"
+            )
+        from pulumi import automation as auto
+
+        self._auto = auto
+        self._url = url
+        if url.startswith("file://"):
+            Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        self._options = auto.LocalWorkspaceOptions(
+            work_dir=str(work_dir) if work_dir else None,
+            project_settings=auto.ProjectSettings(name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=url)),
+            # Training stacks hold no secrets; an empty passphrase keeps unattended runs possible.
+            env_vars={"PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")},
+        )
+
+    def _stack(self, stack: str, program: Callable[[], None]) -> Any:
+        return self._auto.create_or_select_stack(stack_name=stack, project_name=PROJECT, program=program, opts=self._options)
+
+    def deploy(
+        self,
+        stack: str,
+        program: Callable[[], None],
+        *,
+        config: dict[str, str],
+        tags: dict[str, str],
+        on_output: Callable[[str], None],
+    ) -> dict[str, Any]:
+        handle = self._stack(stack, program)
+        handle.set_all_config({key: self._auto.ConfigValue(value=value) for key, value in config.items()})
+        for key, value in tags.items():
+            handle.set_tag(key, value)
+        result = handle.up(on_output=on_output)
+        return {key: output.value for key, output in result.outputs.items()}
+
+    def destroy(self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]) -> None:
+        self._stack(stack, program).destroy(on_output=on_output)
+
+    def remove(self, stack: str) -> None:
+        self._workspace().remove_stack(stack)
+
+    def _workspace(self) -> Any:
+        return self._auto.LocalWorkspace(
+            project_settings=self._options.project_settings, env_vars=self._options.env_vars
+        )
+
+    def list_stacks(self) -> list[StackSummary]:
+        workspace = self._workspace()
+        return [
+            StackSummary(
+                name=summary.name,
+                tags=dict(workspace.list_tags(summary.name)),
+                last_update=summary.last_update,
+                resource_count=summary.resource_count,
+            )
+            for summary in workspace.list_stacks()
+        ]
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        handle = self._auto.select_stack(stack_name=stack, project_name=PROJECT, program=lambda: None, opts=self._options)
+        return {key: output.value for key, output in handle.outputs().items()}

@@ -1,0 +1,170 @@
+"""A training run request: validated against its environment's limits before anything is deployed.
+
+Every refusal is a `UserError` (one line, exit 2) naming the limit and how to get under it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from infra.config import StackConfig
+from mlp import pricing
+from mlp.errors import UserError
+from mlp.tags import training_tags
+
+RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+MIN_INSTANCE_TYPES = 3
+STACK_PREFIX = "train-"
+
+
+def stack_name(run_id: str) -> str:
+    return f"{STACK_PREFIX}{run_id}"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise UserError(
+            f"--run-id {run_id!r}: use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunCost:
+    spot_hourly_usd: float
+    on_demand_hourly_usd: float
+    max_hours: float
+    spot_source: str
+
+    @property
+    def spot_worst_case_usd(self) -> float:
+        return round(self.spot_hourly_usd * self.max_hours, 2)
+
+    @property
+    def on_demand_worst_case_usd(self) -> float:
+        return round(self.on_demand_hourly_usd * self.max_hours, 2)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spot_hourly_usd": round(self.spot_hourly_usd, 4),
+            "on_demand_hourly_usd": round(self.on_demand_hourly_usd, 4),
+            "max_hours": self.max_hours,
+            "spot_worst_case_usd": self.spot_worst_case_usd,
+            "on_demand_worst_case_usd": self.on_demand_worst_case_usd,
+            "spot_source": self.spot_source,
+        }
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    environment: StackConfig
+    run_id: str
+    instance_types: tuple[str, ...]
+    count: int
+    max_hours: float
+    created_at: datetime
+    command: str = "python train.py"
+    image: str | None = None
+    on_demand_base: int = 0
+    tags: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", training_tags(self.environment.resource_tags, self.run_id, self.expires_at, self.stack))
+
+    @property
+    def stack(self) -> str:
+        return stack_name(self.run_id)
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + timedelta(hours=self.max_hours)
+
+    @property
+    def max_gpus(self) -> int:
+        """GPUs the fleet may hold at once: every instance as the largest allowed type."""
+        return self.count * max(pricing.gpus_per_instance(t) for t in self.instance_types)
+
+
+def build_request(
+    environment: StackConfig,
+    *,
+    run_id: str,
+    instance_types: list[str],
+    count: int,
+    max_hours: float,
+    created_at: datetime,
+    command: str = "python train.py",
+    image: str | None = None,
+    on_demand_base: int = 0,
+) -> RunRequest:
+    """A request checked against the environment: ids, allowlist, GPU cap and hour limit."""
+    validate_run_id(run_id)
+    limits = environment.training
+    types = tuple(dict.fromkeys(t.strip() for t in instance_types if t.strip()))
+    if len(types) < MIN_INSTANCE_TYPES:
+        raise UserError(
+            f"--instance-types: give at least {MIN_INSTANCE_TYPES} types so spot can find capacity; "
+            f"allowed in {environment.environment}: {', '.join(limits.allowed_instance_types)}"
+        )
+    refused = [t for t in types if t not in limits.allowed_instance_types]
+    if refused:
+        raise UserError(
+            f"--instance-types: {', '.join(refused)} not allowed in {environment.environment}; "
+            f"allowed: {', '.join(limits.allowed_instance_types)}"
+        )
+    if count < 1:
+        raise UserError("--count: must be at least 1 instance")
+    if not 0 <= on_demand_base <= count:
+        raise UserError(f"--on-demand-base: must be between 0 and --count ({count})")
+    if not 0 < max_hours <= limits.max_run_hours:
+        raise UserError(
+            f"--max-hours {max_hours:g}: {environment.environment} allows runs of at most {limits.max_run_hours:g} hours "
+            "(ml-platform:training.maxRunHours)"
+        )
+    if not command.strip():
+        raise UserError("--command: give the training command to run")
+    request = RunRequest(
+        environment=environment,
+        run_id=run_id,
+        instance_types=types,
+        count=count,
+        max_hours=max_hours,
+        created_at=created_at,
+        command=command,
+        image=image,
+        on_demand_base=on_demand_base,
+    )
+    if request.max_gpus > limits.max_gpus_per_run:
+        raise UserError(
+            f"--count {count}: up to {request.max_gpus} GPUs exceeds {environment.environment}'s cap of "
+            f"{limits.max_gpus_per_run} per run (ml-platform:training.maxGpusPerRun); lower --count or use smaller types"
+        )
+    return request
+
+
+def estimate_cost(request: RunRequest, ec2_client: Any | None = None) -> RunCost:
+    """Hourly and worst-case cost, priced at the dearest allowed type (the fleet may land on it)."""
+    dearest = max(request.instance_types, key=pricing.on_demand_hourly)
+    on_demand = pricing.on_demand_hourly(dearest)
+    spot = max(pricing.spot_hourly(t, ec2_client) for t in request.instance_types)
+    spot_count = request.count - request.on_demand_base
+    source = "describe_spot_price_history" if ec2_client is not None else f"on-demand less {pricing.DEFAULT_SPOT_DISCOUNT:.0%}"
+    return RunCost(
+        spot_hourly_usd=request.on_demand_base * on_demand + spot_count * spot,
+        on_demand_hourly_usd=request.count * on_demand,
+        max_hours=request.max_hours,
+        spot_source=source,
+    )
+
+
+def check_budget(request: RunRequest, cost: RunCost) -> None:
+    budget = request.environment.training.per_run_budget_usd
+    if cost.spot_worst_case_usd > budget:
+        raise UserError(
+            f"worst-case cost ${cost.spot_worst_case_usd:,.2f} ({request.count} x ${cost.spot_hourly_usd / request.count:,.2f}/h x "
+            f"{request.max_hours:g} h) exceeds {request.environment.environment}'s per-run budget ${budget:,.2f} "
+            "(ml-platform:training.perRunBudgetUsd); lower --count or --max-hours"
+        )

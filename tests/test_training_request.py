@@ -1,0 +1,102 @@
+"""Run requests are refused before anything deploys: ids, allowlist, GPU cap, hours, budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from infra.config import load_stack_config, parse_stack_config, read_stack_file
+from infra.training.request import build_request, check_budget, estimate_cost
+from mlp import pricing
+from mlp.errors import UserError
+from tests.conftest import REPO_ROOT
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TYPES = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return load_stack_config("dev", REPO_ROOT)
+
+
+def _build(dev, **overrides):
+    values = {"run_id": "bert-ft-01", "instance_types": TYPES, "count": 2, "max_hours": 8.0, "created_at": NOW}
+    values.update(overrides)
+    return build_request(dev, **values)
+
+
+def test_a_valid_request_carries_the_training_tags(dev) -> None:
+    request = _build(dev)
+    assert request.stack == "train-bert-ft-01"
+    assert request.expires_at == NOW + timedelta(hours=8)
+    assert request.tags["run-id"] == "bert-ft-01"
+    assert request.tags["expires-at"] == "2026-11-23T20:00:00Z"
+    assert request.tags["ephemeral"] == "true" and request.tags["pulumi-stack"] == "train-bert-ft-01"
+    assert {key: request.tags[key] for key in dev.mandatory_tags} == {key: dev.resource_tags[key] for key in dev.mandatory_tags}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"run_id": "Bert_FT"}, "--run-id 'Bert_FT': use 1-40 lowercase letters"),
+        ({"run_id": "a" * 41}, "--run-id"),
+        ({"run_id": "-lead"}, "--run-id '-lead'"),
+        ({"instance_types": ["g5.xlarge", "g6.xlarge"]}, "--instance-types: give at least 3 types"),
+        ({"instance_types": ["g5.xlarge", "g6.xlarge", "p5.48xlarge"]}, "--instance-types: p5.48xlarge not allowed in dev"),
+        ({"count": 0}, "--count: must be at least 1"),
+        ({"count": 3, "instance_types": ["g5.xlarge", "g6.xlarge", "g5.12xlarge"]}, "--count 3: up to 12 GPUs exceeds dev's cap of 8"),
+        ({"max_hours": 30.0}, "--max-hours 30: dev allows runs of at most 24 hours"),
+        ({"on_demand_base": 3}, "--on-demand-base: must be between 0 and --count (2)"),
+    ],
+)
+def test_refusals_name_the_flag_and_the_limit(dev, overrides: dict, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        _build(dev, **overrides)
+    assert str(error.value).startswith(message)
+
+
+def test_cost_is_priced_at_the_dearest_type_and_spot_is_cheaper(dev) -> None:
+    request = _build(dev, count=2, max_hours=10.0)
+    cost = estimate_cost(request)
+    dearest = max(pricing.on_demand_hourly(t) for t in TYPES)
+    assert cost.on_demand_hourly_usd == pytest.approx(2 * dearest)
+    assert cost.spot_hourly_usd == pytest.approx(2 * dearest * (1 - pricing.DEFAULT_SPOT_DISCOUNT))
+    assert cost.spot_worst_case_usd == pytest.approx(round(cost.spot_hourly_usd * 10, 2))
+    assert cost.on_demand_worst_case_usd > cost.spot_worst_case_usd
+
+
+def test_on_demand_base_is_priced_on_demand(dev) -> None:
+    cost = estimate_cost(_build(dev, count=2, on_demand_base=1))
+    dearest = max(pricing.on_demand_hourly(t) for t in TYPES)
+    assert cost.spot_hourly_usd == pytest.approx(dearest + dearest * (1 - pricing.DEFAULT_SPOT_DISCOUNT))
+
+
+def test_spot_history_is_used_when_reachable(dev) -> None:
+    from moto import mock_aws
+
+    from mlp.aws import client
+
+    with mock_aws():
+        cost = estimate_cost(_build(dev), client("ec2", "us-east-1"))
+    assert cost.spot_source == "describe_spot_price_history"
+    assert 0 < cost.spot_hourly_usd
+
+
+def test_a_run_over_budget_is_refused() -> None:
+    raw = read_stack_file("dev", REPO_ROOT)
+    raw["ml-platform:training"]["perRunBudgetUsd"] = 50
+    tight = parse_stack_config("dev", raw)
+    request = _build(tight, count=2, max_hours=24.0, instance_types=["g5.2xlarge", "g6.2xlarge", "g5.12xlarge"])
+    cost = estimate_cost(request)
+    assert cost.spot_worst_case_usd > 50
+    with pytest.raises(UserError) as error:
+        check_budget(request, cost)
+    assert str(error.value).startswith(f"worst-case cost ${cost.spot_worst_case_usd:,.2f} (2 x $")
+    assert "exceeds dev's per-run budget $50.00 (ml-platform:training.perRunBudgetUsd)" in str(error.value)
+
+
+def test_a_run_within_budget_passes(dev) -> None:
+    request = _build(dev)
+    check_budget(request, estimate_cost(request))
