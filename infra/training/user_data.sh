@@ -25,6 +25,7 @@ readonly RUN_ID={{ run_id }}
 readonly BUCKET={{ bucket }}
 readonly REGION={{ region }}
 readonly ASG_NAME={{ asg_name }}
+# shellcheck disable=SC2016 # the command is a literal; $ in it expands only when it runs
 readonly TRAIN_COMMAND={{ command }}
 readonly TRAIN_IMAGE={{ image }}
 readonly CHECKPOINT_DIR={{ checkpoint_dir }}
@@ -106,6 +107,7 @@ upload_checkpoints() {
 # (one-second resolution), so sort by key first: sort_by is stable.
 newest_checkpoint_key() {
   local key
+  # shellcheck disable=SC2016 # JMESPath literal, not shell
   key=$(aws s3api list-objects-v2 --bucket "$BUCKET" --prefix "$RUN_PREFIX/checkpoints/" --output json \
     --query 'sort_by(sort_by(Contents || `[]`, &Key), &LastModified)[-1].Key')
   [[ $key == null ]] || printf '%s' "${key:1:-1}"  # strip the JSON string quotes
@@ -242,6 +244,7 @@ start_trainer() {
     log "starting: $TRAIN_COMMAND"
     # setsid: the command gets its own process group to signal. The wrapper shell traps USR1 so
     # it survives the checkpoint signal while its children see it with their own handlers.
+    # shellcheck disable=SC2016 # expanded by the inner shell
     MLP_TRAIN_COMMAND=$TRAIN_COMMAND setsid bash -c 'trap : USR1; eval "$MLP_TRAIN_COMMAND"' &
   else
     log "starting $TRAIN_IMAGE: $TRAIN_COMMAND"

@@ -1,0 +1,86 @@
+"""The boot script of every training instance: `user_data.sh` rendered with one run's values.
+
+The script is a real file so it stays readable and shell-checkable; rendering only fills the values
+block at its top, each value shell-quoted so a command holding quotes or `$(...)` stays a literal.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from mlp.errors import UserError
+
+TEMPLATE_PATH = Path(__file__).with_name("user_data.sh")
+DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+DEFAULT_SYNC_INTERVAL_SECONDS = 300
+# EC2 refuses user data above 16 KB (before base64).
+MAX_USER_DATA_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class UserDataValues:
+    """One run's values for the boot script.
+
+    `image` None runs `command` directly on the host; otherwise `docker run --gpus all` runs it in the
+    image with `checkpoint_dir` mounted at the same path.
+    """
+
+    run_id: str
+    bucket: str
+    region: str
+    asg_name: str
+    command: str
+    max_hours: float
+    image: str | None = None
+    checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
+    sync_interval_seconds: int = DEFAULT_SYNC_INTERVAL_SECONDS
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "bucket", "region", "asg_name", "command"):
+            if not getattr(self, name).strip():
+                raise UserError(f"training user data: {name} is empty; give the run a {name}")
+        if not self.max_hours > 0:
+            raise UserError(
+                f"training user data: max_hours is {self.max_hours}; use a positive number of hours"
+            )
+        if self.sync_interval_seconds <= 0:
+            raise UserError(
+                f"training user data: sync_interval_seconds is {self.sync_interval_seconds};"
+                " use a positive number"
+            )
+        # The script syncs, searches and mounts this directory: a relative path or / would be unsafe.
+        if not self.checkpoint_dir.startswith("/") or not self.checkpoint_dir.strip("/"):
+            raise UserError(
+                f"training user data: checkpoint_dir {self.checkpoint_dir!r} is not an absolute"
+                " directory below /; use a path like /opt/ml/checkpoints"
+            )
+
+
+def render_user_data(values: UserDataValues) -> str:
+    """The boot script for one run, ready for a launch template's `user_data` (before base64)."""
+    template = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    ).from_string(TEMPLATE_PATH.read_text())
+    script = template.render(
+        run_id=shlex.quote(values.run_id),
+        bucket=shlex.quote(values.bucket),
+        region=shlex.quote(values.region),
+        asg_name=shlex.quote(values.asg_name),
+        command=shlex.quote(values.command),
+        image=shlex.quote(values.image or ""),
+        checkpoint_dir=shlex.quote(values.checkpoint_dir.rstrip("/")),
+        max_run_seconds=math.ceil(values.max_hours * 3600),
+        sync_interval_seconds=int(values.sync_interval_seconds),
+    )
+    size = len(script.encode())
+    if size > MAX_USER_DATA_BYTES:
+        raise UserError(
+            f"training user data is {size} bytes, above EC2's limit of {MAX_USER_DATA_BYTES};"
+            " shorten the command"
+        )
+    return script

@@ -1,0 +1,413 @@
+# ruff: noqa: E501 - the expected violation texts are long literal lines on purpose
+"""Every rule of the pack: a compliant and a violating hand-written plan, with the exact violation text.
+
+The plans are evaluated by the offline evaluator, which runs the pack's own CrossGuard policy objects;
+`test_policy_crossguard.py` shows the analyzer path reports the same.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policy.evaluate import CheckResult, evaluate_plan
+from policy.pack import rules
+
+PLANS = Path(__file__).resolve().parent / "fixtures" / "plans"
+# The fixtures' run tags expire at 2026-11-23T20:00:00Z, inside a 24 h limit measured from here.
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ALL_TAGS = "team, project, environment, cost-center, owner, managed-by"
+TAG_FIX = f"set every mandatory tag ({ALL_TAGS}) under ml-platform:tags or on the resource"
+OPEN_FIX = "admit known CIDRs or security groups only; only HTTPS (443) into a load balancer may be open to the internet"
+SPOT_FIX = "training fleets outside prod (environment dev) are spot-only: request spot capacity only"
+M = "mandatory"
+
+
+def check(path: str, pack_config: dict[str, Any] | None = None) -> CheckResult:
+    return evaluate_plan(json.loads((PLANS / path).read_text()), pack_config, clock=lambda: NOW)
+
+
+def found(result: CheckResult) -> list[tuple[str, str, str, str]]:
+    """(policy, resource name, level, message) per violation; the name is the URN's last part."""
+    return [(v.policy, v.resource.rsplit("::", 1)[-1], v.level, v.message) for v in result.violations]
+
+
+# Only the budget fixtures are checked against this budget; the others keep the pack default.
+BUDGET = {"stack-monthly-budget": {"monthlyBudgetUsd": 100}}
+
+
+def pack_config_for(rule_name: str) -> dict[str, Any] | None:
+    return BUDGET if rule_name == "stack-monthly-budget" else None
+
+EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
+    "mandatory-cost-tags": [
+        (
+            "mandatory-cost-tags",
+            "checkpoints",
+            M,
+            "Bucket 'checkpoints': tags is missing cost-center, owner (has: environment, managed-by, project, team); "
+            + TAG_FIX,
+        ),
+        (
+            "mandatory-cost-tags",
+            "cluster-logs",
+            M,
+            "LogGroup 'cluster-logs': tags is missing owner (has: cost-center, environment, managed-by, project, "
+            "team); " + TAG_FIX,
+        ),
+        (
+            "mandatory-cost-tags",
+            "serving-nodes",
+            M,
+            "LaunchTemplate 'serving-nodes': tags is missing cost-center, owner (has: environment, managed-by, "
+            "project, team); " + TAG_FIX,
+        ),
+        (
+            "mandatory-cost-tags",
+            "serving-nodes",
+            M,
+            "LaunchTemplate 'serving-nodes': tagSpecifications[resourceType=volume].tags is missing "
+            f"{ALL_TAGS} (has none); add a tagSpecifications entry for volume carrying every mandatory tag "
+            f"({ALL_TAGS}); provider default tags never reach launched resources",
+        ),
+        (
+            "mandatory-cost-tags",
+            "batch-workers",
+            M,
+            "Group 'batch-workers': tags with propagateAtLaunch is missing owner, managed-by (has: cost-center, "
+            "environment, project, team); add {key, value, propagateAtLaunch: true} entries for every mandatory "
+            f"tag ({ALL_TAGS})",
+        ),
+    ],
+    "training-fleet-guardrails": [
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-fleet",
+            M,
+            "Group 'bert-ft-02-fleet': mixedInstancesPolicy.instancesDistribution.onDemandPercentageAboveBaseCapacity "
+            "is 100; " + SPOT_FIX,
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-fleet",
+            M,
+            "Group 'bert-ft-02-fleet': mixedInstancesPolicy.launchTemplate.overrides[].instanceType is p5.48xlarge; "
+            "use only allowlisted types (g5.xlarge, g5.2xlarge, g6.xlarge, g6.2xlarge, g4dn.xlarge) or extend "
+            "ml-platform:training.allowedInstanceTypes",
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-fleet",
+            M,
+            "Group 'bert-ft-02-fleet': maxSize is 4 (32 GPUs with p5.48xlarge); stay within 8 GPUs per run: lower "
+            "the capacity or use smaller instance types",
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-fleet",
+            M,
+            "Group 'bert-ft-02-fleet': tag run-id is not set; tag the fleet with its run id (mlp train does)",
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-fleet",
+            M,
+            "Group 'bert-ft-02-fleet': tag expires-at is '2099-01-01T00:00:00Z'; set it no later than "
+            "2026-11-24T12:00:00Z (24 h from now)",
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-burst",
+            M,
+            "Fleet 'bert-ft-02-burst': targetCapacitySpecification.defaultTargetCapacityType is 'on-demand'; "
+            + SPOT_FIX,
+        ),
+        (
+            "training-fleet-guardrails",
+            "bert-ft-02-burst",
+            M,
+            "Fleet 'bert-ft-02-burst': tag expires-at is 'next tuesday'; use ISO 8601 UTC like 2026-01-31T18:00:00Z",
+        ),
+    ],
+    "fleet-terminates-on-delete": [
+        (
+            "fleet-terminates-on-delete",
+            "bert-ft-01-fleet",
+            M,
+            "Fleet 'bert-ft-01-fleet': terminateInstances is not set (defaults to false); set terminateInstances: "
+            "true so destroying the fleet terminates its instances",
+        ),
+        (
+            "fleet-terminates-on-delete",
+            "bert-ft-01-spot",
+            M,
+            "SpotFleetRequest 'bert-ft-01-spot': terminateInstancesOnDelete is 'false'; set "
+            'terminateInstancesOnDelete: "true" so destroying the request terminates its instances',
+        ),
+    ],
+    "s3-bucket-security": [
+        (
+            "s3-bucket-security",
+            "checkpoints",
+            M,
+            "Bucket 'checkpoints': public access block 'checkpoints-public-access' is missing restrictPublicBuckets; "
+            "set blockPublicAcls, blockPublicPolicy, ignorePublicAcls, restrictPublicBuckets all true",
+        ),
+        (
+            "s3-bucket-security",
+            "checkpoints",
+            M,
+            "Bucket 'checkpoints': versioning is not enabled; checkpoint buckets keep every version: add an "
+            "aws.s3.BucketVersioning with status Enabled",
+        ),
+        (
+            "s3-bucket-security",
+            "scratch",
+            M,
+            "Bucket 'scratch': server-side encryption is not configured; add an "
+            "aws.s3.BucketServerSideEncryptionConfiguration for it (SSE-KMS with a customer key)",
+        ),
+        (
+            "s3-bucket-security",
+            "scratch",
+            M,
+            "Bucket 'scratch': public access block is not configured; add an aws.s3.BucketPublicAccessBlock for it "
+            "with blockPublicAcls, blockPublicPolicy, ignorePublicAcls, restrictPublicBuckets all true",
+        ),
+    ],
+    "s3-no-public-acl": [
+        (
+            "s3-no-public-acl",
+            "exports-acl",
+            M,
+            "BucketAcl 'exports-acl': acl is 'public-read'; use private (or no ACL) and grant access through IAM",
+        ),
+        (
+            "s3-no-public-acl",
+            "exports-grants",
+            M,
+            "BucketAcl 'exports-grants': grants is READ to AllUsers; remove grants to AllUsers/AuthenticatedUsers "
+            "and grant access through IAM",
+        ),
+    ],
+    "elasticache-encryption": [
+        (
+            "elasticache-encryption",
+            "features-dev",
+            M,
+            "ReplicationGroup 'features-dev': transitEncryptionEnabled is false; set transitEncryptionEnabled: true "
+            "(clients connect over TLS)",
+        ),
+        (
+            "elasticache-encryption",
+            "features-dev",
+            M,
+            "ReplicationGroup 'features-dev': authToken is not set; set an AUTH token (generated, kept as a Pulumi "
+            "secret) or RBAC userGroupIds",
+        ),
+        (
+            "elasticache-encryption",
+            "features-prod",
+            M,
+            "ReplicationGroup 'features-prod': automaticFailoverEnabled is false; set automaticFailoverEnabled: true "
+            "(prod fails over to a replica)",
+        ),
+        (
+            "elasticache-encryption",
+            "features-prod",
+            M,
+            "ReplicationGroup 'features-prod': multiAzEnabled is not set; set multiAzEnabled: true (prod keeps "
+            "replicas in other AZs)",
+        ),
+        (
+            "elasticache-encryption",
+            "features-prod",
+            M,
+            "ReplicationGroup 'features-prod': numCacheClusters is 1; prod needs at least 2 nodes "
+            "(ml-platform:featureStore.numNodes) for multi-AZ failover",
+        ),
+        (
+            "elasticache-encryption",
+            "sessions",
+            M,
+            "Cluster 'sessions': engine is 'redis'; a standalone cache cluster cannot encrypt at rest: use an "
+            "aws.elasticache.ReplicationGroup",
+        ),
+    ],
+    "eks-cluster-hardening": [
+        (
+            "eks-cluster-hardening",
+            "serving-dev",
+            M,
+            "Cluster 'serving-dev': encryptionConfig is not set; encrypt Kubernetes secrets: set encryptionConfig "
+            '{resources: ["secrets"], provider: {keyArn: <KMS key>}}',
+        ),
+        (
+            "eks-cluster-hardening",
+            "serving-dev",
+            M,
+            "Cluster 'serving-dev': enabledClusterLogTypes is ['api']; enable control-plane logging for audit, "
+            "authenticator",
+        ),
+        (
+            "eks-cluster-hardening",
+            "serving-prod",
+            M,
+            "Cluster 'serving-prod': vpcConfig.endpointPublicAccess/endpointPrivateAccess is true/true; in prod the "
+            "API endpoint is private only: endpointPublicAccess false, endpointPrivateAccess true",
+        ),
+    ],
+    "imdsv2-encrypted-ebs": [
+        (
+            "imdsv2-encrypted-ebs",
+            "workers",
+            M,
+            "LaunchTemplate 'workers': metadataOptions.httpTokens is 'optional' (IMDSv1 allowed); require IMDSv2: "
+            'set metadataOptions.httpTokens "required"',
+        ),
+        (
+            "imdsv2-encrypted-ebs",
+            "workers",
+            M,
+            "LaunchTemplate 'workers': blockDeviceMappings[0].ebs.encrypted is 'false'; set ebs.encrypted \"true\" "
+            "(optionally with a kmsKeyId)",
+        ),
+        (
+            "imdsv2-encrypted-ebs",
+            "bastion",
+            M,
+            "Instance 'bastion': metadataOptions.httpTokens is not set (IMDSv1 allowed); require IMDSv2: set "
+            'metadataOptions.httpTokens "required"',
+        ),
+        (
+            "imdsv2-encrypted-ebs",
+            "bastion",
+            M,
+            "Instance 'bastion': rootBlockDevice.encrypted is false; set rootBlockDevice.encrypted: true",
+        ),
+        (
+            "imdsv2-encrypted-ebs",
+            "datasets",
+            M,
+            "Volume 'datasets': encrypted is false; set encrypted: true (EBS volumes are encrypted)",
+        ),
+    ],
+    "no-public-ingress": [
+        (
+            "no-public-ingress",
+            "bastion",
+            M,
+            "SecurityGroup 'bastion': ingress[0] is tcp 22 from 0.0.0.0/0; " + OPEN_FIX,
+        ),
+        (
+            "no-public-ingress",
+            "workers-https",
+            M,
+            "SecurityGroupIngressRule 'workers-https': cidrIpv4/cidrIpv6 is tcp 443 from ::/0; " + OPEN_FIX,
+        ),
+        (
+            "no-public-ingress",
+            "workers-everything",
+            M,
+            "SecurityGroupRule 'workers-everything': cidrBlocks is all traffic from 0.0.0.0/0; " + OPEN_FIX,
+        ),
+    ],
+    "stack-monthly-budget": [
+        (
+            "stack-monthly-budget",
+            "ml-platform-dev",
+            "advisory",
+            "stack: estimated monthly cost is $479.61, over the budget of $100.00; shrink node counts or instance "
+            "types, or raise ml-platform:budgets.environmentMonthlyUsd",
+        ),
+    ],
+}
+
+
+def test_every_rule_has_both_fixtures_and_expectations() -> None:
+    names = [rule.name for rule in rules()]
+    assert sorted(names) == sorted(EXPECTED)
+    for name in names:
+        assert (PLANS / name / "compliant.json").is_file()
+        assert (PLANS / name / "violating.json").is_file()
+
+
+@pytest.mark.parametrize("rule_name", sorted(EXPECTED))
+def test_compliant_plan_has_no_violation(rule_name: str) -> None:
+    result = check(f"{rule_name}/compliant.json", pack_config_for(rule_name))
+    assert found(result) == []
+    assert result.checked_resources == len(
+        json.loads((PLANS / rule_name / "compliant.json").read_text())["resources"]
+    )
+
+
+@pytest.mark.parametrize("rule_name", sorted(EXPECTED))
+def test_violating_plan_reports_exactly_its_violations(rule_name: str) -> None:
+    result = check(f"{rule_name}/violating.json", pack_config_for(rule_name))
+    assert found(result) == EXPECTED[rule_name]
+
+
+def test_hand_made_bad_plan_fails_once_for_each_listed_problem() -> None:
+    result = check("bad.json")
+    problems = {(policy, name): message for policy, name, _level, message in found(result)}
+    assert len(problems) == len(result.violations) == 7
+    assert result.mandatory_count == 7
+    # untagged bucket: a bucket created through a provider without default tags
+    assert problems["mandatory-cost-tags", "raw-data"].startswith(
+        f"Bucket 'raw-data': tags is missing {ALL_TAGS}"
+    )
+    # public ACL
+    assert problems["s3-no-public-acl", "exports-acl"].startswith(
+        "BucketAcl 'exports-acl': acl is 'public-read'"
+    )
+    # unencrypted Redis
+    assert problems["elasticache-encryption", "features"].startswith(
+        "ReplicationGroup 'features': atRestEncryptionEnabled is false"
+    )
+    # IMDSv1
+    assert problems["imdsv2-encrypted-ebs", "workers"].startswith(
+        "LaunchTemplate 'workers': metadataOptions.httpTokens is 'optional' (IMDSv1 allowed)"
+    )
+    # on-demand training fleet
+    assert problems["training-fleet-guardrails", "bert-ft-01-fleet"] == (
+        "Group 'bert-ft-01-fleet': mixedInstancesPolicy.instancesDistribution.onDemandPercentageAboveBaseCapacity "
+        "is 100; " + SPOT_FIX
+    )
+    # SSH-open security group
+    assert problems["no-public-ingress", "bastion"].startswith(
+        "SecurityGroup 'bastion': ingress[0] is tcp 22 from 0.0.0.0/0"
+    )
+    # EC2 Fleet that keeps its instances on delete
+    assert problems["fleet-terminates-on-delete", "bert-ft-01-burst"].startswith(
+        "Fleet 'bert-ft-01-burst': terminateInstances is false"
+    )
+
+
+def test_budget_is_mandatory_when_the_pack_config_says_so() -> None:
+    config = {"stack-monthly-budget": {"enforcementLevel": "mandatory", "monthlyBudgetUsd": 100}}
+    result = check("stack-monthly-budget/violating.json", config)
+    assert [(v.policy, v.level) for v in result.violations] == [("stack-monthly-budget", "mandatory")]
+    assert result.mandatory_count == 1
+
+
+def test_disabled_policy_is_not_run() -> None:
+    result = check("bad.json", {"no-public-ingress": "disabled"})
+    assert "no-public-ingress" not in {v.policy for v in result.violations}
+    assert len(result.violations) == 6
+
+
+def test_training_limits_follow_the_pack_config() -> None:
+    config = {
+        "training-fleet-guardrails": {
+            "allowedInstanceTypes": ["g5.xlarge", "p5.48xlarge"],
+            "maxGpusPerRun": 32,
+            "maxRunHours": 24 * 365 * 80,
+        }
+    }
+    messages = [v.message for v in check("training-fleet-guardrails/violating.json", config).violations]
+    assert not any("allowlisted" in m or "GPUs per run" in m or "no later than" in m for m in messages)
+    assert any("tag run-id is not set" in m for m in messages)
