@@ -71,7 +71,10 @@ def launch(
 
 
 def put(
-    metric: tuple[str, str], instance_ids: list[str], samples: list[tuple[float, float]], region: str = "us-east-1"
+    metric: tuple[str, str],
+    instance_ids: list[str],
+    samples: list[tuple[float, float]],
+    region: str = "us-east-1",
 ) -> None:
     """Samples as (hours before NOW, value) for each instance."""
     namespace, name = metric
@@ -215,7 +218,9 @@ def test_prices_spot_and_on_demand_and_waste(aws: None) -> None:
     assert findings[spot]["hourly_cost_usd"] == pricing.spot_hourly("g6.12xlarge")
     assert findings[on_demand]["hourly_cost_usd"] == pricing.on_demand_hourly("p4d.24xlarge")
     for finding in findings.values():
-        assert finding["wasted_usd"] == pytest.approx(finding["idle_hours"] * finding["hourly_cost_usd"], abs=0.005)
+        assert finding["wasted_usd"] == pytest.approx(
+            finding["idle_hours"] * finding["hourly_cost_usd"], abs=0.005
+        )
     # Biggest waste first.
     assert [finding["resource_id"] for finding in scan.findings] == [on_demand, spot]
     assert scan.wasted_usd == pytest.approx(sum(f["wasted_usd"] for f in scan.findings))
@@ -280,7 +285,12 @@ def test_json_shape(aws: None) -> None:
 
 @pytest.mark.parametrize(
     ("window_hours", "threshold_pct", "flag"),
-    [(0, 5, "--window-hours"), (-1, 5, "--window-hours"), (6, 0, "--threshold-pct"), (6, 101, "--threshold-pct")],
+    [
+        (0, 5, "--window-hours"),
+        (-1, 5, "--window-hours"),
+        (6, 0, "--threshold-pct"),
+        (6, 101, "--threshold-pct"),
+    ],
 )
 def test_bad_thresholds_are_user_errors(window_hours: float, threshold_pct: float, flag: str) -> None:
     with pytest.raises(UserError, match=flag):

@@ -52,7 +52,12 @@ class Account:
             self.expected[arn] = (resource_type, missing)
 
     def instance(self, tags: dict[str, str]) -> str:
-        request: dict[str, Any] = {"ImageId": self.image, "MinCount": 1, "MaxCount": 1, "InstanceType": "m6i.large"}
+        request: dict[str, Any] = {
+            "ImageId": self.image,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "InstanceType": "m6i.large",
+        }
         if tags:
             request["TagSpecifications"] = [
                 {"ResourceType": "instance", "Tags": tag_list(tags)},
@@ -95,7 +100,11 @@ class Account:
         )["ReplicationGroup"]
         self.expect(group["ARN"], "elasticache:replicationgroup", tags)
         cluster = elasticache.create_cache_cluster(
-            CacheClusterId=f"{name}-mc", Engine="memcached", CacheNodeType="cache.t4g.small", NumCacheNodes=1, **extra
+            CacheClusterId=f"{name}-mc",
+            Engine="memcached",
+            CacheNodeType="cache.t4g.small",
+            NumCacheNodes=1,
+            **extra,
         )["CacheCluster"]
         self.expect(cluster["ARN"], "elasticache:cluster", tags)
 
@@ -115,7 +124,8 @@ class Account:
         autoscaling = boto3.client("autoscaling", region_name=self.region)
         template = f"{name}-lt"
         self.ec2.create_launch_template(
-            LaunchTemplateName=template, LaunchTemplateData={"ImageId": self.image, "InstanceType": "m6i.large"}
+            LaunchTemplateName=template,
+            LaunchTemplateData={"ImageId": self.image, "InstanceType": "m6i.large"},
         )
         autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
@@ -125,7 +135,13 @@ class Account:
             DesiredCapacity=0,
             AvailabilityZones=[f"{self.region}a"],
             Tags=[
-                {"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": name, "ResourceType": "auto-scaling-group"}
+                {
+                    "Key": k,
+                    "Value": v,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": name,
+                    "ResourceType": "auto-scaling-group",
+                }
                 for k, v in tags.items()
             ],
         )

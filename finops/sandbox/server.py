@@ -139,7 +139,7 @@ class Sandbox:
     ) -> None:
         self.stop()
 
-    def client(self, service: str, region: str = DEFAULT_REGION) -> Any:
+    def client(self, service: str, region: str = DEFAULT_REGION, *, max_attempts: int = 3) -> Any:
         """A boto3 client for this sandbox whatever the process environment says (used by the seed)."""
         return boto3.session.Session().client(
             service,
@@ -147,7 +147,9 @@ class Sandbox:
             endpoint_url=self.endpoint,
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=20),
+            config=Config(
+                retries={"mode": "standard", "max_attempts": max_attempts}, max_pool_connections=20
+            ),
         )
 
     def backdate_launch(self, region: str, instance_id: str, launched_at: datetime) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+from mlp.tags import TRAINING_TAGS
 
 train_app = typer.Typer(help="Ephemeral spot GPU training runs: one Pulumi stack per run.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -87,9 +88,9 @@ def plan(
     if output_format is PlanFormat.json:
         print_json(result)
         return
-    render_plan_table(result, (*request.environment.mandatory_tags, "run-id", "expires-at", "ephemeral"))
+    render_plan_table(result, (*request.environment.mandatory_tags, *TRAINING_TAGS))
     for line in _cost_lines(request, cost):
-        Console().print(line)
+        typer.echo(line)
 
 
 @train_app.command("launch")

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from infra.config import BudgetsConfig
 from infra.estimate import estimate_monthly_cost
+from mlp.errors import UserError
 from policy.rules.common import Resource, Rule, RuleConfig
 
 
@@ -28,7 +29,14 @@ class BudgetConfig(RuleConfig):
 def check_monthly_budget(
     resources: Sequence[Resource], config: BudgetConfig
 ) -> Iterator[tuple[str | None, str]]:
-    estimate = estimate_monthly_cost({"type": r.type, "inputs": r.props} for r in resources)
+    try:
+        estimate = estimate_monthly_cost({"type": r.type, "inputs": r.props} for r in resources)
+    except UserError as error:
+        yield (
+            None,
+            f"stack: estimated monthly cost is unknown ({error}); price it in mlp.pricing or change it",
+        )
+        return
     if estimate > config.monthly_budget_usd:
         yield (
             None,

@@ -1,0 +1,147 @@
+"""`mlp report` as a subprocess against the seeded sandbox over HTTP: totals equal the manifest's sums.
+
+Also delivery end to end: the report uploaded into a sandbox bucket and posted to a local webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finops import report
+from finops.sandbox import Sandbox, SeedManifest
+from mlp import pricing
+from mlp.tags import DEFAULT_MANDATORY_TAGS
+from tests.sandbox_fixtures import sandbox, seeded  # noqa: F401 - module-scoped fixtures
+from tests.test_report import SlackStub
+
+pytestmark = pytest.mark.e2e
+
+MLP = str(Path(sys.executable).parent / "mlp")
+DAYS = 30
+
+
+def run_report(
+    sandbox: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str
+) -> dict[str, Any]:
+    env = {**os.environ, **sandbox.environ(), "MLP_COST_CACHE_DIR": str(cache)}
+    result = subprocess.run(
+        [MLP, "report", "--days", str(DAYS), "--out", str(out), "--format", "json",
+         "--regions", ",".join(manifest.regions), *extra],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ce-cache")
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    sandbox: Sandbox,  # noqa: F811
+    seeded: SeedManifest,  # noqa: F811
+    cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("report")
+    return run_report(sandbox, seeded, out, cache_dir), out
+
+
+def period_items(manifest: SeedManifest):
+    today = manifest.now.date()
+    start = today - timedelta(days=DAYS)
+    return [item for item in manifest.line_items if start <= item.day < today]
+
+
+def sums(items, label) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for item in items:
+        totals[label(item)] += item.unblended_cost
+    return {key: round(value, 2) for key, value in totals.items()}
+
+
+def test_totals_equal_the_manifest_line_items(first_run, seeded: SeedManifest) -> None:  # noqa: F811
+    findings, _ = first_run
+    items = period_items(seeded)
+    spend = findings["spend"]
+    untagged = report.UNTAGGED_LABEL
+
+    assert "missing" not in findings
+    assert findings["period"]["end"] == seeded.now.date().isoformat()
+    assert spend["total_usd"] == pytest.approx(sum(item.unblended_cost for item in items), abs=0.01)
+    assert spend["by_team"] == pytest.approx(
+        sums(items, lambda item: item.tags.get("team") or untagged), abs=0.01
+    )
+    assert spend["by_environment"] == pytest.approx(
+        sums(items, lambda item: item.tags.get("environment") or untagged), abs=0.01
+    )
+    assert spend["by_service"] == pytest.approx(sums(items, lambda item: item.service), abs=0.01)
+    missing_any = [item for item in items if any(not item.tags.get(key) for key in DEFAULT_MANDATORY_TAGS)]
+    assert spend["untagged_usd"] == pytest.approx(sum(item.unblended_cost for item in missing_any), abs=0.01)
+    assert spend["untagged_usd"] > 0
+    spot = [item for item in items if item.purchase_type == "Spot Instances"]
+    savings = sum(
+        item.usage_quantity * pricing.on_demand_hourly(item.instance_type) - item.unblended_cost
+        for item in spot
+    )
+    assert spend["spot_savings_usd"] == pytest.approx(savings, abs=0.01)
+    assert spend["spot_savings_usd"] > 0
+
+
+def test_scans_are_in_the_report(first_run, seeded: SeedManifest) -> None:  # noqa: F811
+    findings, _ = first_run
+    assert {finding["resource_id"] for finding in findings["idle"]} == set(seeded.idle_instance_ids)
+    assert {finding["arn"] for finding in findings["untagged"]} == {
+        resource.arn for resource in seeded.untagged
+    }
+    assert findings["reap"] == []
+    joined = findings["spend"]["untagged_by_service"]
+    assert sum(row["resources"] for row in joined) == len(seeded.untagged)
+
+
+def test_the_report_files_are_written(first_run) -> None:
+    findings, out = first_run
+    assert sorted(path.name for path in out.iterdir()) == sorted(report.REPORT_FILES)
+    assert json.loads((out / "findings.json").read_text()) == findings
+    assert "Nightly cost report" in (out / "report.md").read_text()
+
+
+def test_a_second_night_asks_cost_explorer_only_for_unsettled_days(
+    first_run,
+    sandbox: Sandbox,  # noqa: F811
+    seeded: SeedManifest,  # noqa: F811
+    cache_dir: Path,
+    tmp_path: Path,
+) -> None:
+    first, _ = first_run
+    second = run_report(sandbox, seeded, tmp_path / "again", cache_dir)
+    assert 0 < second["cost_explorer_requests"] < first["cost_explorer_requests"]
+    assert second["spend"]["total_usd"] == first["spend"]["total_usd"]
+    assert second["spend"]["by_team"] == first["spend"]["by_team"]
+
+
+def test_delivery_to_s3_and_slack(sandbox: Sandbox, seeded: SeedManifest, tmp_path: Path) -> None:  # noqa: F811
+    sandbox.client("s3").create_bucket(Bucket="finance-nightly")
+    out = tmp_path / "delivered"
+    with SlackStub() as slack:
+        run_report(
+            sandbox, seeded, out, tmp_path / "cache",
+            "--s3-uri", "s3://finance-nightly/ml-platform/", "--slack-webhook", slack.url,
+        )  # fmt: skip
+    listed = sandbox.client("s3").list_objects_v2(Bucket="finance-nightly", Prefix="ml-platform/")["Contents"]
+    assert sorted(item["Key"] for item in listed) == sorted(
+        f"ml-platform/{name}" for name in report.REPORT_FILES
+    )
+    assert len(slack.posts) == 1
+    assert slack.posts[0]["json"]["text"].startswith("*Nightly cost report")
