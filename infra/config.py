@@ -49,13 +49,17 @@ def _known_gpu_type(value: str) -> str:
 
 def _known_instance_type(value: str) -> str:
     if value not in pricing.EC2:
-        raise ValueError(f"{value!r} has no list price in mlp.pricing; allowed: {', '.join(sorted(pricing.EC2))}")
+        raise ValueError(
+            f"{value!r} has no list price in mlp.pricing; allowed: {', '.join(sorted(pricing.EC2))}"
+        )
     return value
 
 
 def _known_cache_node_type(value: str) -> str:
     if value not in pricing.ELASTICACHE_HOURLY:
-        raise ValueError(f"{value!r} is not allowed; use one of: {', '.join(sorted(pricing.ELASTICACHE_HOURLY))}")
+        raise ValueError(
+            f"{value!r} is not allowed; use one of: {', '.join(sorted(pricing.ELASTICACHE_HOURLY))}"
+        )
     return value
 
 
@@ -92,7 +96,9 @@ class NetworkConfig(_Model):
     @model_validator(mode="after")
     def _one_source(self) -> NetworkConfig:
         if self.existing_vpc_id and len(self.existing_private_subnet_ids) < 2:
-            raise ValueError("existingVpcId needs existingPrivateSubnetIds with at least 2 subnets in different AZs")
+            raise ValueError(
+                "existingVpcId needs existingPrivateSubnetIds with at least 2 subnets in different AZs"
+            )
         if self.existing_private_subnet_ids and not self.existing_vpc_id:
             raise ValueError("existingPrivateSubnetIds needs existingVpcId")
         return self
@@ -191,7 +197,9 @@ class BudgetsConfig(_Model):
     environment_monthly_usd: float = Field(5000, gt=0)
     team_monthly_usd: dict[str, float] = Field(default_factory=dict)
     alert_thresholds_pct: tuple[int, ...] = Field((80, 100), min_length=1)
-    alert_emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = Field(min_length=1)
+    alert_emails: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")], ...] = Field(
+        min_length=1
+    )
     anomaly_threshold_usd: float = Field(100, gt=0)
     # When true, policy rule "stack-monthly-budget" is mandatory instead of advisory.
     enforce_plan_budget: bool = False
@@ -244,12 +252,19 @@ class StackConfig(_Model):
     def _environment_rules(self) -> StackConfig:
         missing = [key for key in self.mandatory_tags if not self.resource_tags.get(key, "").strip()]
         if missing:
-            raise _KeyedError("tags", f"missing value for mandatory tag(s) {', '.join(missing)}; set them under ml-platform:tags")
+            raise _KeyedError(
+                "tags",
+                f"missing value for mandatory tag(s) {', '.join(missing)}; set them under ml-platform:tags",
+            )
         if self.is_prod:
             if self.feature_store.num_nodes < 2:
-                raise _KeyedError("featureStore.numNodes", "prod needs at least 2 nodes for multi-AZ failover")
+                raise _KeyedError(
+                    "featureStore.numNodes", "prod needs at least 2 nodes for multi-AZ failover"
+                )
             if self.serving.endpoint_public_access:
-                raise _KeyedError("serving.endpointPublicAccess", "the prod API endpoint must be private; set false")
+                raise _KeyedError(
+                    "serving.endpointPublicAccess", "the prod API endpoint must be private; set false"
+                )
             if self.serving.gpu_node_group.enabled and self.serving.gpu_node_group.capacity_type == "SPOT":
                 raise _KeyedError("serving.gpuNodeGroup.capacityType", "prod serving nodes must be ON_DEMAND")
         return self
@@ -319,7 +334,9 @@ def find_project_dir(start: Path | None = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / "Pulumi.yaml").is_file():
             return candidate
-    raise ConfigError(f"no Pulumi.yaml in {here} or its parents; run from the project directory or pass --project-dir")
+    raise ConfigError(
+        f"no Pulumi.yaml in {here} or its parents; run from the project directory or pass --project-dir"
+    )
 
 
 def read_stack_file(stack: str, project_dir: Path | None = None) -> dict[str, Any]:
@@ -330,11 +347,15 @@ def read_stack_file(stack: str, project_dir: Path | None = None) -> dict[str, An
     path = directory / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         existing = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in directory.glob("Pulumi.*.yaml"))
-        raise ConfigError(f"--stack {stack!r}: no {path.name} in {directory}; existing stacks: {', '.join(existing)}")
+        raise ConfigError(
+            f"--stack {stack!r}: no {path.name} in {directory}; existing stacks: {', '.join(existing)}"
+        )
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name}: not valid YAML ({exc.__class__.__name__}); fix the file's syntax") from None
+        raise ConfigError(
+            f"{path.name}: not valid YAML ({exc.__class__.__name__}); fix the file's syntax"
+        ) from None
     config = document.get("config") or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path.name}: `config:` must be a map of keys to values")

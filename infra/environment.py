@@ -31,9 +31,13 @@ def build_environment(config: StackConfig) -> None:
     on_aws = pulumi.ResourceOptions(providers={"aws": provider})
     environment = config.environment
 
-    network = Network("network", NetworkArgs(environment=environment, region=config.region, config=config.network), on_aws)
+    network = Network(
+        "network", NetworkArgs(environment=environment, region=config.region, config=config.network), on_aws
+    )
     checkpoints = CheckpointBucket(
-        "checkpoints", CheckpointBucketArgs(environment=environment, config=config.checkpoints, protect=config.is_prod), on_aws
+        "checkpoints",
+        CheckpointBucketArgs(environment=environment, config=config.checkpoints, protect=config.is_prod),
+        on_aws,
     )
     serving = ServingCluster(
         "serving",

@@ -43,7 +43,11 @@ def resource_monthly_cost(resource_type: str, inputs: Mapping[str, Any]) -> floa
         return pricing.EKS_CONTROL_PLANE_HOURLY * hours
     if resource_type == "aws:eks/nodeGroup:NodeGroup":
         desired = int((inputs.get("scalingConfig") or {}).get("desiredSize") or 0)
-        return desired * _node_hourly(list(inputs.get("instanceTypes") or []), inputs.get("capacityType") or "ON_DEMAND") * hours
+        return (
+            desired
+            * _node_hourly(list(inputs.get("instanceTypes") or []), inputs.get("capacityType") or "ON_DEMAND")
+            * hours
+        )
     if resource_type == "aws:autoscaling/group:Group":
         return _asg_monthly(inputs)
     if resource_type == "aws:elasticache/replicationGroup:ReplicationGroup":

@@ -49,7 +49,11 @@ class PlanMocks(pulumi.runtime.Mocks):
 
         if typ == "pulumi:pulumi:StackReference":
             stack = state.get("name", name).rsplit("/", 1)[-1]
-            return f"{name}-id", {**state, "outputs": self.stack_outputs.get(stack, {}), "secretOutputNames": []}
+            return f"{name}-id", {
+                **state,
+                "outputs": self.stack_outputs.get(stack, {}),
+                "secretOutputNames": [],
+            }
         if typ == "random:index/randomPassword:RandomPassword":
             return resource_id, {**state, "result": _hex(f"password:{name}", 32)}
         if typ.startswith(("kubernetes:", "pulumi:providers:")):
@@ -57,9 +61,15 @@ class PlanMocks(pulumi.runtime.Mocks):
         if typ == "aws:s3/bucket:Bucket":
             bucket = state.get("bucket") or f"{state.get('bucketPrefix', name)}{_hex(name, 8)}"
             resource_id = bucket
-            state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}", bucketRegionalDomainName=f"{bucket}.s3.amazonaws.com")
+            state.update(
+                bucket=bucket,
+                arn=f"arn:aws:s3:::{bucket}",
+                bucketRegionalDomainName=f"{bucket}.s3.amazonaws.com",
+            )
         elif typ == "aws:kms/key:Key":
-            resource_id = f"{_hex(name, 8)}-{_hex(name + '1', 4)}-{_hex(name + '2', 4)}-{_hex(name + '3', 12)}"
+            resource_id = (
+                f"{_hex(name, 8)}-{_hex(name + '1', 4)}-{_hex(name + '2', 4)}-{_hex(name + '3', 12)}"
+            )
             state.update(arn=f"arn:aws:kms:{self.region}:{ACCOUNT_ID}:key/{resource_id}", keyId=resource_id)
         elif typ == "aws:iam/role:Role":
             role_name = state.get("name") or f"{name}-{_hex(name, 7)}"
@@ -79,7 +89,10 @@ class PlanMocks(pulumi.runtime.Mocks):
                 endpoint=f"https://{_hex(name, 32).upper()}.gr7.{self.region}.eks.amazonaws.com",
                 certificateAuthority={"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="},
                 identities=[{"oidcs": [{"issuer": issuer}]}],
-                vpcConfig={**(state.get("vpcConfig") or {}), "clusterSecurityGroupId": "sg-" + _hex(name + "cluster")},
+                vpcConfig={
+                    **(state.get("vpcConfig") or {}),
+                    "clusterSecurityGroupId": "sg-" + _hex(name + "cluster"),
+                },
             )
         elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
             group = state.get("replicationGroupId", name)
@@ -110,13 +123,32 @@ class PlanMocks(pulumi.runtime.Mocks):
             names = [f"{self.region}{zone}" for zone in "abcdef"]
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": self.region}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/planner", "userId": "AIDAPLANNER", "id": ACCOUNT_ID}
+            return {
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/planner",
+                "userId": "AIDAPLANNER",
+                "id": ACCOUNT_ID,
+            }
         if token == "aws:index/getRegion:getRegion":
-            return {"name": self.region, "region": self.region, "id": self.region, "endpoint": f"ec2.{self.region}.amazonaws.com"}
+            return {
+                "name": self.region,
+                "region": self.region,
+                "id": self.region,
+                "endpoint": f"ec2.{self.region}.amazonaws.com",
+            }
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:ec2/getVpc:getVpc":
-            return {"id": args.args.get("id"), "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:vpc/{args.args.get('id')}"}
+            return {
+                "id": args.args.get("id"),
+                "cidrBlock": "10.0.0.0/16",
+                "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT_ID}:vpc/{args.args.get('id')}",
+            }
         if token == "aws:ssm/getParameter:getParameter":
-            return {"name": args.args.get("name"), "value": MOCK_AMI_ID, "type": "String", "id": args.args.get("name")}
+            return {
+                "name": args.args.get("name"),
+                "value": MOCK_AMI_ID,
+                "type": "String",
+                "id": args.args.get("name"),
+            }
         raise NotImplementedError(f"offline plan has no mock for invoke {token}; add one to infra/mocks.py")

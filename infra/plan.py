@@ -123,7 +123,9 @@ def run_offline(
     root = settings.get_root_resource()
     exported = root.outputs if root is not None else {}
     outputs = _sync_await(pulumi.Output.from_input(exported).future()) if exported else {}
-    return PlanResult(project=PROJECT, stack=stack, resources=monitor.planned, outputs=_redact_secrets(outputs or {}))
+    return PlanResult(
+        project=PROJECT, stack=stack, resources=monitor.planned, outputs=_redact_secrets(outputs or {})
+    )
 
 
 def plan_environment(config: StackConfig, raw_config: dict[str, Any]) -> PlanResult:

@@ -27,7 +27,12 @@ from mlp.tags import missing_tags, normalize_tags
 AWS_PROVIDER_TYPE = "pulumi:providers:aws"
 ASG_TYPE = "aws:autoscaling/group:Group"
 # Resources that AWS launches on our behalf and that must be tagged at launch.
-LAUNCH_TAG_RESOURCE_TYPES: tuple[str, ...] = ("instance", "volume", "network-interface", "spot-instances-request")
+LAUNCH_TAG_RESOURCE_TYPES: tuple[str, ...] = (
+    "instance",
+    "volume",
+    "network-interface",
+    "spot-instances-request",
+)
 NODE_GROUP_TAG_KINDS: tuple[str, ...] = ("instance", "volume", "network-interface")
 
 
@@ -94,7 +99,9 @@ def provider_default_tags(provider_inputs: Mapping[str, Any] | None) -> dict[str
     return normalize_tags(default_tags.get("tags"))
 
 
-def effective_tags(type_token: str, inputs: Mapping[str, Any], default_tags: Mapping[str, str]) -> dict[str, str]:
+def effective_tags(
+    type_token: str, inputs: Mapping[str, Any], default_tags: Mapping[str, str]
+) -> dict[str, str]:
     """The tags AWS will record on the resource: provider defaults (where they reach) then its own."""
     merged: dict[str, str] = dict(default_tags) if receives_default_tags(type_token) else {}
     merged.update(normalize_tags(inputs.get("tags")))
@@ -146,7 +153,9 @@ def plan_default_tags(resources: list[Mapping[str, Any]]) -> dict[str, dict[str,
     }
 
 
-def untagged_in_plan(resources: list[Mapping[str, Any]], required: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+def untagged_in_plan(
+    resources: list[Mapping[str, Any]], required: tuple[str, ...] | list[str]
+) -> list[dict[str, Any]]:
     """Every taggable resource of a plan, and every kind it launches, that would miss a required tag.
 
     Each item: `urn`, `type`, `name`, `launched` (None for the resource itself, else the launched kind)
@@ -162,9 +171,25 @@ def untagged_in_plan(resources: list[Mapping[str, Any]], required: tuple[str, ..
         tags = effective_tags(type_token, inputs, defaults.get(item.get("provider") or "", {}))
         missing = missing_tags(tags, required)
         if missing:
-            gaps.append({"urn": item["urn"], "type": type_token, "name": item["name"], "launched": None, "missing": missing})
+            gaps.append(
+                {
+                    "urn": item["urn"],
+                    "type": type_token,
+                    "name": item["name"],
+                    "launched": None,
+                    "missing": missing,
+                }
+            )
         for kind, launched in launched_resource_tags(type_token, inputs).items():
             missing = missing_tags(launched, required)
             if missing and not (type_token == ASG_TYPE and kind == "instance" and not launched):
-                gaps.append({"urn": item["urn"], "type": type_token, "name": item["name"], "launched": kind, "missing": missing})
+                gaps.append(
+                    {
+                        "urn": item["urn"],
+                        "type": type_token,
+                        "name": item["name"],
+                        "launched": kind,
+                        "missing": missing,
+                    }
+                )
     return gaps

@@ -82,7 +82,9 @@ def aws_errors(action: str) -> Iterator[None]:
             "ExpiredTokenException",
             "SignatureDoesNotMatch",
         }:
-            raise UserError(f"{action}: AWS rejected the credentials ({code}); refresh them or fix AWS_PROFILE") from exc
+            raise UserError(
+                f"{action}: AWS rejected the credentials ({code}); refresh them or fix AWS_PROFILE"
+            ) from exc
         if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             raise UserError(
                 f"{action}: access denied ({exc.operation_name}); grant the role this permission or use another profile"

@@ -134,7 +134,9 @@ def elasticache_hourly(node_type: str) -> float:
         ) from None
 
 
-def spot_hourly(instance_type: str, ec2_client: Any | None = None, availability_zone: str | None = None) -> float:
+def spot_hourly(
+    instance_type: str, ec2_client: Any | None = None, availability_zone: str | None = None
+) -> float:
     """Current spot price: the lowest recent price from the spot price history, else the discount.
 
     `ec2_client` is a boto3 EC2 client or None when AWS is not to be asked.
@@ -151,7 +153,7 @@ def spot_hourly(instance_type: str, ec2_client: Any | None = None, availability_
         kwargs["AvailabilityZone"] = availability_zone
     try:
         history = ec2_client.describe_spot_price_history(**kwargs).get("SpotPriceHistory", [])
-    except Exception:  # noqa: BLE001 - any failure to ask means "use the documented discount"
+    except Exception:
         return fallback
     prices = [float(item["SpotPrice"]) for item in history if item.get("SpotPrice")]
     return min(prices) if prices else fallback

@@ -11,7 +11,9 @@ def of_type(plan: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
 
 def one(plan: dict[str, Any], resource_type: str, name: str | None = None) -> dict[str, Any]:
     matches = [item for item in of_type(plan, resource_type) if name is None or item["name"] == name]
-    assert len(matches) == 1, f"expected one {resource_type} {name or ''}, found {[m['name'] for m in matches]}"
+    assert len(matches) == 1, (
+        f"expected one {resource_type} {name or ''}, found {[m['name'] for m in matches]}"
+    )
     return matches[0]
 
 

@@ -23,21 +23,71 @@ def _mutated(stack: str, mutate) -> dict:
 
 
 CASES = [
-    ("dev", lambda raw: raw["ml-platform:featureStore"].update(nodeType="cache.huge"), "ml-platform:featureStore.nodeType: 'cache.huge' is not allowed; use one of:"),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:featureStore"].update(nodeType="cache.huge"),
+        "ml-platform:featureStore.nodeType: 'cache.huge' is not allowed; use one of:",
+    ),
     ("dev", lambda raw: raw.pop("aws:region"), "aws:region: missing;"),
-    ("dev", lambda raw: raw.update({"aws:region": "mars-1"}), "ml-platform:region: 'mars-1' is not an AWS region like us-east-1"),
-    ("dev", lambda raw: raw["ml-platform:tags"].pop("cost-center"), "ml-platform:tags: missing value for mandatory tag(s) cost-center"),
+    (
+        "dev",
+        lambda raw: raw.update({"aws:region": "mars-1"}),
+        "ml-platform:region: 'mars-1' is not an AWS region like us-east-1",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:tags"].pop("cost-center"),
+        "ml-platform:tags: missing value for mandatory tag(s) cost-center",
+    ),
     ("dev", lambda raw: raw.pop("ml-platform:budgets"), "ml-platform:budgets: missing;"),
-    ("dev", lambda raw: raw["ml-platform:network"].update(vpcCidr="10.0.0.0/8"), "ml-platform:network.vpcCidr: '10.0.0.0/8' must be a /16 to /20"),
-    ("dev", lambda raw: raw["ml-platform:network"].update(availabilityZones=1), "ml-platform:network.availabilityZones: Input should be greater than or equal to 2"),
-    ("dev", lambda raw: raw["ml-platform:serving"]["cpuNodeGroup"].update(minSize=9), "ml-platform:serving.cpuNodeGroup: sizes must satisfy minSize <= desiredSize <= maxSize"),
-    ("dev", lambda raw: raw["ml-platform:training"].update(allowedInstanceTypes=["g5.xlarge", "g6.xlarge", "m6i.large"]), "ml-platform:training.allowedInstanceTypes: 'm6i.large' is not a priced GPU instance type"),
-    ("dev", lambda raw: raw["ml-platform:featureStore"].update(nodeTyp="cache.t4g.small"), "ml-platform:featureStore.nodeTyp: unknown key"),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:network"].update(vpcCidr="10.0.0.0/8"),
+        "ml-platform:network.vpcCidr: '10.0.0.0/8' must be a /16 to /20",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:network"].update(availabilityZones=1),
+        "ml-platform:network.availabilityZones: Input should be greater than or equal to 2",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:serving"]["cpuNodeGroup"].update(minSize=9),
+        "ml-platform:serving.cpuNodeGroup: sizes must satisfy minSize <= desiredSize <= maxSize",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:training"].update(
+            allowedInstanceTypes=["g5.xlarge", "g6.xlarge", "m6i.large"]
+        ),
+        "ml-platform:training.allowedInstanceTypes: 'm6i.large' is not a priced GPU instance type",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:featureStore"].update(nodeTyp="cache.t4g.small"),
+        "ml-platform:featureStore.nodeTyp: unknown key",
+    ),
     ("dev", lambda raw: raw.update({"mlplatform:tags": {}}), "mlplatform:tags: unknown namespace"),
-    ("prod", lambda raw: raw["ml-platform:featureStore"].update(numNodes=1), "ml-platform:featureStore.numNodes: prod needs at least 2 nodes"),
-    ("prod", lambda raw: raw["ml-platform:serving"].update(endpointPublicAccess=True), "ml-platform:serving.endpointPublicAccess: the prod API endpoint must be private"),
-    ("prod", lambda raw: raw["ml-platform:serving"]["gpuNodeGroup"].update(capacityType="SPOT"), "ml-platform:serving.gpuNodeGroup.capacityType: prod serving nodes must be ON_DEMAND"),
-    ("dev", lambda raw: raw["ml-platform:budgets"].update(alertEmails=["not-an-email"]), "ml-platform:budgets.alertEmails: String should match pattern"),
+    (
+        "prod",
+        lambda raw: raw["ml-platform:featureStore"].update(numNodes=1),
+        "ml-platform:featureStore.numNodes: prod needs at least 2 nodes",
+    ),
+    (
+        "prod",
+        lambda raw: raw["ml-platform:serving"].update(endpointPublicAccess=True),
+        "ml-platform:serving.endpointPublicAccess: the prod API endpoint must be private",
+    ),
+    (
+        "prod",
+        lambda raw: raw["ml-platform:serving"]["gpuNodeGroup"].update(capacityType="SPOT"),
+        "ml-platform:serving.gpuNodeGroup.capacityType: prod serving nodes must be ON_DEMAND",
+    ),
+    (
+        "dev",
+        lambda raw: raw["ml-platform:budgets"].update(alertEmails=["not-an-email"]),
+        "ml-platform:budgets.alertEmails: String should match pattern",
+    ),
 ]
 
 
@@ -64,11 +114,15 @@ def _project_copy(tmp_path: Path, stack: str, mutate) -> Path:
 
 
 def _mlp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mlp", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_mlp_plan_with_bad_config_prints_one_line_and_exits_2(tmp_path: Path) -> None:
-    project = _project_copy(tmp_path, "dev", lambda raw: raw["ml-platform:featureStore"].update(nodeType="cache.huge"))
+    project = _project_copy(
+        tmp_path, "dev", lambda raw: raw["ml-platform:featureStore"].update(nodeType="cache.huge")
+    )
     result = _mlp("plan", "--stack", "dev", cwd=project)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -86,7 +140,9 @@ def test_mlp_plan_with_bad_config_prints_one_line_and_exits_2(tmp_path: Path) ->
 def test_mlp_plan_bad_flags_exit_2(args: tuple[str, ...], message: str) -> None:
     result = _mlp(*args, cwd=REPO_ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"mlp: error: {result.stderr.strip().removeprefix('mlp: error: ')}"]
+    assert result.stderr.strip().splitlines() == [
+        f"mlp: error: {result.stderr.strip().removeprefix('mlp: error: ')}"
+    ]
     assert message in result.stderr
 
 
@@ -106,7 +162,9 @@ def test_the_pulumi_runtime_path_validates_the_same_way(monkeypatch: pytest.Monk
     monkeypatch.setattr(pulumi, "get_stack", lambda: "dev")
     pulumi.runtime.set_all_config(runtime_config_values(raw))
     try:
-        with pytest.raises(ConfigError, match=r"^ml-platform:featureStore\.nodeType: 'cache\.huge' is not allowed"):
+        with pytest.raises(
+            ConfigError, match=r"^ml-platform:featureStore\.nodeType: 'cache\.huge' is not allowed"
+        ):
             load_runtime_config()
         pulumi.runtime.set_all_config(runtime_config_values(read_stack_file("dev", REPO_ROOT)))
         assert load_runtime_config().feature_store.node_type == "cache.t4g.small"

@@ -84,18 +84,35 @@ def test_checkpoint_bucket_is_private_encrypted_versioned_and_tls_only(planned: 
     config, plan = planned
     key = one(plan, "aws:kms/key:Key", "checkpoints-key")
     assert key["inputs"]["enableKeyRotation"] is True
-    encryption = inputs(plan, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    encryption = inputs(
+        plan, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
     default = encryption["rules"][0]["applyServerSideEncryptionByDefault"]
     assert default["sseAlgorithm"] == "aws:kms" and default["kmsMasterKeyId"].startswith("arn:aws:kms:")
     public = inputs(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert all(public[flag] is True for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-    assert inputs(plan, "aws:s3/bucketVersioning:BucketVersioning")["versioningConfiguration"]["status"] == "Enabled"
+    assert all(
+        public[flag] is True
+        for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
+    assert (
+        inputs(plan, "aws:s3/bucketVersioning:BucketVersioning")["versioningConfiguration"]["status"]
+        == "Enabled"
+    )
     policy = json.loads(inputs(plan, "aws:s3/bucketPolicy:BucketPolicy")["policy"])
     deny = policy["Statement"][0]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    rules = {rule["id"]: rule for rule in inputs(plan, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")["rules"]}
-    assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == config.checkpoints.noncurrent_version_expiration_days
-    assert rules["abort-incomplete-multipart-uploads"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 3
+    rules = {
+        rule["id"]: rule
+        for rule in inputs(plan, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")["rules"]
+    }
+    assert (
+        rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"]
+        == config.checkpoints.noncurrent_version_expiration_days
+    )
+    assert (
+        rules["abort-incomplete-multipart-uploads"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"]
+        == 3
+    )
     bucket = one(plan, "aws:s3/bucket:Bucket")
     assert bucket["inputs"]["forceDestroy"] is False
     assert bucket["protect"] is config.is_prod
@@ -113,7 +130,10 @@ def test_feature_store_encryption_and_availability_dev_vs_prod(dev: dict, prod: 
             if rule["name"].startswith("feature-store-")
         ]
         assert len(ingress) == 2
-        assert all(rule["fromPort"] == 6379 and rule["referencedSecurityGroupId"] and "cidrIpv4" not in rule for rule in ingress)
+        assert all(
+            rule["fromPort"] == 6379 and rule["referencedSecurityGroupId"] and "cidrIpv4" not in rule
+            for rule in ingress
+        )
     dev_group = inputs(dev, "aws:elasticache/replicationGroup:ReplicationGroup")
     assert dev_group["numCacheClusters"] == 1 and dev_group["automaticFailoverEnabled"] is False
     prod_group = inputs(prod, "aws:elasticache/replicationGroup:ReplicationGroup")
@@ -126,16 +146,30 @@ def test_serving_cluster_hardening_dev_vs_prod(dev: dict, prod: dict) -> None:
     for plan in (dev, prod):
         cluster = inputs(plan, "aws:eks/cluster:Cluster")
         assert cluster["encryptionConfig"]["resources"] == ["secrets"]
-        assert set(cluster["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+        assert set(cluster["enabledClusterLogTypes"]) == {
+            "api",
+            "audit",
+            "authenticator",
+            "controllerManager",
+            "scheduler",
+        }
         assert cluster["vpcConfig"]["endpointPrivateAccess"] is True
         for template in of_type(plan, "aws:ec2/launchTemplate:LaunchTemplate"):
             assert template["inputs"]["metadataOptions"]["httpTokens"] == "required"
-            assert all(device["ebs"]["encrypted"] == "true" for device in template["inputs"]["blockDeviceMappings"])
+            assert all(
+                device["ebs"]["encrypted"] == "true" for device in template["inputs"]["blockDeviceMappings"]
+            )
         groups = {group["name"]: group["inputs"] for group in of_type(plan, "aws:eks/nodeGroup:NodeGroup")}
         assert groups["serving-cpu"]["capacityType"] == "ON_DEMAND"
         assert all("launchTemplate" in group for group in groups.values())
-        assert one(plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider")["inputs"]["clientIdLists"] == ["sts.amazonaws.com"]
-        assert {addon["inputs"]["addonName"] for addon in of_type(plan, "aws:eks/addon:Addon")} >= {"vpc-cni", "coredns", "kube-proxy"}
+        assert one(plan, "aws:iam/openIdConnectProvider:OpenIdConnectProvider")["inputs"][
+            "clientIdLists"
+        ] == ["sts.amazonaws.com"]
+        assert {addon["inputs"]["addonName"] for addon in of_type(plan, "aws:eks/addon:Addon")} >= {
+            "vpc-cni",
+            "coredns",
+            "kube-proxy",
+        }
     assert inputs(dev, "aws:eks/cluster:Cluster")["vpcConfig"]["endpointPublicAccess"] is True
     assert inputs(prod, "aws:eks/cluster:Cluster")["vpcConfig"]["endpointPublicAccess"] is False
     assert inputs(dev, "aws:eks/nodeGroup:NodeGroup", "serving-gpu")["capacityType"] == "SPOT"
@@ -147,7 +181,12 @@ def test_kubernetes_workloads_are_labelled_and_gpu_aware(planned: tuple) -> None
     expected = {key: config.resource_tags[key] for key in WORKLOAD_LABELS}
     workloads = [item for item in plan["resources"] if item["type"].startswith("kubernetes:")]
     assert {item["type"].split(":")[-1] for item in workloads} == {
-        "Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "DaemonSet"
+        "Namespace",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "DaemonSet",
     }
     for item in workloads:
         labels = item["inputs"]["metadata"]["labels"]
@@ -160,7 +199,9 @@ def test_kubernetes_workloads_are_labelled_and_gpu_aware(planned: tuple) -> None
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["readinessProbe"]["httpGet"] and container["livenessProbe"]["httpGet"]
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu" and pod["nodeSelector"] == {
+        "nvidia.com/gpu.present": "true"
+    }
 
 
 def test_network_spans_availability_zones(dev: dict, prod: dict) -> None:
@@ -169,19 +210,30 @@ def test_network_spans_availability_zones(dev: dict, prod: dict) -> None:
         assert len({subnet["availabilityZone"] for subnet in private}) == zones
         assert all(subnet["mapPublicIpOnLaunch"] is False for subnet in private)
         assert len(of_type(plan, "aws:ec2/natGateway:NatGateway")) == nats
-        gateways = [e["inputs"] for e in of_type(plan, "aws:ec2/vpcEndpoint:VpcEndpoint") if e["inputs"]["vpcEndpointType"] == "Gateway"]
+        gateways = [
+            e["inputs"]
+            for e in of_type(plan, "aws:ec2/vpcEndpoint:VpcEndpoint")
+            if e["inputs"]["vpcEndpointType"] == "Gateway"
+        ]
         assert [gateway["serviceName"] for gateway in gateways] == ["com.amazonaws.us-east-1.s3"]
 
 
 def test_cost_governance(planned: tuple) -> None:
     config, plan = planned
-    activated = {item["inputs"]["tagKey"] for item in of_type(plan, "aws:costexplorer/costAllocationTag:CostAllocationTag")}
+    activated = {
+        item["inputs"]["tagKey"]
+        for item in of_type(plan, "aws:costexplorer/costAllocationTag:CostAllocationTag")
+    }
     assert set(config.mandatory_tags) <= activated
     budgets = {item["inputs"]["name"]: item["inputs"] for item in of_type(plan, "aws:budgets/budget:Budget")}
-    assert set(budgets) == {f"mlp-{config.environment}"} | {f"mlp-{config.environment}-team-{team}" for team in config.budgets.team_monthly_usd}
+    assert set(budgets) == {f"mlp-{config.environment}"} | {
+        f"mlp-{config.environment}-team-{team}" for team in config.budgets.team_monthly_usd
+    }
     environment_budget = budgets[f"mlp-{config.environment}"]
     assert float(environment_budget["limitAmount"]) == config.budgets.environment_monthly_usd
-    thresholds = sorted(n["threshold"] for n in environment_budget["notifications"] if n["notificationType"] == "ACTUAL")
+    thresholds = sorted(
+        n["threshold"] for n in environment_budget["notifications"] if n["notificationType"] == "ACTUAL"
+    )
     assert thresholds == sorted(config.budgets.alert_thresholds_pct)
     assert one(plan, "aws:costexplorer/anomalySubscription:AnomalySubscription")["inputs"]["monitorArnLists"]
 
@@ -193,7 +245,11 @@ def test_plan_json_has_the_design_shape(planned: tuple) -> None:
     urns = {item["urn"] for item in plan["resources"]}
     for item in plan["resources"]:
         assert item["urn"].startswith(f"urn:pulumi:{plan['stack']}::ml-platform::")
-        assert isinstance(item["type"], str) and isinstance(item["name"], str) and isinstance(item["custom"], bool)
+        assert (
+            isinstance(item["type"], str)
+            and isinstance(item["name"], str)
+            and isinstance(item["custom"], bool)
+        )
         assert item["parent"] is None or item["parent"] in urns
         assert item["provider"] is None or item["provider"] in urns
         assert isinstance(item["inputs"], dict)

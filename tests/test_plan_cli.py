@@ -11,7 +11,9 @@ from tests.conftest import REPO_ROOT
 
 
 def _mlp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "mlp", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_plan_json_goes_to_stdout_and_to_the_out_file(tmp_path: Path) -> None:
@@ -21,7 +23,9 @@ def test_plan_json_goes_to_stdout_and_to_the_out_file(tmp_path: Path) -> None:
     printed = json.loads(result.stdout)
     assert printed == json.loads(out.read_text())
     assert printed["stack"] == "dev"
-    assert {"pulumi:providers:aws", "pulumi:providers:kubernetes"} <= {item["type"] for item in printed["resources"]}
+    assert {"pulumi:providers:aws", "pulumi:providers:kubernetes"} <= {
+        item["type"] for item in printed["resources"]
+    }
 
 
 def test_plan_table_shows_full_tag_coverage_for_prod() -> None:

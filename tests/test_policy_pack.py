@@ -183,18 +183,6 @@ def test_every_policy_is_described_and_configurable_where_numbers_are_involved()
     assert schemas["mandatory-cost-tags"]["tags"]["default"][0] == "team"
 
 
-@pytest.mark.parametrize(
-    ("document", "message"),
-    [
-        ([], 'plan.json: not a plan: expected an object with a "resources" list'),
-        ({"resources": ["x"]}, "plan.json: resources[0] is not an object"),
-        ({"resources": [{"name": "b"}]}, "plan.json: resources[0].type is missing or not a string"),
-        (
-            {"resources": [{"type": "t", "name": "b", "inputs": []}]},
-            "plan.json: resources[0].inputs must be an object",
-        ),
-    ],
-)
 def test_a_stack_the_price_table_cannot_price_gets_a_budget_note_not_a_crash() -> None:
     plan = one_resource_plan(
         "aws:elasticache/replicationGroup:ReplicationGroup",
@@ -213,6 +201,18 @@ def test_a_stack_the_price_table_cannot_price_gets_a_budget_note_not_a_crash() -
     )
 
 
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], 'plan.json: not a plan: expected an object with a "resources" list'),
+        ({"resources": ["x"]}, "plan.json: resources[0] is not an object"),
+        ({"resources": [{"name": "b"}]}, "plan.json: resources[0].type is missing or not a string"),
+        (
+            {"resources": [{"type": "t", "name": "b", "inputs": []}]},
+            "plan.json: resources[0].inputs must be an object",
+        ),
+    ],
+)
 def test_invalid_plan_documents_are_refused(document: Any, message: str) -> None:
     with pytest.raises(UserError) as error:
         validate_plan(document, "plan.json")

@@ -43,6 +43,7 @@ BUDGET = {"stack-monthly-budget": {"monthlyBudgetUsd": 100}}
 def pack_config_for(rule_name: str) -> dict[str, Any] | None:
     return BUDGET if rule_name == "stack-monthly-budget" else None
 
+
 EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
     "mandatory-cost-tags": [
         (

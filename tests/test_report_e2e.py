@@ -30,9 +30,9 @@ DAYS = 30
 
 
 def run_report(
-    sandbox: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str
+    running: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str
 ) -> dict[str, Any]:
-    env = {**os.environ, **sandbox.environ(), "MLP_COST_CACHE_DIR": str(cache)}
+    env = {**os.environ, **running.environ(), "MLP_COST_CACHE_DIR": str(cache)}
     result = subprocess.run(
         [MLP, "report", "--days", str(DAYS), "--out", str(out), "--format", "json",
          "--regions", ",".join(manifest.regions), *extra],

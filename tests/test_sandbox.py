@@ -13,18 +13,18 @@ import pytest
 from finops.sandbox import LineItem, Sandbox, SeedManifest, seed_account
 from mlp import aws
 from mlp.tags import DEFAULT_MANDATORY_TAGS, RUN_ID
-from tests.sandbox_fixtures import sandbox  # noqa: F401
+from tests.sandbox_fixtures import sandbox_fixture  # noqa: F401
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def manifest(sandbox: Sandbox) -> SeedManifest:  # noqa: F811
+def manifest(sandbox: Sandbox) -> SeedManifest:
     return seed_account(sandbox, now=NOW)
 
 
 @pytest.fixture
-def ce(sandbox: Sandbox, manifest: SeedManifest) -> Any:  # noqa: F811
+def ce(sandbox: Sandbox, manifest: SeedManifest) -> Any:
     return sandbox.client("ce")
 
 
@@ -256,7 +256,7 @@ def test_invalid_requests_are_validation_errors(ce: Any, change: dict[str, Any])
 
 def test_throttling_then_retries(
     sandbox: Sandbox, manifest: SeedManifest, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: F811
+) -> None:
     request = {
         "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-03"},
         "Granularity": "DAILY",

@@ -11,14 +11,32 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-RUN = ["--env", "dev", "--run-id", "r1", "--instance-types", "g5.xlarge,g6.xlarge,g4dn.xlarge", "--count", "1", "--max-hours", "4"]
+RUN = [
+    "--env",
+    "dev",
+    "--run-id",
+    "r1",
+    "--instance-types",
+    "g5.xlarge,g6.xlarge,g4dn.xlarge",
+    "--count",
+    "1",
+    "--max-hours",
+    "4",
+]
 
 
 def _mlp(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mlp", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
 
 
 def test_train_plan_prints_the_plan_json() -> None:
@@ -34,7 +52,10 @@ def test_train_plan_prints_the_plan_json() -> None:
     [
         (("--run-id", "R_1"), "mlp: error: --run-id 'R_1': use 1-40 lowercase letters"),
         (("--max-hours", "100"), "mlp: error: --max-hours 100: dev allows runs of at most 24 hours"),
-        (("--instance-types", "g5.xlarge,g6.xlarge,p5.48xlarge"), "mlp: error: --instance-types: p5.48xlarge not allowed in dev"),
+        (
+            ("--instance-types", "g5.xlarge,g6.xlarge,p5.48xlarge"),
+            "mlp: error: --instance-types: p5.48xlarge not allowed in dev",
+        ),
     ],
 )
 def test_train_plan_refusals(change: tuple[str, str], message: str) -> None:

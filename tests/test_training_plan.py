@@ -23,21 +23,28 @@ TYPES = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
 def planned():
     raw = read_stack_file("dev", REPO_ROOT)
     request = build_request(
-        parse_stack_config("dev", raw), run_id="bert-ft-01", instance_types=TYPES, count=2, max_hours=8.0,
-        created_at=datetime(2026, 11, 23, 12, 0, tzinfo=UTC), command="python train.py --epochs 3",
+        parse_stack_config("dev", raw),
+        run_id="bert-ft-01",
+        instance_types=TYPES,
+        count=2,
+        max_hours=8.0,
+        created_at=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        command="python train.py --epochs 3",
     )
     result = plan_training_run(request, raw)
     return request, result.to_json(), result.outputs
 
 
 def test_fleet_is_spot_only_over_three_types_with_rebalancing(planned) -> None:
-    request, plan, _ = planned
+    _, plan, _ = planned
     group = inputs(plan, "aws:autoscaling/group:Group")
     distribution = group["mixedInstancesPolicy"]["instancesDistribution"]
     assert distribution["onDemandPercentageAboveBaseCapacity"] == 0
     assert distribution["onDemandBaseCapacity"] == 0
     assert distribution["spotAllocationStrategy"] == "price-capacity-optimized"
-    overrides = [item["instanceType"] for item in group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]]
+    overrides = [
+        item["instanceType"] for item in group["mixedInstancesPolicy"]["launchTemplate"]["overrides"]
+    ]
     assert overrides == TYPES
     assert group["capacityRebalance"] is True
     assert group["desiredCapacity"] == 2 and group["maxSize"] == 2
@@ -67,12 +74,15 @@ def test_instance_role_is_scoped_to_the_run_prefix(planned) -> None:
     assert "s3:DeleteObject" not in statements["RunCheckpoints"]["Action"]
     assert statements["GpuMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
     resources = [statement["Resource"] for statement in policy["Statement"]]
-    assert f"arn:aws:s3:::{bucket}/*" not in resources and "*" != statements["RunCheckpoints"]["Resource"]
+    assert f"arn:aws:s3:::{bucket}/*" not in resources and statements["RunCheckpoints"]["Resource"] != "*"
 
 
 def test_interruption_events_reach_an_encrypted_queue(planned) -> None:
     _, plan, _ = planned
-    patterns = sorted(json.loads(rule["inputs"]["eventPattern"])["detail-type"][0] for rule in of_type(plan, "aws:cloudwatch/eventRule:EventRule"))
+    patterns = sorted(
+        json.loads(rule["inputs"]["eventPattern"])["detail-type"][0]
+        for rule in of_type(plan, "aws:cloudwatch/eventRule:EventRule")
+    )
     assert patterns == ["EC2 Instance Rebalance Recommendation", "EC2 Spot Instance Interruption Warning"]
     assert inputs(plan, "aws:sqs/queue:Queue")["sqsManagedSseEnabled"] is True
     assert len(of_type(plan, "aws:cloudwatch/eventTarget:EventTarget")) == 2
@@ -87,13 +97,20 @@ def test_every_resource_and_launch_carries_run_tags(planned) -> None:
     group = inputs(plan, "aws:autoscaling/group:Group")
     propagated = {tag["key"]: tag["value"] for tag in group["tags"] if tag["propagateAtLaunch"]}
     assert propagated["run-id"] == "bert-ft-01" and propagated["ephemeral"] == "true"
-    kinds = {spec["resourceType"] for spec in inputs(plan, "aws:ec2/launchTemplate:LaunchTemplate")["tagSpecifications"]}
+    kinds = {
+        spec["resourceType"]
+        for spec in inputs(plan, "aws:ec2/launchTemplate:LaunchTemplate")["tagSpecifications"]
+    }
     assert kinds == {"instance", "volume", "network-interface", "spot-instances-request"}
 
 
 def test_environment_outputs_flow_through_the_stack_reference(planned) -> None:
     _, plan, outputs = planned
     group = inputs(plan, "aws:autoscaling/group:Group")
-    assert len(group["vpcZoneIdentifiers"]) == 2 and all(s.startswith("subnet-") for s in group["vpcZoneIdentifiers"])
+    assert len(group["vpcZoneIdentifiers"]) == 2 and all(
+        s.startswith("subnet-") for s in group["vpcZoneIdentifiers"]
+    )
     assert inputs(plan, "aws:ec2/launchTemplate:LaunchTemplate")["vpcSecurityGroupIds"][0].startswith("sg-")
-    assert outputs["checkpointPrefix"] == "runs/bert-ft-01/" and outputs["checkpointBucket"].startswith("mlp-dev-checkpoints-")
+    assert outputs["checkpointPrefix"] == "runs/bert-ft-01/" and outputs["checkpointBucket"].startswith(
+        "mlp-dev-checkpoints-"
+    )

@@ -22,7 +22,13 @@ def dev():
 
 
 def _build(dev, **overrides):
-    values = {"run_id": "bert-ft-01", "instance_types": TYPES, "count": 2, "max_hours": 8.0, "created_at": NOW}
+    values = {
+        "run_id": "bert-ft-01",
+        "instance_types": TYPES,
+        "count": 2,
+        "max_hours": 8.0,
+        "created_at": NOW,
+    }
     values.update(overrides)
     return build_request(dev, **values)
 
@@ -34,7 +40,9 @@ def test_a_valid_request_carries_the_training_tags(dev) -> None:
     assert request.tags["run-id"] == "bert-ft-01"
     assert request.tags["expires-at"] == "2026-11-23T20:00:00Z"
     assert request.tags["ephemeral"] == "true" and request.tags["pulumi-stack"] == "train-bert-ft-01"
-    assert {key: request.tags[key] for key in dev.mandatory_tags} == {key: dev.resource_tags[key] for key in dev.mandatory_tags}
+    assert {key: request.tags[key] for key in dev.mandatory_tags} == {
+        key: dev.resource_tags[key] for key in dev.mandatory_tags
+    }
 
 
 @pytest.mark.parametrize(
@@ -44,9 +52,15 @@ def test_a_valid_request_carries_the_training_tags(dev) -> None:
         ({"run_id": "a" * 41}, "--run-id"),
         ({"run_id": "-lead"}, "--run-id '-lead'"),
         ({"instance_types": ["g5.xlarge", "g6.xlarge"]}, "--instance-types: give at least 3 types"),
-        ({"instance_types": ["g5.xlarge", "g6.xlarge", "p5.48xlarge"]}, "--instance-types: p5.48xlarge not allowed in dev"),
+        (
+            {"instance_types": ["g5.xlarge", "g6.xlarge", "p5.48xlarge"]},
+            "--instance-types: p5.48xlarge not allowed in dev",
+        ),
         ({"count": 0}, "--count: must be at least 1"),
-        ({"count": 3, "instance_types": ["g5.xlarge", "g6.xlarge", "g5.12xlarge"]}, "--count 3: up to 12 GPUs exceeds dev's cap of 8"),
+        (
+            {"count": 3, "instance_types": ["g5.xlarge", "g6.xlarge", "g5.12xlarge"]},
+            "--count 3: up to 12 GPUs exceeds dev's cap of 8",
+        ),
         ({"max_hours": 30.0}, "--max-hours 30: dev allows runs of at most 24 hours"),
         ({"on_demand_base": 3}, "--on-demand-base: must be between 0 and --count (2)"),
     ],
@@ -81,14 +95,16 @@ def test_spot_history_is_used_when_reachable(dev) -> None:
     with mock_aws():
         cost = estimate_cost(_build(dev), client("ec2", "us-east-1"))
     assert cost.spot_source == "describe_spot_price_history"
-    assert 0 < cost.spot_hourly_usd
+    assert cost.spot_hourly_usd > 0
 
 
 def test_a_run_over_budget_is_refused() -> None:
     raw = read_stack_file("dev", REPO_ROOT)
     raw["ml-platform:training"]["perRunBudgetUsd"] = 50
     tight = parse_stack_config("dev", raw)
-    request = _build(tight, count=2, max_hours=24.0, instance_types=["g5.2xlarge", "g6.2xlarge", "g5.12xlarge"])
+    request = _build(
+        tight, count=2, max_hours=24.0, instance_types=["g5.2xlarge", "g6.2xlarge", "g5.12xlarge"]
+    )
     cost = estimate_cost(request)
     assert cost.spot_worst_case_usd > 50
     with pytest.raises(UserError) as error:

@@ -148,7 +148,7 @@ class Sandbox:
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
             config=Config(
-                retries={"mode": "standard", "max_attempts": max_attempts}, max_pool_connections=20
+                retries={"mode": "standard", "total_max_attempts": max_attempts}, max_pool_connections=20
             ),
         )
 

@@ -53,7 +53,9 @@ class CheckpointBucket(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: CheckpointBucketArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: CheckpointBucketArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ml-platform:infra:CheckpointBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         config = args.config
@@ -65,7 +67,12 @@ class CheckpointBucket(pulumi.ComponentResource):
             deletion_window_in_days=30,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        aws.kms.Alias(f"{name}-key", name=f"alias/mlp-{args.environment}-checkpoints", target_key_id=key.key_id, opts=child)
+        aws.kms.Alias(
+            f"{name}-key",
+            name=f"alias/mlp-{args.environment}-checkpoints",
+            target_key_id=key.key_id,
+            opts=child,
+        )
 
         bucket = aws.s3.Bucket(
             f"{name}",
@@ -75,7 +82,10 @@ class CheckpointBucket(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
         )
         ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=child,
         )
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
@@ -94,7 +104,10 @@ class CheckpointBucket(pulumi.ComponentResource):
             bucket=bucket.id,
             rules=[
                 {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
                     # Bucket keys cut KMS request charges for the many small writes of checkpointing.
                     "bucket_key_enabled": True,
                 }
@@ -112,13 +125,17 @@ class CheckpointBucket(pulumi.ComponentResource):
                 "id": "expire-noncurrent-versions",
                 "status": "Enabled",
                 "filter": {"prefix": ""},
-                "noncurrent_version_expiration": {"noncurrent_days": config.noncurrent_version_expiration_days},
+                "noncurrent_version_expiration": {
+                    "noncurrent_days": config.noncurrent_version_expiration_days
+                },
             },
             {
                 "id": "abort-incomplete-multipart-uploads",
                 "status": "Enabled",
                 "filter": {"prefix": ""},
-                "abort_incomplete_multipart_upload": {"days_after_initiation": config.abort_incomplete_upload_days},
+                "abort_incomplete_multipart_upload": {
+                    "days_after_initiation": config.abort_incomplete_upload_days
+                },
             },
         ]
         if config.transition_runs_after_days:
@@ -128,15 +145,23 @@ class CheckpointBucket(pulumi.ComponentResource):
                     "status": "Enabled",
                     "filter": {"prefix": RUNS_PREFIX},
                     "transitions": [
-                        {"days": config.transition_runs_after_days, "storage_class": config.transition_storage_class}
+                        {
+                            "days": config.transition_runs_after_days,
+                            "storage_class": config.transition_storage_class,
+                        }
                     ],
                 }
             )
         aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket.id, rules=rules, opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning])
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=rules,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
 
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key.arn
-        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "kms_key_arn": self.kms_key_arn})
+        self.register_outputs(
+            {"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn, "kms_key_arn": self.kms_key_arn}
+        )

@@ -26,7 +26,9 @@ class CostGovernanceArgs:
 
 def _tag_filter(tags: Mapping[str, str]) -> dict:
     """A budget filter matching spend that carries every given tag value."""
-    expressions = [{"tags": {"key": key, "values": [value], "match_options": ["EQUALS"]}} for key, value in tags.items()]
+    expressions = [
+        {"tags": {"key": key, "values": [value], "match_options": ["EQUALS"]}} for key, value in tags.items()
+    ]
     return expressions[0] if len(expressions) == 1 else {"ands": expressions}
 
 
@@ -36,7 +38,9 @@ class CostGovernance(pulumi.ComponentResource):
     alert_topic_arn: pulumi.Output[str]
     budget_names: list[pulumi.Output[str]]
 
-    def __init__(self, name: str, args: CostGovernanceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: CostGovernanceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ml-platform:infra:CostGovernance", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         config, environment = args.config, args.environment
@@ -45,7 +49,9 @@ class CostGovernance(pulumi.ComponentResource):
         if args.activate_cost_allocation_tags:
             # run-id and pulumi-stack too, so each training run's cost can be read back.
             for key in dict.fromkeys([*args.mandatory_tags, RUN_ID, PULUMI_STACK]):
-                aws.costexplorer.CostAllocationTag(f"{name}-tag-{key}", tag_key=key, status="Active", opts=child)
+                aws.costexplorer.CostAllocationTag(
+                    f"{name}-tag-{key}", tag_key=key, status="Active", opts=child
+                )
 
         # Alerts carry amounts, not data; the AWS-managed SNS key cannot be used by Budgets, so no SSE here.
         topic = aws.sns.Topic(f"{name}-alerts", name=f"mlp-{environment}-cost-alerts", opts=child)
@@ -71,19 +77,37 @@ class CostGovernance(pulumi.ComponentResource):
             opts=child,
         )
         for index, email in enumerate(config.alert_emails):
-            aws.sns.TopicSubscription(f"{name}-email-{index}", topic=topic.arn, protocol="email", endpoint=email, opts=child)
+            aws.sns.TopicSubscription(
+                f"{name}-email-{index}", topic=topic.arn, protocol="email", endpoint=email, opts=child
+            )
 
-        budgets = [self._budget(f"{name}-{environment}", f"mlp-{environment}", config.environment_monthly_usd, {ENVIRONMENT: environment}, topic)]
+        budgets = [
+            self._budget(
+                f"{name}-{environment}",
+                f"mlp-{environment}",
+                config.environment_monthly_usd,
+                {ENVIRONMENT: environment},
+                topic,
+            )
+        ]
         for team, limit in sorted(config.team_monthly_usd.items()):
             budgets.append(
-                self._budget(f"{name}-team-{team}", f"mlp-{environment}-team-{team}", limit, {TEAM: team, ENVIRONMENT: environment}, topic)
+                self._budget(
+                    f"{name}-team-{team}",
+                    f"mlp-{environment}-team-{team}",
+                    limit,
+                    {TEAM: team, ENVIRONMENT: environment},
+                    topic,
+                )
             )
 
         monitor = aws.costexplorer.AnomalyMonitor(
             f"{name}-anomalies",
             name=f"mlp-{environment}",
             monitor_type="CUSTOM",
-            monitor_specification=json.dumps({"Tags": {"Key": ENVIRONMENT, "Values": [environment], "MatchOptions": ["EQUALS"]}}),
+            monitor_specification=json.dumps(
+                {"Tags": {"Key": ENVIRONMENT, "Values": [environment], "MatchOptions": ["EQUALS"]}}
+            ),
             opts=child,
         )
         aws.costexplorer.AnomalySubscription(
@@ -107,7 +131,12 @@ class CostGovernance(pulumi.ComponentResource):
         self.register_outputs({"alert_topic_arn": self.alert_topic_arn, "budget_names": self.budget_names})
 
     def _budget(
-        self, resource_name: str, budget_name: str, limit_usd: float, tags: Mapping[str, str], topic: aws.sns.Topic
+        self,
+        resource_name: str,
+        budget_name: str,
+        limit_usd: float,
+        tags: Mapping[str, str],
+        topic: aws.sns.Topic,
     ) -> aws.budgets.Budget:
         config = self._config
         notifications = [

@@ -40,7 +40,9 @@ class Network(pulumi.ComponentResource):
             self._create_vpc(name)
         else:
             self.vpc_id = pulumi.Output.from_input(args.config.existing_vpc_id)
-            self.vpc_cidr = aws.ec2.get_vpc_output(id=args.config.existing_vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)).cidr_block
+            self.vpc_cidr = aws.ec2.get_vpc_output(
+                id=args.config.existing_vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+            ).cidr_block
             self.private_subnet_ids = pulumi.Output.from_input(list(args.config.existing_private_subnet_ids))
 
         training_sg = aws.ec2.SecurityGroup(
@@ -75,7 +77,9 @@ class Network(pulumi.ComponentResource):
         # /16 -> /20 blocks: private subnets first (large, for pods and nodes), public ones after.
         blocks = list(network.subnets(new_prefix=network.prefixlen + 4))
         zone_count = config.availability_zones
-        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self))
+        zones = aws.get_availability_zones_output(
+            state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+        )
 
         vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -86,7 +90,9 @@ class Network(pulumi.ComponentResource):
             opts=self._child,
         )
         # The default security group of a new VPC allows all traffic between members: strip it.
-        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], opts=self._child)
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], opts=self._child
+        )
 
         private_subnets = []
         public_subnets = []
@@ -99,7 +105,10 @@ class Network(pulumi.ComponentResource):
                     cidr_block=str(blocks[index]),
                     availability_zone=zone,
                     map_public_ip_on_launch=False,
-                    tags={"Name": f"mlp-{environment}-private-{index}", "kubernetes.io/role/internal-elb": "1"},
+                    tags={
+                        "Name": f"mlp-{environment}-private-{index}",
+                        "kubernetes.io/role/internal-elb": "1",
+                    },
                     opts=self._child,
                 )
             )
@@ -134,12 +143,18 @@ class Network(pulumi.ComponentResource):
         self.private_subnet_ids = pulumi.Output.all(*[subnet.id for subnet in private_subnets])
 
     def _routes(
-        self, name: str, vpc: aws.ec2.Vpc, private_subnets: list[aws.ec2.Subnet], public_subnets: list[aws.ec2.Subnet]
+        self,
+        name: str,
+        vpc: aws.ec2.Vpc,
+        private_subnets: list[aws.ec2.Subnet],
+        public_subnets: list[aws.ec2.Subnet],
     ) -> list[aws.ec2.RouteTable]:
         environment, mode = self._args.environment, self._args.config.nat_gateways
         nat_gateways: list[aws.ec2.NatGateway] = []
         if public_subnets:
-            gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"mlp-{environment}"}, opts=self._child)
+            gateway = aws.ec2.InternetGateway(
+                f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"mlp-{environment}"}, opts=self._child
+            )
             public_table = aws.ec2.RouteTable(
                 f"{name}-public",
                 vpc_id=vpc.id,
@@ -148,10 +163,20 @@ class Network(pulumi.ComponentResource):
                 opts=self._child,
             )
             for index, subnet in enumerate(public_subnets):
-                aws.ec2.RouteTableAssociation(f"{name}-public-{index}", subnet_id=subnet.id, route_table_id=public_table.id, opts=self._child)
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-public-{index}",
+                    subnet_id=subnet.id,
+                    route_table_id=public_table.id,
+                    opts=self._child,
+                )
             # One NAT is cheap but a single-AZ dependency; prod runs one per AZ.
             for index in range(len(public_subnets) if mode == "perAz" else 1):
-                address = aws.ec2.Eip(f"{name}-nat-{index}", domain="vpc", tags={"Name": f"mlp-{environment}-nat-{index}"}, opts=self._child)
+                address = aws.ec2.Eip(
+                    f"{name}-nat-{index}",
+                    domain="vpc",
+                    tags={"Name": f"mlp-{environment}-nat-{index}"},
+                    opts=self._child,
+                )
                 nat_gateways.append(
                     aws.ec2.NatGateway(
                         f"{name}-nat-{index}",
@@ -165,15 +190,25 @@ class Network(pulumi.ComponentResource):
         for index, subnet in enumerate(private_subnets):
             routes = []
             if nat_gateways:
-                routes.append({"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat_gateways[index % len(nat_gateways)].id})
+                routes.append(
+                    {"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat_gateways[index % len(nat_gateways)].id}
+                )
             table = aws.ec2.RouteTable(
-                f"{name}-private-{index}", vpc_id=vpc.id, routes=routes, tags={"Name": f"mlp-{environment}-private-{index}"}, opts=self._child
+                f"{name}-private-{index}",
+                vpc_id=vpc.id,
+                routes=routes,
+                tags={"Name": f"mlp-{environment}-private-{index}"},
+                opts=self._child,
             )
-            aws.ec2.RouteTableAssociation(f"{name}-private-{index}", subnet_id=subnet.id, route_table_id=table.id, opts=self._child)
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{index}", subnet_id=subnet.id, route_table_id=table.id, opts=self._child
+            )
             tables.append(table)
         return tables
 
-    def _interface_endpoints(self, name: str, vpc: aws.ec2.Vpc, private_subnets: list[aws.ec2.Subnet]) -> None:
+    def _interface_endpoints(
+        self, name: str, vpc: aws.ec2.Vpc, private_subnets: list[aws.ec2.Subnet]
+    ) -> None:
         environment = self._args.environment
         endpoint_sg = aws.ec2.SecurityGroup(
             f"{name}-endpoints",

@@ -45,16 +45,23 @@ class ServingCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     gpu_enabled: bool
 
-    def __init__(self, name: str, args: ServingClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ServingClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ml-platform:infra:ServingCluster", name, None, opts)
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
         config = args.config
         cluster_name = f"mlp-{args.environment}-serving"
 
-        cluster_role = aws.iam.Role(f"{name}-cluster", assume_role_policy=assume_role_policy("eks.amazonaws.com"), opts=self._child)
+        cluster_role = aws.iam.Role(
+            f"{name}-cluster", assume_role_policy=assume_role_policy("eks.amazonaws.com"), opts=self._child
+        )
         cluster_policy = aws.iam.RolePolicyAttachment(
-            f"{name}-cluster-policy", role=cluster_role.name, policy_arn=managed_policy_arn("AmazonEKSClusterPolicy"), opts=self._child
+            f"{name}-cluster-policy",
+            role=cluster_role.name,
+            policy_arn=managed_policy_arn("AmazonEKSClusterPolicy"),
+            opts=self._child,
         )
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
@@ -65,7 +72,10 @@ class ServingCluster(pulumi.ComponentResource):
         )
         # Created before the cluster so EKS logs into a group with a retention, not an unbounded one.
         log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/aws/eks/{cluster_name}/cluster", retention_in_days=args.log_retention_days, opts=self._child
+            f"{name}-logs",
+            name=f"/aws/eks/{cluster_name}/cluster",
+            retention_in_days=args.log_retention_days,
+            opts=self._child,
         )
         cluster = aws.eks.Cluster(
             f"{name}",
@@ -76,11 +86,16 @@ class ServingCluster(pulumi.ComponentResource):
                 "subnet_ids": args.subnet_ids,
                 "endpoint_private_access": True,
                 "endpoint_public_access": config.endpoint_public_access,
-                "public_access_cidrs": list(config.public_access_cidrs) if config.endpoint_public_access else None,
+                "public_access_cidrs": list(config.public_access_cidrs)
+                if config.endpoint_public_access
+                else None,
             },
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             encryption_config={"resources": ["secrets"], "provider": {"key_arn": secrets_key.arn}},
-            access_config={"authentication_mode": "API_AND_CONFIG_MAP", "bootstrap_cluster_creator_admin_permissions": True},
+            access_config={
+                "authentication_mode": "API_AND_CONFIG_MAP",
+                "bootstrap_cluster_creator_admin_permissions": True,
+            },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_policy, log_group]),
         )
         issuer = cluster.identities.apply(lambda identities: identities[0]["oidcs"][0]["issuer"])
@@ -88,15 +103,34 @@ class ServingCluster(pulumi.ComponentResource):
             f"{name}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"], opts=self._child
         )
 
-        node_role = aws.iam.Role(f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=self._child)
+        node_role = aws.iam.Role(
+            f"{name}-node", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=self._child
+        )
         node_policies = [
-            aws.iam.RolePolicyAttachment(f"{name}-node-{policy}", role=node_role.name, policy_arn=managed_policy_arn(policy), opts=self._child)
-            for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "CloudWatchAgentServerPolicy")
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy}",
+                role=node_role.name,
+                policy_arn=managed_policy_arn(policy),
+                opts=self._child,
+            )
+            for policy in (
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEC2ContainerRegistryReadOnly",
+                "CloudWatchAgentServerPolicy",
+            )
         ]
-        node_groups = [self._node_group(name, "cpu", cluster, node_role, config.cpu_node_group, gpu=False, depends_on=node_policies)]
+        node_groups = [
+            self._node_group(
+                name, "cpu", cluster, node_role, config.cpu_node_group, gpu=False, depends_on=node_policies
+            )
+        ]
         self.gpu_enabled = config.gpu_node_group.enabled
         if self.gpu_enabled:
-            node_groups.append(self._node_group(name, "gpu", cluster, node_role, config.gpu_node_group, gpu=True, depends_on=node_policies))
+            node_groups.append(
+                self._node_group(
+                    name, "gpu", cluster, node_role, config.gpu_node_group, gpu=True, depends_on=node_policies
+                )
+            )
 
         # The VPC CNI gets AWS permissions through IRSA rather than from every node's role.
         cni_role = aws.iam.Role(
@@ -105,7 +139,10 @@ class ServingCluster(pulumi.ComponentResource):
             opts=self._child,
         )
         cni_policy = aws.iam.RolePolicyAttachment(
-            f"{name}-vpc-cni", role=cni_role.name, policy_arn=managed_policy_arn("AmazonEKS_CNI_Policy"), opts=self._child
+            f"{name}-vpc-cni",
+            role=cni_role.name,
+            policy_arn=managed_policy_arn("AmazonEKS_CNI_Policy"),
+            opts=self._child,
         )
         aws.eks.Addon(
             f"{name}-vpc-cni",
@@ -129,7 +166,9 @@ class ServingCluster(pulumi.ComponentResource):
 
         self.cluster_name = cluster.name
         self.cluster_endpoint = cluster.endpoint
-        self.cluster_security_group_id = cluster.vpc_config.apply(lambda vpc: vpc["cluster_security_group_id"])
+        self.cluster_security_group_id = cluster.vpc_config.apply(
+            lambda vpc: vpc["cluster_security_group_id"]
+        )
         self.oidc_provider_arn = oidc.arn
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority).apply(
@@ -170,7 +209,12 @@ class ServingCluster(pulumi.ComponentResource):
             block_device_mappings=[
                 {
                     "device_name": "/dev/xvda",
-                    "ebs": {"volume_size": config.disk_size_gb, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"},
+                    "ebs": {
+                        "volume_size": config.disk_size_gb,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
                 }
             ],
             tag_specifications=launch_tag_specifications(
@@ -188,7 +232,11 @@ class ServingCluster(pulumi.ComponentResource):
             instance_types=list(config.instance_types),
             capacity_type=config.capacity_type,
             ami_type="AL2023_x86_64_NVIDIA" if gpu else "AL2023_x86_64_STANDARD",
-            scaling_config={"min_size": config.min_size, "desired_size": config.desired_size, "max_size": config.max_size},
+            scaling_config={
+                "min_size": config.min_size,
+                "desired_size": config.desired_size,
+                "max_size": config.max_size,
+            },
             update_config={"max_unavailable": 1},
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             labels={"workload": kind, **({GPU_NODE_LABEL: "true"} if gpu else {})},
@@ -210,7 +258,12 @@ def kubeconfig_json(cluster_name: str, endpoint: str, certificate_authority: str
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": certificate_authority}}],
+            "clusters": [
+                {
+                    "name": cluster_name,
+                    "cluster": {"server": endpoint, "certificate-authority-data": certificate_authority},
+                }
+            ],
             "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
             "current-context": cluster_name,
             "users": [{"name": cluster_name, "user": user}],

@@ -40,7 +40,9 @@ class ServingWorkloads(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     service_name: pulumi.Output[str]
 
-    def __init__(self, name: str, args: ServingWorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: ServingWorkloadsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ml-platform:infra:ServingWorkloads", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {key: args.tags[key] for key in WORKLOAD_LABELS}
@@ -48,7 +50,9 @@ class ServingWorkloads(pulumi.ComponentResource):
         gpu = server.gpu and args.gpu_nodes
         app_labels = {"app.kubernetes.io/name": MODEL_SERVER, **labels}
 
-        namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": args.namespace, "labels": labels}, opts=child)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": args.namespace, "labels": labels}, opts=child
+        )
         metadata = {"name": MODEL_SERVER, "namespace": namespace.metadata["name"], "labels": app_labels}
 
         resources: dict[str, dict[str, str]] = {
@@ -60,7 +64,11 @@ class ServingWorkloads(pulumi.ComponentResource):
             resources["limits"][GPU_RESOURCE] = "1"
         probe = {"path": server.health_path, "port": "http"}
         pod_spec = {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [
                 {
                     "name": MODEL_SERVER,
@@ -70,7 +78,11 @@ class ServingWorkloads(pulumi.ComponentResource):
                     "resources": resources,
                     "readinessProbe": {"httpGet": probe, "periodSeconds": 5, "failureThreshold": 3},
                     "livenessProbe": {"httpGet": probe, "initialDelaySeconds": 15, "periodSeconds": 10},
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
                 }
             ],
             "topologySpreadConstraints": [
@@ -111,13 +123,23 @@ class ServingWorkloads(pulumi.ComponentResource):
             f"{name}-model-server",
             metadata=metadata,
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.metadata["name"]},
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment.metadata["name"],
+                },
                 "minReplicas": server.min_replicas,
                 "maxReplicas": server.max_replicas,
                 "metrics": [
                     {
                         "type": "Resource",
-                        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": server.target_cpu_utilization_pct}},
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": server.target_cpu_utilization_pct,
+                            },
+                        },
                     }
                 ],
             },
@@ -155,12 +177,22 @@ class ServingWorkloads(pulumi.ComponentResource):
                                 "name": "nvidia-device-plugin",
                                 "image": DEVICE_PLUGIN_IMAGE,
                                 "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-                                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                                "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [
+                                    {"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}
+                                ],
                             }
                         ],
-                        "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+                        "volumes": [
+                            {"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}
+                        ],
                     },
                 },
             },

@@ -114,7 +114,9 @@ class TrainingFleet(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
     interruption_queue_url: pulumi.Output[str]
 
-    def __init__(self, name: str, args: TrainingFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: TrainingFleetArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("ml-platform:infra:TrainingFleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
@@ -122,18 +124,23 @@ class TrainingFleet(pulumi.ComponentResource):
         region = aws.get_region_output(opts=invoke)
         ami = aws.ssm.get_parameter_output(name=args.ami_ssm_parameter, opts=invoke)
 
-        role = aws.iam.Role(f"{name}-instance", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=child)
+        role = aws.iam.Role(
+            f"{name}-instance", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=child
+        )
         aws.iam.RolePolicy(
             f"{name}-instance",
             role=role.id,
-            policy=pulumi.Output.all(args.bucket_name, args.kms_key_arn, region.region, identity.account_id).apply(
-                lambda values: instance_policy(args.run_id, *values)
-            ),
+            policy=pulumi.Output.all(
+                args.bucket_name, args.kms_key_arn, region.region, identity.account_id
+            ).apply(lambda values: instance_policy(args.run_id, *values)),
             opts=child,
         )
         # Session Manager instead of SSH: no inbound port, no key pair on the instances.
         aws.iam.RolePolicyAttachment(
-            f"{name}-ssm", role=role.name, policy_arn=managed_policy_arn("AmazonSSMManagedInstanceCore"), opts=child
+            f"{name}-ssm",
+            role=role.name,
+            policy_arn=managed_policy_arn("AmazonSSMManagedInstanceCore"),
+            opts=child,
         )
         profile = aws.iam.InstanceProfile(f"{name}-instance", role=role.name, opts=child)
 
@@ -144,7 +151,11 @@ class TrainingFleet(pulumi.ComponentResource):
             iam_instance_profile={"arn": profile.arn},
             vpc_security_group_ids=[args.security_group_id],
             instance_initiated_shutdown_behavior="terminate",
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 2},
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 2,
+            },
             block_device_mappings=[
                 {
                     "device_name": "/dev/sda1",
@@ -157,7 +168,9 @@ class TrainingFleet(pulumi.ComponentResource):
                 }
             ],
             monitoring={"enabled": True},
-            user_data=pulumi.Output.from_input(args.user_data).apply(lambda script: base64.b64encode(script.encode()).decode()),
+            user_data=pulumi.Output.from_input(args.user_data).apply(
+                lambda script: base64.b64encode(script.encode()).decode()
+            ),
             tag_specifications=launch_tag_specifications(args.tags),
             update_default_version=True,
             opts=child,
@@ -181,7 +194,10 @@ class TrainingFleet(pulumi.ComponentResource):
                     "spot_allocation_strategy": "price-capacity-optimized",
                 },
                 "launch_template": {
-                    "launch_template_specification": {"launch_template_id": template.id, "version": "$Latest"},
+                    "launch_template_specification": {
+                        "launch_template_id": template.id,
+                        "version": "$Latest",
+                    },
                     "overrides": [{"instance_type": instance_type} for instance_type in args.instance_types],
                 },
             },

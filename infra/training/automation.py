@@ -43,7 +43,9 @@ class StackBackend(Protocol):
         on_output: Callable[[str], None],
     ) -> dict[str, Any]: ...
 
-    def destroy(self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]) -> None: ...
+    def destroy(
+        self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]
+    ) -> None: ...
 
     def remove(self, stack: str) -> None: ...
 
@@ -76,13 +78,17 @@ class PulumiAutomationBackend:
             Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         self._options = auto.LocalWorkspaceOptions(
             work_dir=str(work_dir) if work_dir else None,
-            project_settings=auto.ProjectSettings(name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=url)),
+            project_settings=auto.ProjectSettings(
+                name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=url)
+            ),
             # Training stacks hold no secrets; an empty passphrase keeps unattended runs possible.
             env_vars={"PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")},
         )
 
     def _stack(self, stack: str, program: Callable[[], None]) -> Any:
-        return self._auto.create_or_select_stack(stack_name=stack, project_name=PROJECT, program=program, opts=self._options)
+        return self._auto.create_or_select_stack(
+            stack_name=stack, project_name=PROJECT, program=program, opts=self._options
+        )
 
     def deploy(
         self,
@@ -124,5 +130,7 @@ class PulumiAutomationBackend:
         ]
 
     def outputs(self, stack: str) -> dict[str, Any]:
-        handle = self._auto.select_stack(stack_name=stack, project_name=PROJECT, program=lambda: None, opts=self._options)
+        handle = self._auto.select_stack(
+            stack_name=stack, project_name=PROJECT, program=lambda: None, opts=self._options
+        )
         return {key: output.value for key, output in handle.outputs().items()}

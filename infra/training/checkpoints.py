@@ -76,24 +76,51 @@ def read_completion(s3: Any, bucket: str, run_id: str) -> Completion | None:
         marker = json.loads(body)
         final_key, recorded = str(marker["final_checkpoint_key"]), str(marker["sha256"]).lower()
     except (ValueError, KeyError, TypeError):
-        return Completion(run_id, "", "", "", verified=False, why=f"{completion_key(run_id)} is not valid marker JSON")
+        return Completion(
+            run_id, "", "", "", verified=False, why=f"{completion_key(run_id)} is not valid marker JSON"
+        )
     completed_at = str(marker.get("completed_at", ""))
     if not final_key.startswith(f"{RUNS_PREFIX}{run_id}/"):
-        return Completion(run_id, final_key, recorded, completed_at, False, f"final checkpoint {final_key} is outside the run's prefix")
+        return Completion(
+            run_id,
+            final_key,
+            recorded,
+            completed_at,
+            False,
+            f"final checkpoint {final_key} is outside the run's prefix",
+        )
     try:
         actual = _sha256_of(s3, bucket, final_key)
     except botocore.exceptions.ClientError as error:
         if _missing(error):
-            return Completion(run_id, final_key, recorded, completed_at, False, f"final checkpoint {final_key} does not exist")
+            return Completion(
+                run_id,
+                final_key,
+                recorded,
+                completed_at,
+                False,
+                f"final checkpoint {final_key} does not exist",
+            )
         raise
     if actual != recorded:
-        return Completion(run_id, final_key, recorded, completed_at, False, f"final checkpoint {final_key} checksum {actual[:12]}… ≠ recorded {recorded[:12]}…")
-    return Completion(run_id, final_key, recorded, completed_at, True, f"_COMPLETE names {final_key} with a matching sha256")
+        return Completion(
+            run_id,
+            final_key,
+            recorded,
+            completed_at,
+            False,
+            f"final checkpoint {final_key} checksum {actual[:12]}… ≠ recorded {recorded[:12]}…",
+        )
+    return Completion(
+        run_id, final_key, recorded, completed_at, True, f"_COMPLETE names {final_key} with a matching sha256"
+    )
 
 
 def latest_checkpoint(s3: Any, bucket: str, run_id: str) -> Checkpoint | None:
     newest: Checkpoint | None = None
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=checkpoints_prefix(run_id)):
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=checkpoints_prefix(run_id)
+    ):
         for item in page.get("Contents", []):
             if newest is None or item["LastModified"] > newest.last_modified:
                 newest = Checkpoint(item["Key"], item["LastModified"], item["Size"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from infra.training.automation import StackBackend, StackSummary
@@ -23,7 +23,7 @@ Sleep = Callable[[float], None]
 Log = Callable[[str], None]
 
 
-class RunEnd(str, Enum):
+class RunEnd(StrEnum):
     completed = "completed"
     expired = "expired"
 
@@ -43,7 +43,15 @@ def _empty_program() -> None:
 
 
 def wait_for_end(
-    *, s3: Any, bucket: str, run_id: str, expires_at: datetime, clock: Clock, sleep: Sleep, poll_seconds: float, log: Log
+    *,
+    s3: Any,
+    bucket: str,
+    run_id: str,
+    expires_at: datetime,
+    clock: Clock,
+    sleep: Sleep,
+    poll_seconds: float,
+    log: Log,
 ) -> tuple[RunEnd, str]:
     """Poll the run's `_COMPLETE` marker until it is verified or the run expires."""
     reported_unverified = ""
@@ -75,16 +83,24 @@ def launch(
     """Deploy the run's stack; with `wait`, follow it to its end, then destroy and remove the stack."""
     try:
         outputs = backend.deploy(
-            request.stack, program, config={"aws:region": request.environment.region}, tags=dict(request.tags), on_output=log
+            request.stack,
+            program,
+            config={"aws:region": request.environment.region},
+            tags=dict(request.tags),
+            on_output=log,
         )
     except Exception as error:
         # A half-created fleet would keep billing: take down whatever the failed update left.
         log(f"pulumi up failed for {request.stack}: {error}; destroying what it created")
         backend.destroy(request.stack, _empty_program, on_output=log)
         backend.remove(request.stack)
-        raise UserError(f"deploying {request.stack} failed ({type(error).__name__}); nothing was left running") from error
+        raise UserError(
+            f"deploying {request.stack} failed ({type(error).__name__}); nothing was left running"
+        ) from error
     if not wait:
-        return LaunchResult(request.run_id, request.stack, outputs, None, "launched; not waiting", destroyed=False)
+        return LaunchResult(
+            request.run_id, request.stack, outputs, None, "launched; not waiting", destroyed=False
+        )
     end, why = wait_for_end(
         s3=s3,
         bucket=outputs["checkpointBucket"],
@@ -95,7 +111,9 @@ def launch(
         poll_seconds=poll_seconds,
         log=log,
     )
-    log(f"run {request.run_id} {end.value}: {why}; destroying {request.stack} (checkpoints stay in the bucket)")
+    log(
+        f"run {request.run_id} {end.value}: {why}; destroying {request.stack} (checkpoints stay in the bucket)"
+    )
     backend.destroy(request.stack, _empty_program, on_output=log)
     backend.remove(request.stack)
     return LaunchResult(request.run_id, request.stack, outputs, end, why, destroyed=True)
@@ -121,9 +139,13 @@ def destroy_run(backend: StackBackend, run_id: str, *, apply: bool, log: Log) ->
         raise UserError(
             f"{summary.name} is not tagged ephemeral=true with run-id={run_id}; refusing to destroy it (use pulumi destroy by hand)"
         )
-    what = f"{summary.name} (environment {tags.get(ENVIRONMENT, '?')}, {summary.resource_count or 0} resources)"
+    what = (
+        f"{summary.name} (environment {tags.get(ENVIRONMENT, '?')}, {summary.resource_count or 0} resources)"
+    )
     if not apply:
-        return f"would destroy and remove {what}; checkpoints stay in the bucket. Re-run with --apply to do it."
+        return (
+            f"would destroy and remove {what}; checkpoints stay in the bucket. Re-run with --apply to do it."
+        )
     backend.destroy(summary.name, _empty_program, on_output=log)
     backend.remove(summary.name)
     return f"destroyed and removed {what}; checkpoints stay in the bucket"

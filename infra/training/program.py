@@ -19,7 +19,12 @@ from infra.training.user_data import UserDataValues, render_user_data
 from mlp.tags import format_expires_at
 
 # The environment stack outputs a training stack consumes.
-ENVIRONMENT_OUTPUTS = ("checkpointBucketName", "checkpointKmsKeyArn", "privateSubnetIds", "trainingSecurityGroupId")
+ENVIRONMENT_OUTPUTS = (
+    "checkpointBucketName",
+    "checkpointKmsKeyArn",
+    "privateSubnetIds",
+    "trainingSecurityGroupId",
+)
 
 
 def environment_stack_reference(environment_stack: str) -> str:
@@ -28,7 +33,9 @@ def environment_stack_reference(environment_stack: str) -> str:
 
 
 def build_training_run(request: RunRequest) -> None:
-    environment = pulumi.StackReference("environment", stack_name=environment_stack_reference(request.environment.stack))
+    environment = pulumi.StackReference(
+        "environment", stack_name=environment_stack_reference(request.environment.stack)
+    )
     bucket = environment.require_output("checkpointBucketName")
     provider = aws.Provider("aws", region=request.environment.region, default_tags={"tags": request.tags})
     limits = request.environment.training

@@ -72,7 +72,11 @@ class RunRequest:
     tags: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", training_tags(self.environment.resource_tags, self.run_id, self.expires_at, self.stack))
+        object.__setattr__(
+            self,
+            "tags",
+            training_tags(self.environment.resource_tags, self.run_id, self.expires_at, self.stack),
+        )
 
     @property
     def stack(self) -> str:
@@ -151,7 +155,11 @@ def estimate_cost(request: RunRequest, ec2_client: Any | None = None) -> RunCost
     on_demand = pricing.on_demand_hourly(dearest)
     spot = max(pricing.spot_hourly(t, ec2_client) for t in request.instance_types)
     spot_count = request.count - request.on_demand_base
-    source = "describe_spot_price_history" if ec2_client is not None else f"on-demand less {pricing.DEFAULT_SPOT_DISCOUNT:.0%}"
+    source = (
+        "describe_spot_price_history"
+        if ec2_client is not None
+        else f"on-demand less {pricing.DEFAULT_SPOT_DISCOUNT:.0%}"
+    )
     return RunCost(
         spot_hourly_usd=request.on_demand_base * on_demand + spot_count * spot,
         on_demand_hourly_usd=request.count * on_demand,

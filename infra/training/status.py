@@ -11,14 +11,27 @@ from infra.training.lifecycle import find_run
 from mlp.tags import EXPIRES_AT, normalize_tags, parse_expires_at
 
 
-def run_status(backend: StackBackend, run_id: str, *, s3: Any, autoscaling: Any, now: datetime | None = None) -> dict[str, Any]:
+def run_status(
+    backend: StackBackend, run_id: str, *, s3: Any, autoscaling: Any, now: datetime | None = None
+) -> dict[str, Any]:
     summary = find_run(backend, run_id)
     outputs = backend.outputs(summary.name)
     tags = normalize_tags(summary.tags)
     bucket = outputs.get("checkpointBucket", "")
-    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["asgName"]])["AutoScalingGroups"] if outputs.get("asgName") else []
+    groups = (
+        autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["asgName"]])[
+            "AutoScalingGroups"
+        ]
+        if outputs.get("asgName")
+        else []
+    )
     instances = [
-        {"instance_id": item["InstanceId"], "instance_type": item.get("InstanceType"), "lifecycle": item.get("LifecycleState"), "health": item.get("HealthStatus")}
+        {
+            "instance_id": item["InstanceId"],
+            "instance_type": item.get("InstanceType"),
+            "lifecycle": item.get("LifecycleState"),
+            "health": item.get("HealthStatus"),
+        }
         for group in groups
         for item in group.get("Instances", [])
     ]
@@ -39,7 +52,19 @@ def run_status(backend: StackBackend, run_id: str, *, s3: Any, autoscaling: Any,
         "expires_at": tags.get(EXPIRES_AT),
         "desired_capacity": groups[0]["DesiredCapacity"] if groups else 0,
         "instances": instances,
-        "latest_checkpoint": {"key": checkpoint.key, "last_modified": checkpoint.last_modified.isoformat(), "size": checkpoint.size} if checkpoint else None,
-        "completion": {"verified": completion.verified, "why": completion.why, "final_checkpoint_key": completion.final_checkpoint_key} if completion else None,
+        "latest_checkpoint": {
+            "key": checkpoint.key,
+            "last_modified": checkpoint.last_modified.isoformat(),
+            "size": checkpoint.size,
+        }
+        if checkpoint
+        else None,
+        "completion": {
+            "verified": completion.verified,
+            "why": completion.why,
+            "final_checkpoint_key": completion.final_checkpoint_key,
+        }
+        if completion
+        else None,
         "tags": tags,
     }

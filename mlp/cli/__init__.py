@@ -21,7 +21,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """ml-platform: tagged spot GPU infrastructure on AWS and the FinOps loop that keeps it cheap."""

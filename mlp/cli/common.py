@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
 
 
 FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", help="text for people; json on stdout for machines (logs go to stderr).")
+    OutputFormat,
+    typer.Option("--format", help="text for people; json on stdout for machines (logs go to stderr)."),
 ]
 RegionsOption = Annotated[
     str | None,
-    typer.Option("--regions", help="Comma-separated AWS regions to read (default: the environment's region)."),
+    typer.Option(
+        "--regions", help="Comma-separated AWS regions to read (default: the environment's region)."
+    ),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,20 +15,23 @@ from mlp.cli import app
 from mlp.cli.common import print_json
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     json = "json"
     table = "table"
 
 
 ProjectDirOption = Annotated[
-    Path | None, typer.Option("--project-dir", help="Directory with Pulumi.yaml (default: this one or a parent).")
+    Path | None,
+    typer.Option("--project-dir", help="Directory with Pulumi.yaml (default: this one or a parent)."),
 ]
 
 
 @app.command("plan")
 def plan(
     stack: Annotated[str, typer.Option("--stack", help="Stack to plan: reads Pulumi.STACK.yaml.")],
-    output_format: Annotated[PlanFormat, typer.Option("--format", help="json: the plan JSON; table: counts and tag coverage.")] = PlanFormat.table,
+    output_format: Annotated[
+        PlanFormat, typer.Option("--format", help="json: the plan JSON; table: counts and tag coverage.")
+    ] = PlanFormat.table,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the plan JSON to this file.")] = None,
     project_dir: ProjectDirOption = None,
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -13,29 +12,52 @@ from rich.table import Table
 
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+from mlp.cli.infra_cmds import PlanFormat, render_plan_table
 from mlp.tags import TRAINING_TAGS
 
-train_app = typer.Typer(help="Ephemeral spot GPU training runs: one Pulumi stack per run.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Ephemeral spot GPU training runs: one Pulumi stack per run.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 
 
-class PlanFormat(str, Enum):
-    json = "json"
-    table = "table"
-
-
-EnvOption = Annotated[str, typer.Option("--env", help="Environment stack whose limits and network the run uses.")]
+EnvOption = Annotated[
+    str, typer.Option("--env", help="Environment stack whose limits and network the run uses.")
+]
 RunIdOption = Annotated[str, typer.Option("--run-id", help="DNS-safe run id, at most 40 characters.")]
-TypesOption = Annotated[str, typer.Option("--instance-types", help="At least three allowed GPU types, comma-separated.")]
+TypesOption = Annotated[
+    str, typer.Option("--instance-types", help="At least three allowed GPU types, comma-separated.")
+]
 CountOption = Annotated[int, typer.Option("--count", help="Instances in the fleet.")]
 HoursOption = Annotated[float, typer.Option("--max-hours", help="Hard limit; the run expires after it.")]
-BaseOption = Annotated[int, typer.Option("--on-demand-base", help="Instances on demand for a run that must not wait.")]
-CommandOption = Annotated[str, typer.Option("--command", help="Training command; writes checkpoints to $CHECKPOINT_DIR.")]
-ImageOption = Annotated[str | None, typer.Option("--image", help="Container image to run the command in (GPU docker).")]
-BackendOption = Annotated[str | None, typer.Option("--backend", help="State backend URL (file://… or s3://…); default $MLP_BACKEND_URL or ~/.ml-platform/state.")]
+BaseOption = Annotated[
+    int, typer.Option("--on-demand-base", help="Instances on demand for a run that must not wait.")
+]
+CommandOption = Annotated[
+    str, typer.Option("--command", help="Training command; writes checkpoints to $CHECKPOINT_DIR.")
+]
+ImageOption = Annotated[
+    str | None, typer.Option("--image", help="Container image to run the command in (GPU docker).")
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="State backend URL (file://… or s3://…); default $MLP_BACKEND_URL or ~/.ml-platform/state.",
+    ),
+]
 
 
-def _request(env: str, run_id: str, instance_types: str, count: int, max_hours: float, on_demand_base: int, command: str, image: str | None):
+def _request(
+    env: str,
+    run_id: str,
+    instance_types: str,
+    count: int,
+    max_hours: float,
+    on_demand_base: int,
+    command: str,
+    image: str | None,
+):
     from infra.config import parse_stack_config, read_stack_file
     from infra.training.request import build_request
 
@@ -79,7 +101,6 @@ def plan(
     """Run the training program offline under mocks: the same code path `launch` deploys."""
     from infra.training.program import plan_training_run
     from infra.training.request import check_budget, estimate_cost
-    from mlp.cli.infra_cmds import render_plan_table
 
     request, raw = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
     cost = estimate_cost(request)
@@ -103,7 +124,9 @@ def launch(
     command: CommandOption,
     image: ImageOption = None,
     on_demand_base: BaseOption = 0,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")
+    ] = False,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=5)] = 60.0,
     backend: BackendOption = None,
 ) -> None:
@@ -153,11 +176,19 @@ def status(
         print_json(report)
         return
     console = Console()
-    console.print(f"{report['stack']}: {report['state']} (expires {report['expires_at']}), desired {report['desired_capacity']}")
+    console.print(
+        f"{report['stack']}: {report['state']} (expires {report['expires_at']}), desired {report['desired_capacity']}"
+    )
     for instance in report["instances"]:
-        console.print(f"  {instance['instance_id']} {instance['instance_type']} {instance['lifecycle']} {instance['health']}")
+        console.print(
+            f"  {instance['instance_id']} {instance['instance_type']} {instance['lifecycle']} {instance['health']}"
+        )
     checkpoint = report["latest_checkpoint"]
-    console.print(f"  newest checkpoint: {checkpoint['key']} at {checkpoint['last_modified']}" if checkpoint else "  no checkpoint yet")
+    console.print(
+        f"  newest checkpoint: {checkpoint['key']} at {checkpoint['last_modified']}"
+        if checkpoint
+        else "  no checkpoint yet"
+    )
     if report["completion"]:
         console.print(f"  completion: {report['completion']['why']}")
 
@@ -170,18 +201,28 @@ def list_runs(output_format: FormatOption = OutputFormat.text, backend: BackendO
 
     runs = training_stacks(PulumiAutomationBackend(backend_url(backend)))
     if output_format is OutputFormat.json:
-        print_json({"runs": [{"stack": s.name, "tags": s.tags, "resource_count": s.resource_count} for s in runs]})
+        print_json(
+            {"runs": [{"stack": s.name, "tags": s.tags, "resource_count": s.resource_count} for s in runs]}
+        )
         return
     table = Table("stack", "run-id", "environment", "expires-at", "resources")
     for summary in runs:
-        table.add_row(summary.name, summary.tags.get("run-id", ""), summary.tags.get("environment", ""), summary.tags.get("expires-at", ""), str(summary.resource_count or 0))
+        table.add_row(
+            summary.name,
+            summary.tags.get("run-id", ""),
+            summary.tags.get("environment", ""),
+            summary.tags.get("expires-at", ""),
+            str(summary.resource_count or 0),
+        )
     Console().print(table)
 
 
 @train_app.command("destroy")
 def destroy(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    apply: Annotated[bool, typer.Option("--apply", help="Act; without it, only say what would be destroyed.")] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Act; without it, only say what would be destroyed.")
+    ] = False,
     backend: BackendOption = None,
 ) -> None:
     """Destroy and remove a run's stack (dry-run by default); its checkpoints stay."""

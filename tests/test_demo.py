@@ -1,0 +1,105 @@
+"""`mlp demo`: the whole nightly job on the embedded sandbox, and `--keep-running`."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+import pytest
+
+from finops import report
+from finops.demo import sandbox_environment
+
+pytestmark = pytest.mark.e2e
+
+MLP = str(Path(sys.executable).parent / "mlp")
+
+
+def test_demo_writes_the_report_and_prints_the_dashboard(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run([MLP, "demo", "--out", str(out)], capture_output=True, text=True, timeout=240)
+
+    assert result.returncode == 0, result.stderr
+    dashboard = (out / "index.html").resolve()
+    assert result.stdout.strip().splitlines()[-1] == f"Dashboard: {dashboard}"
+    assert sorted(path.name for path in out.iterdir()) == sorted(report.REPORT_FILES)
+    findings = json.loads((out / "findings.json").read_text())
+    assert "missing" not in findings
+    assert findings["spend"]["total_usd"] > 0
+    assert findings["spend"]["untagged_usd"] > 0
+    assert {finding["telemetry"] for finding in findings["idle"]} == {"gpu", "cpu"}
+    assert len({finding["resource_type"] for finding in findings["untagged"]}) >= 8
+    assert findings["cost_explorer_requests"] > 0
+    assert "warning" not in result.stderr
+
+
+def test_keep_running_serves_the_sandbox_until_ctrl_c(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [MLP, "demo", "--out", str(tmp_path / "demo"), "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout], daemon=True).start()
+    try:
+        endpoint = None
+        while endpoint is None:
+            line = lines.get(timeout=240)
+            if line.startswith("Sandbox endpoint: "):
+                endpoint = line.split()[2]
+        ec2 = boto3.client(
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        reservations = ec2.describe_instances()["Reservations"]
+        assert reservations, "the seeded instances should be served while the demo keeps running"
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            ec2.describe_instances()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+class FakeSandbox:
+    endpoint = "http://127.0.0.1:1"
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+        }
+
+
+def test_sandbox_environment_hides_the_users_aws_setup_and_restores_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "production")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.com")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "users-key")
+    before = dict(os.environ)
+
+    with sandbox_environment(FakeSandbox()):  # type: ignore[arg-type]
+        assert "AWS_PROFILE" not in os.environ
+        assert "AWS_ENDPOINT_URL_S3" not in os.environ
+        assert os.environ["AWS_ENDPOINT_URL"] == FakeSandbox.endpoint
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "sandbox"
+        assert os.environ["AWS_CONFIG_FILE"] == os.devnull
+
+    assert dict(os.environ) == before

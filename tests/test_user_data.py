@@ -1,0 +1,564 @@
+"""The training instance boot script: rendering, shell checks, and its behaviour run for real.
+
+Behaviour tests run the rendered script with bash against a fake IMDSv2 (tests/user_data_fake_imds.py),
+a moto server holding the run's bucket and Auto Scaling group, the AWS CLI from the venv, and a
+stand-in trainer (tests/user_data_trainer.py). Waits poll for files and S3 objects with deadlines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import pytest
+from moto.s3.models import s3_backends
+from moto.server import ThreadedMotoServer
+
+from infra.training.user_data import MAX_USER_DATA_BYTES, UserDataValues, render_user_data
+from mlp.errors import UserError
+from tests.user_data_fake_imds import FakeImds
+
+REGION = "us-east-1"
+MOTO_ACCOUNT = "123456789012"
+TRAINER = Path(__file__).with_name("user_data_trainer.py")
+VENV_BIN = Path(sys.executable).parent
+# Generous bounds for a shared 2-core machine; every wait returns as soon as its condition holds.
+RUN_TIMEOUT_SECONDS = 50
+CHECKPOINT_GRACE_SECONDS = 20
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(0.05)
+
+
+def sample_values(**overrides: Any) -> UserDataValues:
+    fields: dict[str, Any] = {
+        "run_id": "llama-ft-7",
+        "bucket": "ml-platform-dev-checkpoints",
+        "region": REGION,
+        "asg_name": "train-llama-ft-7-fleet",
+        "command": "python train.py --epochs 3",
+        "max_hours": 12.0,
+    }
+    return UserDataValues(**(fields | overrides))
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image", [None, "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1.4"])
+def test_rendered_script_is_valid_bash(tmp_path: Path, image: str | None) -> None:
+    script = tmp_path / "user_data.sh"
+    script.write_text(render_user_data(sample_values(image=image)))
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+@pytest.mark.parametrize("image", [None, "trainer:1.4"])
+def test_rendered_script_passes_shellcheck(tmp_path: Path, image: str | None) -> None:
+    script = tmp_path / "user_data.sh"
+    script.write_text(render_user_data(sample_values(image=image)))
+    checked = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+
+
+def values_as_bash_sees_them(script: str, tmp_path: Path) -> dict[str, str]:
+    """Run only the values block of a rendered script and read back what bash assigned."""
+    block = script.split("# --- values of this run", 1)[1].split("\n", 1)[1].split("\n# ---", 1)[0]
+    names = ["RUN_ID", "BUCKET", "REGION", "ASG_NAME", "TRAIN_COMMAND", "TRAIN_IMAGE", "CHECKPOINT_DIR"]
+    printer = "".join(f'printf "%s\\0" "${name}"\n' for name in names)
+    result = subprocess.run(
+        ["bash", "-c", block + "\n" + printer], cwd=tmp_path, capture_output=True, check=True
+    )
+    return dict(zip(names, result.stdout.decode().split("\0")[:-1], strict=True))
+
+
+def test_values_with_quotes_and_substitutions_stay_literal(tmp_path: Path) -> None:
+    hostile = (
+        """echo "it's $(touch pwned-command)" '$HOME' `touch pwned-backtick` ${PATH}; touch pwned-tail"""
+    )
+    values = sample_values(
+        run_id="r-$(touch pwned-run)",
+        bucket="bucket'; touch pwned-bucket; '",
+        asg_name='fleet" && touch pwned-asg && "',
+        command=hostile,
+        image="img:$(touch pwned-image)",
+        checkpoint_dir="/opt/ml/check points/$USER",
+    )
+    seen = values_as_bash_sees_them(render_user_data(values), tmp_path)
+    assert seen == {
+        "RUN_ID": values.run_id,
+        "BUCKET": values.bucket,
+        "REGION": values.region,
+        "ASG_NAME": values.asg_name,
+        "TRAIN_COMMAND": hostile,
+        "TRAIN_IMAGE": values.image,
+        "CHECKPOINT_DIR": values.checkpoint_dir,
+    }
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_image_renders_an_empty_image_and_max_hours_become_whole_seconds(tmp_path: Path) -> None:
+    script = render_user_data(sample_values(max_hours=1.5, image=None))
+    assert values_as_bash_sees_them(script, tmp_path)["TRAIN_IMAGE"] == ""
+    assert f"MAX_RUN_SECONDS={int(1.5 * 3600)}\n" in script
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"command": "  "}, "command"),
+        ({"max_hours": 0}, "max_hours"),
+        ({"sync_interval_seconds": 0}, "sync_interval_seconds"),
+        ({"checkpoint_dir": "checkpoints"}, "checkpoint_dir"),
+        ({"checkpoint_dir": "/"}, "checkpoint_dir"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(overrides: dict[str, Any], named: str) -> None:
+    with pytest.raises(UserError, match=named):
+        sample_values(**overrides)
+
+
+def test_a_script_above_the_ec2_user_data_limit_is_refused() -> None:
+    with pytest.raises(UserError, match="shorten the command"):
+        render_user_data(sample_values(command="x" * MAX_USER_DATA_BYTES))
+
+
+# --- behaviour: a moto run fleet, a fake IMDS, the real script -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def imds() -> Iterator[FakeImds]:
+    with FakeImds() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def quiet_imds(imds: FakeImds) -> None:
+    """Each test starts with no notices and no instance tags."""
+    imds.instance_action = None
+    imds.rebalance = None
+    imds.instance_tags = {}
+
+
+@dataclass
+class Fleet:
+    """One run's checkpoint bucket and Auto Scaling group in moto."""
+
+    endpoint: str
+    run_id: str
+    bucket: str
+    asg_name: str
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    @property
+    def complete_key(self) -> str:
+        return f"runs/{self.run_id}/_COMPLETE"
+
+    def checkpoint_key(self, local_path: Path, checkpoint_dir: Path) -> str:
+        return f"runs/{self.run_id}/checkpoints/{local_path.relative_to(checkpoint_dir)}"
+
+    def object_keys(self) -> set[str]:
+        pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+    def read(self, key: str) -> bytes:
+        return self.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def desired_capacity(self) -> int:
+        groups = self.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.asg_name]
+        )
+        return groups["AutoScalingGroups"][0]["DesiredCapacity"]
+
+
+@pytest.fixture
+def fleet(moto_endpoint: str) -> Fleet:
+    return make_fleet(moto_endpoint)
+
+
+def make_fleet(endpoint: str) -> Fleet:
+    suffix = uuid.uuid4().hex[:10]
+    fleet = Fleet(endpoint, f"run-{suffix}", f"checkpoints-{suffix}", f"train-{suffix}-fleet")
+    fleet.client("s3").create_bucket(Bucket=fleet.bucket)
+    autoscaling = fleet.client("autoscaling")
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName=fleet.asg_name, ImageId="ami-12c6146b", InstanceType="g5.xlarge"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=fleet.asg_name,
+        LaunchConfigurationName=fleet.asg_name,
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=1,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    return fleet
+
+
+@dataclass
+class Instance:
+    """One boot of a training instance: the rendered script, its environment and what it leaves."""
+
+    fleet: Fleet
+    workdir: Path
+    script: Path
+    env: dict[str, str]
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    @property
+    def events_file(self) -> Path:
+        return self.workdir / "trainer-events.jsonl"
+
+    @property
+    def shutdown_record(self) -> Path:
+        return self.workdir / "shutdown-called"
+
+    @property
+    def agent_config(self) -> Path:
+        return self.workdir / "cloudwatch-agent.json"
+
+    @property
+    def release_file(self) -> Path:
+        return self.workdir / "release-trainer"
+
+    def trainer_events(self, event: str | None = None) -> list[dict[str, Any]]:
+        if not self.events_file.exists():
+            return []
+        events = [json.loads(line) for line in self.events_file.read_text().splitlines()]
+        return [item for item in events if event is None or item["event"] == event]
+
+    def start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["bash", str(self.script)],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(self.script)],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+        )
+
+
+def boot(
+    workdir: Path,
+    fleet: Fleet,
+    imds: FakeImds,
+    trainer_args: str,
+    *,
+    image: str | None = None,
+    max_hours: float = 1.0,
+    extra_path: Path | None = None,
+) -> Instance:
+    instance = Instance(fleet, workdir, workdir / "user_data.sh", {})
+    command = shlex.join(
+        [sys.executable, str(TRAINER), "--events", str(instance.events_file), *shlex.split(trainer_args)]
+    )
+    values = UserDataValues(
+        run_id=fleet.run_id,
+        bucket=fleet.bucket,
+        region=REGION,
+        asg_name=fleet.asg_name,
+        command=command,
+        image=image,
+        checkpoint_dir=str(instance.checkpoint_dir),
+        max_hours=max_hours,
+        sync_interval_seconds=3600,
+    )
+    instance.script.write_text(render_user_data(values))
+    path = [str(extra_path)] if extra_path else []
+    instance.env.update(
+        PATH=os.pathsep.join([*path, str(VENV_BIN), os.environ["PATH"]]),
+        HOME=str(workdir),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_ENDPOINT_URL=fleet.endpoint,
+        MLP_IMDS_ENDPOINT=imds.url,
+        MLP_LOG_FILE=str(workdir / "mlp-training.log"),
+        MLP_CW_AGENT_CONFIG=str(instance.agent_config),
+        MLP_SKIP_AGENT_INSTALL="1",
+        MLP_POLL_SECONDS="0.1",
+        MLP_CHECKPOINT_GRACE_SECONDS=str(CHECKPOINT_GRACE_SECONDS),
+        MLP_STOP_GRACE_SECONDS="5",
+        MLP_SHUTDOWN_COMMAND=f"echo called >> {shlex.quote(str(instance.shutdown_record))}",
+    )
+    return instance
+
+
+def backdate(fleet: Fleet, key: str, age: timedelta) -> None:
+    """S3 LastModified has one-second resolution; backdate instead of waiting for the clock."""
+    stored = s3_backends[MOTO_ACCOUNT]["aws"].buckets[fleet.bucket].keys[key]
+    stored.last_modified -= age
+
+
+# --- a run that resumes and completes: one boot, several properties -----------------------------
+
+
+@dataclass
+class CompletedRun:
+    instance: Instance
+    result: subprocess.CompletedProcess[str]
+    newest_seed: Path
+    imds_tokenless_reads: int
+
+
+@pytest.fixture(scope="module")
+def completed_run(
+    moto_endpoint: str, imds: FakeImds, tmp_path_factory: pytest.TempPathFactory
+) -> CompletedRun:
+    fleet = make_fleet(moto_endpoint)
+    instance = boot(tmp_path_factory.mktemp("completed"), fleet, imds, "--steps 4 --checkpoint-every 1")
+    s3 = fleet.client("s3")
+    # The older checkpoint has the later name, so only LastModified picks the right one.
+    older, newest = Path("ckpt-000009-old.json"), Path("ckpt-000001-new.json")
+    for name, step in ((older, 9), (newest, 1)):
+        s3.put_object(
+            Bucket=fleet.bucket,
+            Key=f"runs/{fleet.run_id}/checkpoints/{name}",
+            Body=json.dumps({"step": step}).encode(),
+        )
+    backdate(fleet, f"runs/{fleet.run_id}/checkpoints/{older}", timedelta(hours=1))
+    reads_before = imds.tokenless_reads
+    result = instance.run()
+    return CompletedRun(instance, result, newest, imds.tokenless_reads - reads_before)
+
+
+def test_completed_run_exits_zero_reading_metadata_only_with_a_token(completed_run: CompletedRun) -> None:
+    assert completed_run.result.returncode == 0, completed_run.result.stdout + completed_run.result.stderr
+    assert completed_run.imds_tokenless_reads == 0
+
+
+def test_resume_downloads_the_newest_checkpoint_for_the_trainer(completed_run: CompletedRun) -> None:
+    instance = completed_run.instance
+    [start] = instance.trainer_events("start")
+    assert start["resume_from"] == str(instance.checkpoint_dir / completed_run.newest_seed)
+    assert start["first_step"] == 2
+    assert start["run_id"] == instance.fleet.run_id
+
+
+def test_completion_marker_names_the_final_checkpoint_and_its_checksum(completed_run: CompletedRun) -> None:
+    instance, fleet = completed_run.instance, completed_run.instance.fleet
+    final_written = Path(instance.trainer_events("checkpoint")[-1]["path"])
+    marker = json.loads(fleet.read(fleet.complete_key))
+    assert marker["run_id"] == fleet.run_id
+    assert marker["final_checkpoint_key"] == fleet.checkpoint_key(final_written, instance.checkpoint_dir)
+    assert marker["sha256"] == hashlib.sha256(fleet.read(marker["final_checkpoint_key"])).hexdigest()
+    assert marker["instance_id"] == FakeImds().instance_id
+    completed_at = datetime.fromisoformat(marker["completed_at"].replace("Z", "+00:00"))
+    assert abs(datetime.now(UTC) - completed_at) < timedelta(minutes=5)
+
+
+def test_completion_uploads_every_checkpoint_scales_to_zero_and_shuts_down(
+    completed_run: CompletedRun,
+) -> None:
+    instance, fleet = completed_run.instance, completed_run.instance.fleet
+    written = {Path(item["path"]) for item in instance.trainer_events("checkpoint")}
+    assert len(written) == 2  # steps 2 and 3 after resuming at step 2
+    assert {fleet.checkpoint_key(path, instance.checkpoint_dir) for path in written} <= fleet.object_keys()
+    assert not any(key.endswith(".tmp") for key in fleet.object_keys())
+    assert fleet.desired_capacity() == 0
+    assert instance.shutdown_record.read_text() == "called\n"
+
+
+def test_cloudwatch_agent_config_publishes_gpu_metrics_by_instance_id(completed_run: CompletedRun) -> None:
+    config = json.loads(completed_run.instance.agent_config.read_text())
+    metrics = config["metrics"]
+    assert metrics["namespace"] == "CWAgent"
+    assert metrics["append_dimensions"] == {"InstanceId": "${aws:InstanceId}"}
+    assert metrics["aggregation_dimensions"] == [["InstanceId"]]
+    gpu = metrics["metrics_collected"]["nvidia_gpu"]
+    assert set(gpu["measurement"]) == {"utilization_gpu", "utilization_memory", "memory_used", "memory_total"}
+    assert gpu["metrics_collection_interval"] == 60
+
+
+# --- interruptions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("notice", "body"),
+    [
+        ("instance_action", '{"action": "terminate", "time": "2026-11-23T16:00:00Z"}'),
+        ("rebalance", '{"noticeTime": "2026-11-23T15:58:00Z"}'),
+    ],
+)
+def test_a_notice_gets_one_checkpoint_into_s3_within_the_grace_period(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, notice: str, body: str
+) -> None:
+    instance = boot(
+        tmp_path,
+        fleet,
+        imds,
+        f"--steps 1 --checkpoint-every 1000 --hold-until {tmp_path / 'release-trainer'}",
+    )
+    process = instance.start()
+    try:
+        wait_until(lambda: instance.trainer_events("start"), RUN_TIMEOUT_SECONDS, "trainer start")
+        assert not instance.trainer_events("checkpoint")
+        setattr(imds, notice, body)
+        signalled = wait_until(
+            lambda: instance.trainer_events("checkpoint"), CHECKPOINT_GRACE_SECONDS, "checkpoint on SIGUSR1"
+        )
+        expected_key = fleet.checkpoint_key(Path(signalled[0]["path"]), instance.checkpoint_dir)
+        wait_until(
+            lambda: expected_key in fleet.object_keys(), CHECKPOINT_GRACE_SECONDS, f"s3 object {expected_key}"
+        )
+        # The notice stays up: the watcher keeps reading it but must not ask again.
+        reads = imds.notice_reads
+        wait_until(lambda: imds.notice_reads >= reads + 10, RUN_TIMEOUT_SECONDS, "further notice polls")
+        assert len(instance.trainer_events("sigusr1")) == 1
+        instance.release_file.touch()
+        process.wait(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 0, process.stdout.read() if process.stdout else ""
+    assert len(instance.trainer_events("sigusr1")) == 1
+    assert fleet.complete_key in fleet.object_keys()
+
+
+# --- runs that must not train, or not to the end ------------------------------------------------------
+
+
+def test_a_replacement_after_complete_does_not_train(tmp_path: Path, fleet: Fleet, imds: FakeImds) -> None:
+    marker = json.dumps({"run_id": fleet.run_id, "final_checkpoint_key": "k", "sha256": "0" * 64}).encode()
+    fleet.client("s3").put_object(Bucket=fleet.bucket, Key=fleet.complete_key, Body=marker)
+    instance = boot(tmp_path, fleet, imds, "--steps 1")
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    assert not instance.events_file.exists()
+    assert fleet.read(fleet.complete_key) == marker
+    assert fleet.desired_capacity() == 0
+    assert instance.shutdown_record.exists()
+
+
+def test_an_expired_run_does_not_train(tmp_path: Path, fleet: Fleet, imds: FakeImds) -> None:
+    imds.instance_tags = {
+        "expires-at": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    }
+    instance = boot(tmp_path, fleet, imds, "--steps 1")
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    assert not instance.events_file.exists()
+    assert fleet.desired_capacity() == 0
+    assert instance.shutdown_record.exists()
+
+
+def test_max_hours_stop_a_trainer_after_uploading_its_checkpoint(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    never = tmp_path / "never-released"
+    instance = boot(
+        tmp_path, fleet, imds, f"--steps 1 --checkpoint-every 1000 --hold-until {never}", max_hours=0.0005
+    )
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    [signalled] = instance.trainer_events("checkpoint")
+    assert instance.trainer_events("sigusr1")
+    assert not instance.trainer_events("exit")
+    assert fleet.checkpoint_key(Path(signalled["path"]), instance.checkpoint_dir) in fleet.object_keys()
+    assert fleet.complete_key not in fleet.object_keys()
+    assert fleet.desired_capacity() == 0
+    assert instance.shutdown_record.exists()
+
+
+def test_a_failed_trainer_saves_checkpoints_and_leaves_the_fleet_to_replace_it(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    instance = boot(tmp_path, fleet, imds, "--steps 2 --checkpoint-every 1 --exit-code 3")
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    written = {Path(item["path"]) for item in instance.trainer_events("checkpoint")}
+    assert written
+    assert {fleet.checkpoint_key(path, instance.checkpoint_dir) for path in written} <= fleet.object_keys()
+    assert fleet.complete_key not in fleet.object_keys()
+    assert fleet.desired_capacity() == 1
+    assert instance.shutdown_record.exists()
+
+
+# --- the container path ---------------------------------------------------------------------------------
+
+FAKE_DOCKER = """#!/bin/bash
+# Records its arguments, then runs the container's `sh -c COMMAND` on the host.
+printf '%s\\n' "$@" > "$(dirname "$0")/docker-args"
+exec "${@: -3}"
+"""
+
+
+def test_an_image_runs_the_command_with_gpus_and_the_checkpoint_dir_mounted(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1.4"
+    instance = boot(tmp_path, fleet, imds, "--steps 1", image=image, extra_path=bin_dir)
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    args = (bin_dir / "docker-args").read_text().splitlines()
+    mount = f"{instance.checkpoint_dir}:{instance.checkpoint_dir}"
+    assert args[0] == "run"
+    assert args[args.index("--gpus") + 1] == "all"
+    assert args[args.index("-v") + 1] == mount
+    assert {args[i + 1] for i, arg in enumerate(args) if arg == "-e"} == {
+        "MLP_RESUME_FROM",
+        "CHECKPOINT_DIR",
+        "RUN_ID",
+    }
+    assert args[-4:-1] == [image, "sh", "-c"]
+    assert instance.trainer_events("exit")
+    assert fleet.complete_key in fleet.object_keys()
