@@ -46,6 +46,8 @@ CACHE_DIR_ENV = "MLP_COST_CACHE_DIR"
 REQUEST_PRICE_USD = 0.01
 # How the `key$` bucket (spend without the tag) is labelled in breakdowns.
 UNTAGGED_LABEL = "(untagged)"
+# Cost Explorer's INSTANCE_TYPE value for spend that is not an instance (storage, requests, ...).
+NO_INSTANCE_TYPE = "NoInstanceType"
 COST_METRICS: tuple[str, ...] = ("UnblendedCost", "AmortizedCost")
 USAGE_METRIC = "UsageQuantity"
 # The report always breaks spend down by these two, whatever the stack's mandatory list says.
@@ -94,7 +96,7 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "x_InstanceType",
 )
 
-_DIMENSION_COLUMNS = {
+DIMENSION_COLUMNS = {
     "SERVICE": "ServiceName",
     "REGION": "RegionId",
     "PURCHASE_TYPE": "x_PurchaseType",
@@ -382,7 +384,7 @@ def _view_rows(view: CostView, day_results: dict[date, DayResult]) -> Iterator[d
                     if tag_value:
                         tags[key] = tag_value
                 else:
-                    row[_DIMENSION_COLUMNS[key]] = value
+                    row[DIMENSION_COLUMNS[key]] = value
             metrics = group.get("Metrics", {})
             row["BilledCost"] = float(metrics.get("UnblendedCost", {}).get("Amount", 0.0))
             row["EffectiveCost"] = float(metrics.get("AmortizedCost", {}).get("Amount", 0.0))

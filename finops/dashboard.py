@@ -193,7 +193,9 @@ def _movers(report: Report) -> Chart:
     title = f"Top movers versus the previous {report.period.days} days"
     movers = report.analysis.top_movers
     if not movers:
-        return _missing("movers", title, "spend by team, environment and service")
+        if report.analysis.total_usd is None:
+            return _missing("movers", title, "spend by team, environment and service")
+        return Chart("movers", title, note="No spend in either period.")
     ordered = movers[::-1]
     figure = go.Figure(
         go.Bar(

@@ -22,6 +22,7 @@ import pandas as pd
 
 from finops import costs
 from finops.costs import (
+    NO_INSTANCE_TYPE,
     PURCHASE_VIEW,
     REQUEST_PRICE_USD,
     SERVICE_REGION_VIEW,
@@ -35,7 +36,6 @@ from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
-NO_INSTANCE_TYPE = "NoInstanceType"
 TOP_MOVERS = 8
 RUN_RATE_DAYS = 7
 MAX_DAYS = 180  # the previous period is read too, and Cost Explorer keeps 13 months
@@ -123,6 +123,17 @@ class SpendAnalysis:
     top_movers: list[dict[str, Any]]
     forecast: dict[str, Any] | None
     missing: list[MissingPart] = field(default_factory=list)
+
+    @property
+    def no_spend(self) -> bool:
+        """Cost Explorer answered, with nothing: a new account, or Cost Explorer only just enabled."""
+        return self.total_usd is not None and self.daily_total is not None and not self.daily_total.any()
+
+    def no_spend_notice(self) -> str:
+        return (
+            f"Cost Explorer reports no spend for {self.period.label()}: a new account, or Cost Explorer "
+            "enabled less than a day ago (enable it in the Billing console, data appears within 24 hours)."
+        )
 
 
 def _view(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -461,6 +472,8 @@ def render_markdown(report: Report) -> str:
         lines += ["## Missing from this report", ""]
         lines += [f"- **{part.part}**: {part.reason}" for part in analysis.missing]
         lines.append("")
+    if analysis.no_spend:
+        lines += [f"**{analysis.no_spend_notice()}**", ""]
     forecast = analysis.forecast
     lines += [
         "## Summary",
@@ -498,6 +511,9 @@ def render_markdown(report: Report) -> str:
         lines += [f"## {title}", ""]
         if values is None:
             lines += ["Missing: Cost Explorer could not be read for this part.", ""]
+            continue
+        if not values:
+            lines += ["No spend.", ""]
             continue
         total = sum(values.values())
         rows = [
@@ -628,7 +644,7 @@ class Steps:
             self._progress.update(self._task, description=description)
 
 
-def _scan(what: str, scan: Callable[[], Any]) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
+def guarded_scan(what: str, scan: Callable[[], Any]) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
     """Run one scan; AWS failures that are not the user's to fix leave that part missing."""
     try:
         return list(scan().findings), []
@@ -666,9 +682,9 @@ def run_nightly(
             on_view=lambda view: steps.step(f"Cost Explorer: {view.name}"),
         )
         steps.step(f"Idle GPUs in {', '.join(regions)}")
-        idle, idle_missing = _scan("idle GPUs", lambda: scan_idle(list(regions), now=moment))
+        idle, idle_missing = guarded_scan("idle GPUs", lambda: scan_idle(list(regions), now=moment))
         steps.step(f"Untagged resources in {', '.join(regions)}")
-        untagged, untagged_missing = _scan(
+        untagged, untagged_missing = guarded_scan(
             "untagged resources", lambda: scan_untagged(list(regions), required_tags=tuple(mandatory_tags))
         )
         steps.step("Writing the report")

@@ -19,7 +19,7 @@ from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 
 class Unknown:
-    """A value the analyzer cannot know during preview (returned by `lookup`, never raised)."""
+    """A value the analyzer cannot know during preview, as `peek` returns it."""
 
     def __repr__(self) -> str:
         return "<unknown during preview>"
@@ -78,8 +78,6 @@ def items_of(value: Any) -> list[Any]:
 
 def display(value: Any) -> str:
     """A property value the way a violation message shows it: floats that are integers as integers."""
-    if isinstance(value, Unknown):
-        return "unknown at preview"
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "not set"}[value]
     if isinstance(value, float) and value.is_integer():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import load_stack_config
-from infra.plan import plan_stack
+from infra.plan import load_and_plan
 from mlp.errors import UserError
 from policy.evaluate import CheckResult, evaluate_plan, load_plan
 from policy.pack import pack_config_for_stack, utc_now
@@ -46,14 +46,13 @@ def resolve(
     stack: str | None, plan_file: Path | None, project_dir: Path | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The plan to check and the pack config derived from the stack (empty: pack defaults)."""
-    if stack is None and plan_file is None:
-        raise UserError("mlp check needs --stack STACK (plan it offline) or --plan FILE (a plan JSON)")
-    pack_config: dict[str, Any] = {}
-    if stack is not None:
-        pack_config = pack_config_for_stack(load_stack_config(stack, project_dir))
     if plan_file is not None:
-        return load_plan(plan_file), pack_config
-    return plan_stack(stack, project_dir), pack_config
+        config = pack_config_for_stack(load_stack_config(stack, project_dir)) if stack is not None else {}
+        return load_plan(plan_file), config
+    if stack is None:
+        raise UserError("mlp check needs --stack STACK (plan it offline) or --plan FILE (a plan JSON)")
+    stack_config, plan = load_and_plan(stack, project_dir)
+    return plan, pack_config_for_stack(stack_config)
 
 
 def run_check(

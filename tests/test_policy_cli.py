@@ -1,4 +1,3 @@
-
 """`mlp check` end to end: exit codes, JSON and text output, bad input, and the real dev/prod plans."""
 
 from __future__ import annotations
@@ -173,3 +172,24 @@ def test_a_plan_file_checked_against_a_stacks_limits(
     assert any("stay within 8 GPUs per run" in m for m in default_messages)
     assert not any("GPUs per run" in m for m in prod_messages)
     assert any("(72 h from now)" in m for m in prod_messages)
+
+
+def test_a_training_run_plan_passes_against_its_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run_args = "--env dev --run-id bert-ft-01 --instance-types g5.xlarge,g6.xlarge,g4dn.xlarge --count 2 --max-hours 12"
+    code, plan_json, err = run_mlp(
+        ["train", "plan", *run_args.split(), "--format", "json"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    plan = tmp_path / "run.json"
+    plan.write_text(plan_json)
+    code, out, err = run_mlp(
+        ["check", "--plan", str(plan), "--stack", "dev", "--format", "json"], monkeypatch, capsys
+    )
+    report = json.loads(out)
+    assert report["violations"] == [], err
+    assert code == 0
+    assert any(r["type"] == "aws:autoscaling/group:Group" for r in json.loads(plan_json)["resources"])

@@ -9,6 +9,7 @@ from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValid
 from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, UnknownValueError
 
 from infra.config import load_stack_config
+from infra.plan import plan_stack
 from mlp.errors import UserError
 from policy.analyzer_view import UNKNOWN_VALUE, analyzer_props, display, has_key, lookup, peek
 from policy.evaluate import evaluate_plan, validate_plan
@@ -113,6 +114,15 @@ def test_the_default_provider_is_used_when_a_resource_names_none() -> None:
     plan["resources"][0].update(urn=PROVIDER_URN.replace("::aws", "::default_7_51_0"), name="default_7_51_0")
     plan["resources"][1]["provider"] = None
     assert evaluate_plan(plan).violations == []
+
+
+def test_budget_rule_prices_the_stack_exactly_as_the_plan_does() -> None:
+    plan = plan_stack("dev")
+    estimate = plan["estimated_monthly_cost_usd"]
+    assert estimate > 0
+    assert evaluate_plan(plan, {"stack-monthly-budget": {"monthlyBudgetUsd": estimate}}).violations == []
+    [over] = evaluate_plan(plan, {"stack-monthly-budget": {"monthlyBudgetUsd": estimate - 0.01}}).violations
+    assert over.message.startswith(f"stack: estimated monthly cost is ${estimate:,.2f}, over the budget of")
 
 
 def test_pack_config_for_a_stack_carries_its_limits_and_budget_level() -> None:

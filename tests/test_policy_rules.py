@@ -1,4 +1,3 @@
-# ruff: noqa: E501 - the expected violation texts are long literal lines on purpose
 """Every rule of the pack: a compliant and a violating hand-written plan, with the exact violation text.
 
 The plans are evaluated by the offline evaluator, which runs the pack's own CrossGuard policy objects;

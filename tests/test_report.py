@@ -307,7 +307,7 @@ def test_a_failed_scan_is_named_missing() -> None:
     def failing_scan() -> Any:
         raise botocore.exceptions.ClientError({"Error": {"Code": "Throttling"}}, "DescribeInstances")
 
-    findings, missing = report._scan("idle GPUs", failing_scan)
+    findings, missing = report.guarded_scan("idle GPUs", failing_scan)
     assert findings is None
     assert [part.part for part in missing] == ["idle GPUs"]
 
@@ -524,3 +524,17 @@ def test_unreachable_endpoint_is_a_user_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert "AWS_ENDPOINT_URL" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_an_account_without_spend_says_so(tmp_path: Path) -> None:
+    empty = report.build_report(read_spend([]), PERIOD, idle=[], untagged=[])
+
+    assert empty.analysis.no_spend
+    assert empty.findings["spend"]["total_usd"] == 0.0
+    assert empty.findings["spend"]["untagged_share"] is None  # a share of nothing is not 0 %
+    report.write_report(empty, tmp_path)
+    assert "Cost Explorer reports no spend" in (tmp_path / "report.md").read_text()
+    assert 'id="no-spend"' in (tmp_path / "index.html").read_text()
+    assert not report.build_report(
+        read_spend(make_line_items(days=45)), PERIOD, idle=[], untagged=[]
+    ).analysis.no_spend

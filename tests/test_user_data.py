@@ -299,6 +299,7 @@ def boot(
     *,
     image: str | None = None,
     max_hours: float = 1.0,
+    sync_interval_seconds: int = 3600,
     extra_path: Path | None = None,
 ) -> Instance:
     instance = Instance(fleet, workdir, workdir / "user_data.sh", {})
@@ -314,7 +315,7 @@ def boot(
         image=image,
         checkpoint_dir=str(instance.checkpoint_dir),
         max_hours=max_hours,
-        sync_interval_seconds=3600,
+        sync_interval_seconds=sync_interval_seconds,
     )
     instance.script.write_text(render_user_data(values))
     path = [str(extra_path)] if extra_path else []
@@ -467,6 +468,50 @@ def test_a_notice_gets_one_checkpoint_into_s3_within_the_grace_period(
     assert process.returncode == 0, process.stdout.read() if process.stdout else ""
     assert len(instance.trainer_events("sigusr1")) == 1
     assert fleet.complete_key in fleet.object_keys()
+
+
+def test_an_expired_metadata_token_is_renewed(tmp_path: Path, fleet: Fleet, imds: FakeImds) -> None:
+    instance = boot(tmp_path, fleet, imds, f"--steps 1 --hold-until {tmp_path / 'release-trainer'}")
+    process = instance.start()
+    try:
+        wait_until(lambda: instance.trainer_events("start"), RUN_TIMEOUT_SECONDS, "trainer start")
+        imds.expire_tokens()
+        imds.instance_action = '{"action": "stop", "time": "2026-11-23T16:00:00Z"}'
+        wait_until(
+            lambda: instance.trainer_events("sigusr1"), CHECKPOINT_GRACE_SECONDS, "SIGUSR1 to the trainer"
+        )
+        instance.release_file.touch()
+        process.wait(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+
+
+def test_checkpoints_are_synced_every_interval_without_a_notice(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    instance = boot(
+        tmp_path,
+        fleet,
+        imds,
+        f"--steps 2 --checkpoint-every 1 --hold-until {tmp_path / 'release-trainer'}",
+        sync_interval_seconds=1,
+    )
+    process = instance.start()
+    try:
+        written = wait_until(
+            lambda: [Path(item["path"]) for item in instance.trainer_events("checkpoint")][1:],
+            RUN_TIMEOUT_SECONDS,
+            "two checkpoints",
+        )
+        keys = {fleet.checkpoint_key(path, instance.checkpoint_dir) for path in written}
+        wait_until(lambda: keys <= fleet.object_keys(), RUN_TIMEOUT_SECONDS, "periodic upload")
+        assert process.poll() is None, "the trainer is still holding: the upload was a periodic sync"
+        instance.release_file.touch()
+        process.wait(timeout=RUN_TIMEOUT_SECONDS)
+    finally:
+        process.kill()
+    assert not instance.trainer_events("sigusr1")
 
 
 # --- runs that must not train, or not to the end ------------------------------------------------------

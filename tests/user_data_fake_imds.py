@@ -23,6 +23,7 @@ class FakeImds:
         self.instance_action: str | None = None
         self.rebalance: str | None = None
         self.instance_tags: dict[str, str] = {}
+        # Reads without a currently valid token: IMDSv1-style reads or expired tokens.
         self.tokenless_reads = 0
         self.notice_reads = 0
         self._tokens: set[str] = set()
@@ -44,6 +45,11 @@ class FakeImds:
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far stops working, as after its TTL."""
+        with self._lock:
+            self._tokens.clear()
 
     def answer(self, path: str) -> str | None:
         """The body for a metadata path under /latest/, None for 404."""

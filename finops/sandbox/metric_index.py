@@ -9,8 +9,10 @@ query, so results (statistics, timestamps, labels) stay exactly moto's.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +40,40 @@ def _dimensions_key(dimensions: Any) -> Hashable | None:
     return frozenset(pairs)
 
 
+@dataclass
+class _Index:
+    signature: tuple[int, int, datetime, datetime]
+    by_name: dict[tuple[str, str], list[Any]] = field(default_factory=lambda: defaultdict(list))
+    by_dimensions: dict[tuple[str, Hashable], list[Any]] = field(default_factory=lambda: defaultdict(list))
+    wildcard: list[Any] = field(default_factory=list)
+
+
+# One index per backend, rebuilt when datapoints were added or the time range changes: a scan asks
+# many calls with the same range, and moto only ever appends datapoints.
+_indexes: weakref.WeakKeyDictionary[CloudWatchBackend, _Index] = weakref.WeakKeyDictionary()
+
+
+def _index(backend: CloudWatchBackend, start: datetime, end: datetime) -> _Index:
+    signature = (len(backend.metric_data), len(backend.aws_metric_data), start, end)
+    with _lock:
+        cached = _indexes.get(backend)
+    if cached is not None and cached.signature == signature:
+        return cached
+    index = _Index(signature)
+    for datum in backend.get_all_metrics():
+        if not start <= datum.timestamp < end:
+            continue
+        index.by_name[(datum.namespace, datum.name)].append(datum)
+        key = _dimensions_key(datum.dimensions)
+        if key is None:
+            index.wildcard.append(datum)
+        else:
+            index.by_dimensions[(datum.name, key)].append(datum)
+    with _lock:
+        _indexes[backend] = index
+    return index
+
+
 def _indexed_get_metric_data(
     self: CloudWatchBackend,
     queries: list[dict[str, Any]],
@@ -47,19 +83,7 @@ def _indexed_get_metric_data(
 ) -> list[dict[str, Any]]:
     if not queries or any("MetricStat" not in query for query in queries):
         return _original_get_metric_data(self, queries, start_time, end_time, scan_by)
-    start, end = start_time.replace(microsecond=0), end_time.replace(microsecond=0)
-    by_name: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    by_dimensions: dict[tuple[str, Hashable], list[Any]] = defaultdict(list)
-    wildcard: list[Any] = []
-    for datum in self.get_all_metrics():
-        if not start <= datum.timestamp < end:
-            continue
-        by_name[(datum.namespace, datum.name)].append(datum)
-        key = _dimensions_key(datum.dimensions)
-        if key is None:
-            wildcard.append(datum)
-        else:
-            by_dimensions[(datum.name, key)].append(datum)
+    index = _index(self, start_time.replace(microsecond=0), end_time.replace(microsecond=0))
     results: list[dict[str, Any]] = []
     for query in queries:
         metric = query["MetricStat"]["Metric"]
@@ -68,12 +92,11 @@ def _indexed_get_metric_data(
             candidates = self.get_all_metrics()
         elif dimensions:
             key = frozenset((d["Name"], d["Value"]) for d in dimensions)
-            candidates = by_dimensions.get((metric["MetricName"], key), []) + wildcard
+            candidates = index.by_dimensions.get((metric["MetricName"], key), []) + index.wildcard
         else:
-            candidates = by_name.get((metric["Namespace"], metric["MetricName"]), [])
-        results.extend(
-            _original_get_metric_data(_MetricsView(candidates), [query], start_time, end_time, scan_by)
-        )  # type: ignore[arg-type]
+            candidates = index.by_name.get((metric["Namespace"], metric["MetricName"]), [])
+        view = _MetricsView(candidates)
+        results.extend(_original_get_metric_data(view, [query], start_time, end_time, scan_by))  # type: ignore[arg-type]
     return results
 
 

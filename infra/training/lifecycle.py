@@ -38,7 +38,7 @@ class LaunchResult:
     destroyed: bool
 
 
-def _empty_program() -> None:
+def empty_program() -> None:
     """Destroying needs no resources declared: the state says what exists."""
 
 
@@ -92,7 +92,7 @@ def launch(
     except Exception as error:
         # A half-created fleet would keep billing: take down whatever the failed update left.
         log(f"pulumi up failed for {request.stack}: {error}; destroying what it created")
-        backend.destroy(request.stack, _empty_program, on_output=log)
+        backend.destroy(request.stack, empty_program, on_output=log)
         backend.remove(request.stack)
         raise UserError(
             f"deploying {request.stack} failed ({type(error).__name__}); nothing was left running"
@@ -114,7 +114,7 @@ def launch(
     log(
         f"run {request.run_id} {end.value}: {why}; destroying {request.stack} (checkpoints stay in the bucket)"
     )
-    backend.destroy(request.stack, _empty_program, on_output=log)
+    backend.destroy(request.stack, empty_program, on_output=log)
     backend.remove(request.stack)
     return LaunchResult(request.run_id, request.stack, outputs, end, why, destroyed=True)
 
@@ -146,6 +146,6 @@ def destroy_run(backend: StackBackend, run_id: str, *, apply: bool, log: Log) ->
         return (
             f"would destroy and remove {what}; checkpoints stay in the bucket. Re-run with --apply to do it."
         )
-    backend.destroy(summary.name, _empty_program, on_output=log)
+    backend.destroy(summary.name, empty_program, on_output=log)
     backend.remove(summary.name)
     return f"destroyed and removed {what}; checkpoints stay in the bucket"

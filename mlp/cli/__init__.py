@@ -27,7 +27,7 @@ def _root() -> None:
 
 
 # Imported for their side effect of registering commands on `app`.
-from mlp.cli import infra_cmds, policy_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
+from mlp.cli import infra_cmds, policy_cmds, reap_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import typer
 
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+from mlp.cli.infra_cmds import ProjectDirOption
 
 
 @app.command("check")
@@ -41,11 +42,12 @@ def check(
         ),
     ] = None,
     output_format: FormatOption = OutputFormat.text,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Evaluate every policy of the pack offline; exit 1 on any mandatory violation."""
     from policy.check import format_text, run_check
 
-    result, applied_config = run_check(stack, plan, pack_config_file=pack_config)
+    result, applied_config = run_check(stack, plan, pack_config_file=pack_config, project_dir=project_dir)
     if pack_config_out is not None:
         pack_config_out.parent.mkdir(parents=True, exist_ok=True)
         pack_config_out.write_text(json.dumps(applied_config, indent=2) + "\n")

@@ -39,6 +39,8 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
 def _warn_missing(report: Report) -> None:
     for part in report.analysis.missing:
         log(f"mlp: warning: {part.part} is missing from the report: {part.reason}")
+    if report.analysis.no_spend:
+        log(f"mlp: warning: {report.analysis.no_spend_notice()}")
 
 
 @app.command("report")

@@ -54,7 +54,7 @@ class Resource:
     urn: str
     props: Mapping[str, Any]
     provider_props: Mapping[str, Any] | None = None
-    # Property name -> URNs of the resources its value came from (CrossGuard stack validation only).
+    # Property name -> URNs of the resources its value came from (from the engine, or a plan that records them).
     property_dependencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
