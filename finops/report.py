@@ -32,6 +32,8 @@ from finops.costs import (
     Spend,
 )
 from finops.dashboard import render_dashboard
+from finops.idle import scan_idle
+from finops.untagged import scan_untagged
 from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
@@ -590,14 +592,18 @@ def write_focus_csv(frame: pd.DataFrame, path: Path) -> None:
     frame[columns].to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ", float_format="%.10g")
 
 
-def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """Write DESIGN.md's four files into `out_dir` (created if needed); returns their paths."""
+def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(
             f"--out {out_dir}: cannot create the directory ({exc.strerror}); choose another"
         ) from exc
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """Write DESIGN.md's four files into `out_dir` (created if needed); returns their paths."""
+    make_out_dir(out_dir)
     paths = [out_dir / name for name in REPORT_FILES]
     html, markdown, csv, findings = paths
     html.write_text(render_dashboard(report), encoding="utf-8")
@@ -612,6 +618,7 @@ class Steps:
 
     def __init__(self, show: bool, total: int) -> None:
         self._progress: Any = None
+        self._started = False
         if show:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -624,7 +631,7 @@ class Steps:
                 console=Console(stderr=True),
                 transient=True,
             )
-            self._task = self._progress.add_task("starting", total=total)
+            self._task = self._progress.add_task("", total=total)
 
     def __enter__(self) -> Steps:
         if self._progress is not None:
@@ -637,11 +644,12 @@ class Steps:
 
     def step(self, description: str) -> None:
         """Start the next step (the previous one counts as done)."""
-        if self._progress is not None:
-            task = self._progress.tasks[0]
-            if task.description != "starting":
-                self._progress.advance(self._task)
-            self._progress.update(self._task, description=description)
+        if self._progress is None:
+            return
+        if self._started:
+            self._progress.advance(self._task)
+        self._started = True
+        self._progress.update(self._task, description=description)
 
 
 def guarded_scan(what: str, scan: Callable[[], Any]) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
@@ -665,11 +673,9 @@ def run_nightly(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Report:
     """The nightly job: read spend, scan idle GPUs and untagged resources, write the report files."""
-    from finops.idle import scan_idle
-    from finops.untagged import scan_untagged
-
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
+    make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
     views = costs.plan_views(costs.report_tag_keys(mandatory_tags))
     with Steps(show_progress, total=len(views) + 3) as steps:
         spend = costs.fetch_spend(

@@ -18,7 +18,7 @@ from infra.config import load_stack_config
 from infra.plan import load_and_plan
 from mlp.errors import UserError
 from policy.evaluate import CheckResult, evaluate_plan, load_plan
-from policy.pack import pack_config_for_stack, utc_now
+from policy.pack import pack_config_for_stack, policy_settings, utc_now
 
 
 def read_pack_config(path: Path) -> dict[str, Any]:
@@ -34,11 +34,10 @@ def read_pack_config(path: Path) -> dict[str, Any]:
 
 
 def merge_pack_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Per policy, the override's settings on top of the base's (a bare level string is a level)."""
+    """Per policy, the override's settings on top of the base's."""
     merged: dict[str, Any] = {name: dict(value) for name, value in base.items()}
     for name, value in override.items():
-        settings = {"enforcementLevel": value} if isinstance(value, str) else dict(value)
-        merged[name] = {**merged.get(name, {}), **settings}
+        merged[name] = {**merged.get(name, {}), **policy_settings(name, value)}
     return merged
 
 

@@ -64,6 +64,15 @@ def pack_config_for_stack(config: StackConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+def policy_settings(name: str, value: Any) -> dict[str, Any]:
+    """One policy's entry of a pack config as a dict; a bare string is an enforcement level."""
+    if isinstance(value, str):
+        return {ENFORCEMENT_LEVEL: value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise UserError(f"pack config: {name} must be an enforcement level or an object of settings")
+
+
 def split_pack_config(
     pack_config: Mapping[str, Any], known_rules: list[Rule]
 ) -> dict[str, tuple[EnforcementLevel | None, dict[str, Any]]]:
@@ -77,7 +86,7 @@ def split_pack_config(
         rule = by_name.get(name)
         if rule is None:
             raise UserError(f"pack config: no policy named {name!r}; policies are {', '.join(by_name)}")
-        entry = {ENFORCEMENT_LEVEL: value} if isinstance(value, str) else dict(value)
+        entry = policy_settings(name, value)
         level: EnforcementLevel | None = None
         if ENFORCEMENT_LEVEL in entry:
             raw_level = entry.pop(ENFORCEMENT_LEVEL)

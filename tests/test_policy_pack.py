@@ -161,6 +161,10 @@ def test_pack_config_for_a_stack_carries_its_limits_and_budget_level() -> None:
             "pack config: training-fleet-guardrails.maxGpusPerRun: Input should be greater than or equal",
         ),
         ({"s3-no-public-acl": {"strict": True}}, "pack config: policy s3-no-public-acl takes no settings"),
+        (
+            {"s3-no-public-acl": ["mandatory"]},
+            "pack config: s3-no-public-acl must be an enforcement level or an object",
+        ),
     ],
 )
 def test_bad_pack_config_is_one_clear_line(config: dict[str, Any], message: str) -> None:

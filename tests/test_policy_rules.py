@@ -416,3 +416,25 @@ def test_training_limits_follow_the_pack_config() -> None:
         if not any(word in expected[3] for word in ("allowlisted", "GPUs per run", "no later than"))
     ]
     assert len(result.violations) == 4
+
+
+def test_rules_are_plain_functions_and_weighted_capacity_counts_instances() -> None:
+    from policy.analyzer_view import analyzer_props
+    from policy.rules.common import Resource
+    from policy.rules.training import TrainingFleetConfig, check_training_fleet
+
+    inputs = {
+        "targetCapacitySpecification": {"defaultTargetCapacityType": "spot", "totalTargetCapacity": 8},
+        # 8 capacity units at 4 units per g5.12xlarge: 2 instances of 4 GPUs each.
+        "launchTemplateConfigs": [{"overrides": [{"instanceType": "g5.12xlarge", "weightedCapacity": 4}]}],
+        "tags": {"run-id": "r1", "expires-at": "2026-11-23T13:00:00Z", "environment": "dev"},
+        "terminateInstances": True,
+    }
+    fleet = Resource("aws:ec2/fleet:Fleet", "burst", "urn:burst", analyzer_props(inputs))
+    allowed = ["g5.12xlarge", "g5.xlarge", "g6.xlarge"]
+    assert list(check_training_fleet(fleet, TrainingFleetConfig(allowed_instance_types=allowed), NOW)) == []
+    tight = TrainingFleetConfig(allowed_instance_types=allowed, max_gpus_per_run=4)
+    assert list(check_training_fleet(fleet, tight, NOW)) == [
+        "Fleet 'burst': targetCapacitySpecification.totalTargetCapacity is 8 (8 GPUs with g5.12xlarge); "
+        "stay within 4 GPUs per run: lower the capacity or use smaller instance types"
+    ]

@@ -23,13 +23,17 @@ def _run_entrypoint(raw: dict) -> list[dict]:
 
 def test_the_entrypoint_builds_the_environment_from_runtime_config() -> None:
     resources = _run_entrypoint(read_stack_file("dev", REPO_ROOT))
-    assert {"aws:eks/cluster:Cluster", "aws:s3/bucket:Bucket", "aws:elasticache/replicationGroup:ReplicationGroup"} <= {
-        item["type"] for item in resources
-    }
+    assert {
+        "aws:eks/cluster:Cluster",
+        "aws:s3/bucket:Bucket",
+        "aws:elasticache/replicationGroup:ReplicationGroup",
+    } <= {item["type"] for item in resources}
 
 
 def test_bad_config_stops_the_program_with_a_run_error_naming_the_key() -> None:
     raw = read_stack_file("dev", REPO_ROOT)
     raw["ml-platform:featureStore"]["nodeType"] = "cache.huge"
-    with pytest.raises(pulumi.RunError, match=r"^ml-platform:featureStore\.nodeType: 'cache\.huge' is not allowed"):
+    with pytest.raises(
+        pulumi.RunError, match=r"^ml-platform:featureStore\.nodeType: 'cache\.huge' is not allowed"
+    ):
         _run_entrypoint(raw)

@@ -17,11 +17,24 @@ from infra.training.automation import StackSummary
 
 REGION = "us-east-1"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-BASE = {"team": "ml", "project": "recsys", "environment": "dev", "cost-center": "cc", "owner": "o@x.io", "managed-by": "pulumi"}
+BASE = {
+    "team": "ml",
+    "project": "recsys",
+    "environment": "dev",
+    "cost-center": "cc",
+    "owner": "o@x.io",
+    "managed-by": "pulumi",
+}
 
 
 def run_tags(run_id: str, **overrides: str) -> dict[str, str]:
-    tags = {**BASE, "run-id": run_id, "ephemeral": "true", "pulumi-stack": f"train-{run_id}", "expires-at": "2026-11-23T10:00:00Z"}
+    tags = {
+        **BASE,
+        "run-id": run_id,
+        "ephemeral": "true",
+        "pulumi-stack": f"train-{run_id}",
+        "expires-at": "2026-11-23T10:00:00Z",
+    }
     tags.update(overrides)
     return {key: value for key, value in tags.items() if value != "-"}
 
@@ -45,11 +58,17 @@ def plant_run(run_id: str, tags: dict[str, str], *, with_asg: bool = True) -> di
         TagSpecifications=[{"ResourceType": "launch-template", "Tags": _tag_list(tags)}],
     )["LaunchTemplate"]["LaunchTemplateId"]
     instance = ec2.run_instances(
-        ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, SubnetId=subnet,
+        ImageId=image,
+        InstanceType="g5.xlarge",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnet,
         TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)}],
     )["Instances"][0]["InstanceId"]
     volume = ec2.create_volume(
-        AvailabilityZone=f"{REGION}a", Size=200, VolumeType="gp3",
+        AvailabilityZone=f"{REGION}a",
+        Size=200,
+        VolumeType="gp3",
         TagSpecifications=[{"ResourceType": "volume", "Tags": _tag_list(tags)}],
     )["VolumeId"]
     ids = {"launch-template": template, "instance": instance, "volume": volume}
@@ -57,8 +76,12 @@ def plant_run(run_id: str, tags: dict[str, str], *, with_asg: bool = True) -> di
         autoscaling = boto3.client("autoscaling", region_name=REGION)
         name = f"mlp-train-{run_id}-{serial}"
         autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=name, MinSize=0, MaxSize=1, DesiredCapacity=0,
-            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"}, VPCZoneIdentifier=subnet,
+            AutoScalingGroupName=name,
+            MinSize=0,
+            MaxSize=1,
+            DesiredCapacity=0,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+            VPCZoneIdentifier=subnet,
             Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
         )
         ids["asg"] = name
@@ -72,7 +95,16 @@ def plant_run(run_id: str, tags: dict[str, str], *, with_asg: bool = True) -> di
     iam = boto3.client("iam")
     role = f"fleet-{run_id}-{serial}"
     iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}", Tags=_tag_list(tags))
-    iam.put_role_policy(RoleName=role, PolicyName="run", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="run",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+            }
+        ),
+    )
     iam.create_instance_profile(InstanceProfileName=role, Tags=_tag_list(tags))
     iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
     ids["role"] = role
@@ -82,7 +114,12 @@ def plant_run(run_id: str, tags: dict[str, str], *, with_asg: bool = True) -> di
 class Backend:
     """The Automation API boundary; `destroy` deletes what its stack owns, except what `leave` names."""
 
-    def __init__(self, stacks: list[StackSummary], owned: dict[str, dict[str, str]] | None = None, leave: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        stacks: list[StackSummary],
+        owned: dict[str, dict[str, str]] | None = None,
+        leave: set[str] = frozenset(),
+    ) -> None:
         self.stacks = {summary.name: summary for summary in stacks}
         self.owned = owned or {}
         self.leave = leave
@@ -98,7 +135,9 @@ class Backend:
         self.calls.append(("destroy", stack))
         ids = self.owned.get(stack, {})
         ec2 = boto3.client("ec2", region_name=REGION)
-        boto3.client("autoscaling", region_name=REGION).delete_auto_scaling_group(AutoScalingGroupName=ids["asg"], ForceDelete=True)
+        boto3.client("autoscaling", region_name=REGION).delete_auto_scaling_group(
+            AutoScalingGroupName=ids["asg"], ForceDelete=True
+        )
         ec2.terminate_instances(InstanceIds=[ids["instance"]])
         ec2.delete_launch_template(LaunchTemplateId=ids["launch-template"])
         if "volume" not in self.leave:
@@ -118,7 +157,9 @@ class Backend:
         self.stacks.pop(stack)
 
 
-def _reaper(backend: Backend, tmp_path: Path, facts: dict[str, RunFacts] | None = None, logs: list[str] | None = None) -> Reaper:
+def _reaper(
+    backend: Backend, tmp_path: Path, facts: dict[str, RunFacts] | None = None, logs: list[str] | None = None
+) -> Reaper:
     return Reaper(
         backend,
         regions=[REGION],
@@ -145,7 +186,13 @@ def test_planted_orphans_are_swept_and_look_alikes_kept(aws_account, tmp_path: P
         plant_run("orph1", run_tags("orph1", ephemeral="-"), with_asg=False),
     ]
     live = plant_run("live1", run_tags("live1"))
-    backend = Backend([StackSummary("train-live1", run_tags("live1", **{"expires-at": "2099-01-01T00:00:00Z"}))])
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mlp-dev-checkpoints-x")
+    s3.put_bucket_tagging(Bucket="mlp-dev-checkpoints-x", Tagging={"TagSet": _tag_list(run_tags("orph1"))})
+    s3.put_object(Bucket="mlp-dev-checkpoints-x", Key="runs/orph1/checkpoints/step-1.pt", Body=b"w")
+    backend = Backend(
+        [StackSummary("train-live1", run_tags("live1", **{"expires-at": "2099-01-01T00:00:00Z"}))]
+    )
 
     dry = _reaper(backend, tmp_path).run(apply=False, now=NOW)
     assert [(c.stack, c.reason, c.action) for c in dry.candidates] == [("train-orph1", "orphaned", "destroy")]
@@ -161,10 +208,20 @@ def test_planted_orphans_are_swept_and_look_alikes_kept(aws_account, tmp_path: P
     assert {item["volume"] for item in look_alikes} <= kept_volumes
     assert orphan["volume"] not in kept_volumes and live["volume"] in kept_volumes
     kept_roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
-    assert {item["role"] for item in look_alikes} | {live["role"]} <= kept_roles and orphan["role"] not in kept_roles
-    states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert {item["role"] for item in look_alikes} | {live["role"]} <= kept_roles and orphan[
+        "role"
+    ] not in kept_roles
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+    }
     assert states[orphan["instance"]] == "terminated"
     assert all(states[item["instance"]] == "running" for item in [*look_alikes, live])
+
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="mlp-dev-checkpoints-x")["Contents"]] == [
+        "runs/orph1/checkpoints/step-1.pt"
+    ]
 
     again = _reaper(backend, tmp_path).run(apply=True, now=NOW)
     assert again.candidates == [] and again.receipts == []

@@ -317,3 +317,41 @@ def test_seeded_spend_is_consistent_with_the_account(manifest: SeedManifest) -> 
                 and item.tags == instance.tags
                 for item in manifest.line_items
             ), instance.name
+
+
+def test_indexed_metric_data_answers_exactly_like_moto(manifest: SeedManifest) -> None:
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    from finops.sandbox import metric_index
+
+    backend = cloudwatch_backends[manifest.account_id]["us-east-1"]
+    end = manifest.now.replace(tzinfo=None)
+    start = end - timedelta(hours=24)
+
+    def query(number: int, namespace: str, name: str, instance_id: str | None, stat: str) -> dict[str, Any]:
+        dimensions = [{"Name": "InstanceId", "Value": instance_id}] if instance_id else []
+        metric = {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions}
+        return {"Id": f"q{number}", "MetricStat": {"Metric": metric, "Period": 3600, "Stat": stat}}
+
+    instance_ids = [i.instance_id for i in manifest.instances if i.region == "us-east-1"] + ["i-absent"]
+    queries = [
+        query(n, namespace, name, instance_id, stat)
+        for n, (namespace, name, instance_id, stat) in enumerate(
+            [
+                (namespace, name, instance_id, stat)
+                for instance_id in instance_ids
+                for namespace, name in (
+                    ("CWAgent", "nvidia_smi_utilization_gpu"),
+                    ("AWS/EC2", "CPUUtilization"),
+                )
+                for stat in ("Maximum", "Average")
+            ]
+            + [("CWAgent", "nvidia_smi_utilization_gpu", None, "Maximum")]
+        )
+    ]
+
+    indexed = metric_index._indexed_get_metric_data(backend, queries, start, end)
+    original = metric_index._original_get_metric_data(backend, queries, start, end)
+
+    assert indexed == original
+    assert sum(len(result["values"]) for result in original) > 0

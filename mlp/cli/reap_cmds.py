@@ -29,12 +29,20 @@ def _prod_opt_in() -> bool:
 
 @app.command("reap")
 def reap(
-    apply: Annotated[bool, typer.Option("--apply", help="Act; without it, only print what would be done and why.")] = False,
-    grace_minutes: Annotated[int, typer.Option("--grace-minutes", min=0, help="Wait this long after expiry or idleness.")] = 60,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Act; without it, only print what would be done and why.")
+    ] = False,
+    grace_minutes: Annotated[
+        int, typer.Option("--grace-minutes", min=0, help="Wait this long after expiry or idleness.")
+    ] = 60,
     regions: RegionsOption = None,
     output_format: FormatOption = OutputFormat.text,
-    backend: Annotated[str | None, typer.Option("--backend", help="State backend URL (file://… or s3://…).")] = None,
-    slack_webhook: Annotated[str | None, typer.Option("--slack-webhook", envvar="MLP_SLACK_WEBHOOK", help="Also notify here.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="State backend URL (file://… or s3://…).")
+    ] = None,
+    slack_webhook: Annotated[
+        str | None, typer.Option("--slack-webhook", envvar="MLP_SLACK_WEBHOOK", help="Also notify here.")
+    ] = None,
 ) -> None:
     """Tear down training stacks whose runs completed, expired or idle, and sweep orphaned run resources."""
     from finops.delivery import post_to_slack, validate_webhook

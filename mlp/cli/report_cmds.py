@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finops import delivery
-from finops.report import REPORT_FILES, Report, run_nightly
 from mlp.aws import parse_regions
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
+
+if TYPE_CHECKING:
+    from finops.report import Report
+
+# The report and the demo pull in pandas, plotly and moto: imported inside the commands so every
+# other `mlp` command starts fast.
 
 
 def _summary(report: Report, out_dir: Path) -> list[str]:
@@ -74,6 +79,8 @@ def report_command(
     ] = None,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
+    from finops.report import REPORT_FILES, run_nightly
+
     region_list = parse_regions(regions)
     # Delivery targets are checked before the long job so a typo costs seconds, not a whole run.
     target = delivery.parse_s3_uri(s3_uri) if s3_uri else None
@@ -108,7 +115,6 @@ def demo_command(
     ] = False,
 ) -> None:
     """Run the nightly job on an embedded, seeded AWS sandbox (moto on 127.0.0.1) and print the dashboard."""
-    # The sandbox pulls in moto's server; only the demo should pay for importing it.
     from finops.demo import DemoRun, run_demo, wait_for_interrupt
     from finops.sandbox import Sandbox
 

@@ -64,10 +64,12 @@ class FleetShape:
 
 
 def _weight(value: object) -> float:
+    """An option's weighted capacity; unset (or unusable) means one unit per instance."""
     try:
-        return max(float(value), 1.0) if value is not None else 1.0
+        weight = float(value)
     except (TypeError, ValueError):
         return 1.0
+    return weight if weight > 0 else 1.0
 
 
 def _override_options(configs: object) -> list[tuple[str, float]]:
