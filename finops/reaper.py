@@ -7,16 +7,12 @@ per-stack lock, and ends with a receipt of anything still billing. It never dele
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from finops.locks import LockHeld, Locks
 from finops.run_resources import (
     TRAINING_STACK_PREFIX,
     RunResource,
@@ -32,7 +28,6 @@ from mlp.tags import ENVIRONMENT, EXPIRES_AT, RUN_ID, is_ephemeral, normalize_ta
 
 PROD = "prod"
 DEFAULT_GRACE_MINUTES = 60
-LOCK_STALE_AFTER = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -160,35 +155,6 @@ def _minutes(delta: timedelta) -> int:
     return int(delta.total_seconds() // 60)
 
 
-class LockHeld(Exception):
-    """Another reaper holds the lock of this stack."""
-
-
-class FileLocks:
-    """One lock file per stack; a crashed reaper's lock goes stale after `LOCK_STALE_AFTER`."""
-
-    def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
-        self.directory = directory
-        self.clock = clock
-
-    @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{name}.lock"
-        if path.exists() and self.clock() - path.stat().st_mtime > LOCK_STALE_AFTER.total_seconds():
-            path.unlink(missing_ok=True)
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            raise LockHeld(f"{name} is locked by another reaper ({path})") from None
-        try:
-            os.write(descriptor, json.dumps({"pid": os.getpid(), "at": self.clock()}).encode())
-            os.close(descriptor)
-            yield
-        finally:
-            path.unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class Receipt:
     run_id: str
@@ -235,7 +201,7 @@ class Reaper:
         regions: Sequence[str],
         policy: ReapPolicy,
         facts: Callable[[StackSummary], RunFacts],
-        locks: FileLocks,
+        locks: Locks,
         run_cost: Callable[[str], float | None],
         log: Callable[[str], None],
         notify: Callable[[str], None],

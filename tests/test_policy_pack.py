@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -98,8 +99,6 @@ def test_a_policy_reading_an_unknown_is_reported_as_not_runnable_at_preview() ->
 def test_provider_default_tags_count_in_either_engine_form(encoded: bool) -> None:
     default_tags: Any = {"tags": {k: v for k, v in DEV_TAGS.items() if k != "owner"}}
     if encoded:
-        import json
-
         default_tags = json.dumps(default_tags)
     plan = one_resource_plan("aws:sqs/queue:Queue", {"tags": {"Name": "q"}}, {"defaultTags": default_tags})
     messages = [v.message for v in evaluate_plan(plan).violations]

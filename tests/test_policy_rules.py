@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from policy.analyzer_view import analyzer_props
 from policy.evaluate import CheckResult, evaluate_plan
 from policy.pack import rules
+from policy.rules.common import Resource
+from policy.rules.training import TrainingFleetConfig, check_training_fleet
 
 PLANS = Path(__file__).resolve().parent / "fixtures" / "plans"
 # The fixtures' run tags expire at 2026-11-23T20:00:00Z, inside a 24 h limit measured from here.
@@ -419,10 +422,6 @@ def test_training_limits_follow_the_pack_config() -> None:
 
 
 def test_rules_are_plain_functions_and_weighted_capacity_counts_instances() -> None:
-    from policy.analyzer_view import analyzer_props
-    from policy.rules.common import Resource
-    from policy.rules.training import TrainingFleetConfig, check_training_fleet
-
     inputs = {
         "targetCapacitySpecification": {"defaultTargetCapacityType": "spot", "totalTargetCapacity": 8},
         # 8 capacity units at 4 units per g5.12xlarge: 2 instances of 4 GPUs each.

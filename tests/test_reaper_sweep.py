@@ -11,7 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from finops.reaper import FileLocks, LockHeld, Reaper, ReapPolicy, RunFacts
+from finops.locks import FileLocks, LockHeld, S3Locks
+from finops.reaper import Reaper, ReapPolicy, RunFacts
 from finops.run_resources import find_run_resources
 from infra.training.automation import StackSummary
 
@@ -250,3 +251,23 @@ def test_one_lock_per_stack(tmp_path: Path) -> None:
             pass
     with locks.hold("train-a"):
         pass
+
+
+def test_s3_locks_are_shared_through_the_state_bucket(aws_account) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mlp-pulumi-state")
+    now = [datetime(2026, 11, 23, 12, 0, tzinfo=UTC)]
+    first, second = (
+        S3Locks(s3, "mlp-pulumi-state", "/state"),
+        S3Locks(s3, "mlp-pulumi-state", "state", clock=lambda: now[0]),
+    )
+    with first.hold("train-a"):
+        assert (
+            s3.list_objects_v2(Bucket="mlp-pulumi-state")["Contents"][0]["Key"]
+            == "state/.ml-platform-locks/train-a.lock"
+        )
+        with pytest.raises(LockHeld, match="train-a is locked by another reaper"), second.hold("train-a"):
+            pass
+    with second.hold("train-a"):
+        pass
+    assert "Contents" not in s3.list_objects_v2(Bucket="mlp-pulumi-state")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +10,6 @@ import typer
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
 
-LOCK_DIR = Path.home() / ".ml-platform" / "locks"
 COST_LOOKBACK = timedelta(days=30)
 
 
@@ -47,13 +45,15 @@ def reap(
     """Tear down training stacks whose runs completed, expired or idle, and sweep orphaned run resources."""
     from finops.delivery import post_to_slack, validate_webhook
     from finops.idle import scan_idle
-    from finops.reaper import FileLocks, Reaper, ReapPolicy, aws_facts, run_cost_usd
+    from finops.locks import locks_for
+    from finops.reaper import Reaper, ReapPolicy, aws_facts, run_cost_usd
     from infra.training.automation import PulumiAutomationBackend, backend_url
-    from mlp.aws import aws_errors, parse_regions
+    from mlp.aws import aws_errors, client, parse_regions
 
     webhook = validate_webhook(slack_webhook) if slack_webhook else None
     region_list = parse_regions(regions)
-    stacks = PulumiAutomationBackend(backend_url(backend))
+    state_url = backend_url(backend)
+    stacks = PulumiAutomationBackend(state_url)
     now = datetime.now(UTC)
 
     def notify(message: str) -> None:
@@ -68,7 +68,7 @@ def reap(
             regions=region_list,
             policy=ReapPolicy(grace=timedelta(minutes=grace_minutes), prod_opt_in=_prod_opt_in()),
             facts=aws_facts(stacks, region_list, {f["resource_id"]: f["idle_hours"] for f in idle.findings}),
-            locks=FileLocks(LOCK_DIR),
+            locks=locks_for(state_url, lambda: client("s3")),
             run_cost=lambda run_id: run_cost_usd(run_id, now - COST_LOOKBACK, now),
             log=log,
             notify=notify,
