@@ -42,12 +42,16 @@ class GpuInstance:
 
     @property
     def hourly_cost_usd(self) -> float | None:
-        """Spot instances at the documented spot discount (deterministic), others on demand."""
-        if self.instance_type not in pricing.EC2:
-            return None
-        if self.spot:
-            return pricing.spot_hourly(self.instance_type)
-        return pricing.on_demand_hourly(self.instance_type)
+        return hourly_cost_usd(self.instance_type, spot=self.spot)
+
+
+def hourly_cost_usd(instance_type: str, *, spot: bool) -> float | None:
+    """Spot at the documented discount (deterministic, no AWS call), else on demand; None if unpriced."""
+    if instance_type not in pricing.EC2:
+        return None
+    if spot:
+        return pricing.spot_hourly(instance_type)
+    return pricing.on_demand_hourly(instance_type)
 
 
 @dataclass

@@ -28,6 +28,8 @@ from mlp.tags import ENVIRONMENT, EXPIRES_AT, RUN_ID, is_ephemeral, normalize_ta
 
 PROD = "prod"
 DEFAULT_GRACE_MINUTES = 60
+# Runs are bounded to days; a month of Cost Explorer covers any of them.
+RUN_COST_LOOKBACK = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -254,19 +256,28 @@ class Reaper:
         else:
             self.backend.destroy(candidate.stack, empty_program, on_output=self.log)
             self.backend.remove(candidate.stack)
-        after = find_run_resources(self.regions, candidate.run_id)
-        left = {item.arn for item in after}
-        receipt = Receipt(
-            run_id=candidate.run_id,
-            removed=[item.arn for item in before if item.arn not in left],
-            leaks=[item.to_json() for item in after],
-            run_cost_usd=self.run_cost(candidate.run_id),
-        )
-        for leak in receipt.leaks:
-            self.log(
-                f"LEAK after destroying {candidate.stack}: {leak['arn']} (${leak['hourly_cost_usd']:.4f}/h)"
-            )
-        return receipt
+        return take_receipt(self.regions, candidate.run_id, before, self.run_cost, self.log)
+
+
+def take_receipt(
+    regions: Sequence[str],
+    run_id: str,
+    before: Sequence[RunResource],
+    run_cost: Callable[[str], float | None],
+    log: Callable[[str], None],
+) -> Receipt:
+    """After a destroy: what went, what is still tagged with the run (a leak), what the run cost."""
+    after = find_run_resources(regions, run_id)
+    left = {item.arn for item in after}
+    receipt = Receipt(
+        run_id=run_id,
+        removed=[item.arn for item in before if item.arn not in left],
+        leaks=[item.to_json() for item in after],
+        run_cost_usd=run_cost(run_id),
+    )
+    for leak in receipt.leaks:
+        log(f"LEAK after destroying train-{run_id}: {leak['arn']} (${leak['hourly_cost_usd']:.4f}/h)")
+    return receipt
 
 
 def aws_facts(
@@ -288,8 +299,10 @@ def aws_facts(
     return facts
 
 
-def run_cost_usd(run_id: str, since: datetime, now: datetime) -> float | None:
-    """The run's unblended cost from Cost Explorer; None until Cost Explorer has data for it."""
+def run_cost_usd(run_id: str, now: datetime | None = None) -> float | None:
+    """The run's unblended cost over the last month from Cost Explorer; None until it has data for it."""
+    now = now or datetime.now(UTC)
+    since = now - RUN_COST_LOOKBACK
     import botocore.exceptions
 
     ce = aws.client("ce", aws.COST_EXPLORER_REGION)

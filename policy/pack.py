@@ -21,6 +21,7 @@ from policy.rules.common import Rule
 
 PACK_NAME = "ml-platform"
 ENFORCEMENT_LEVEL = "enforcementLevel"
+ALL_POLICIES = "all"
 
 
 def utc_now() -> datetime:
@@ -73,30 +74,42 @@ def policy_settings(name: str, value: Any) -> dict[str, Any]:
     raise UserError(f"pack config: {name} must be an enforcement level or an object of settings")
 
 
+def _level(name: str, entry: dict[str, Any]) -> EnforcementLevel | None:
+    """Pop and parse the entry's enforcement level, if it sets one."""
+    if ENFORCEMENT_LEVEL not in entry:
+        return None
+    raw_level = entry.pop(ENFORCEMENT_LEVEL)
+    try:
+        return EnforcementLevel(raw_level)
+    except ValueError:
+        allowed = ", ".join(item.value for item in EnforcementLevel)
+        raise UserError(
+            f"pack config: {name}.{ENFORCEMENT_LEVEL} {raw_level!r} is not one of {allowed}"
+        ) from None
+
+
 def split_pack_config(
     pack_config: Mapping[str, Any], known_rules: list[Rule]
 ) -> dict[str, tuple[EnforcementLevel | None, dict[str, Any]]]:
     """Per policy: the enforcement level the config sets (or None) and its validated properties.
 
+    As in Pulumi's policy config, an `all` entry sets the level of every policy not set on its own.
     Raises UserError naming the policy and key when the config does not fit the pack.
     """
     by_name = {rule.name: rule for rule in known_rules}
-    result: dict[str, tuple[EnforcementLevel | None, dict[str, Any]]] = {}
-    for name, value in pack_config.items():
+    entries = {name: policy_settings(name, value) for name, value in pack_config.items()}
+    every = entries.pop(ALL_POLICIES, {})
+    default_level = _level(ALL_POLICIES, every)
+    if every:
+        raise UserError(f"pack config: {ALL_POLICIES} takes only {ENFORCEMENT_LEVEL}")
+    result: dict[str, tuple[EnforcementLevel | None, dict[str, Any]]] = {
+        name: (default_level, {}) for name in by_name if default_level is not None
+    }
+    for name, entry in entries.items():
         rule = by_name.get(name)
         if rule is None:
             raise UserError(f"pack config: no policy named {name!r}; policies are {', '.join(by_name)}")
-        entry = policy_settings(name, value)
-        level: EnforcementLevel | None = None
-        if ENFORCEMENT_LEVEL in entry:
-            raw_level = entry.pop(ENFORCEMENT_LEVEL)
-            try:
-                level = EnforcementLevel(raw_level)
-            except ValueError:
-                allowed = ", ".join(item.value for item in EnforcementLevel)
-                raise UserError(
-                    f"pack config: {name}.{ENFORCEMENT_LEVEL} {raw_level!r} is not one of {allowed}"
-                ) from None
+        level = _level(name, entry) or default_level
         if entry and rule.config_model is None:
             raise UserError(f"pack config: policy {name} takes no settings, only {ENFORCEMENT_LEVEL}")
         try:

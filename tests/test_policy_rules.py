@@ -403,6 +403,13 @@ def test_disabled_policy_is_not_run() -> None:
     assert len(result.violations) == 6
 
 
+def test_all_sets_every_level_a_policy_does_not_set_itself() -> None:
+    result = check("bad.json", {"all": "advisory", "no-public-ingress": "mandatory"})
+    levels = {v.policy: v.level for v in result.violations}
+    assert levels.pop("no-public-ingress") == "mandatory"
+    assert set(levels.values()) == {"advisory"} and len(levels) == 6
+
+
 def test_training_limits_follow_the_pack_config() -> None:
     config = {
         "training-fleet-guardrails": {

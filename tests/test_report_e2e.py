@@ -6,7 +6,6 @@ Also delivery end to end: the report uploaded into a sandbox bucket and posted t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -20,7 +19,7 @@ from finops import report
 from finops.sandbox import Sandbox, SeedManifest
 from mlp import pricing
 from mlp.tags import DEFAULT_MANDATORY_TAGS
-from tests.sandbox_fixtures import sandbox, seeded  # noqa: F401 - module-scoped fixtures
+from tests.sandbox_fixtures import process_env, sandbox_fixture, seeded_fixture  # noqa: F401
 from tests.test_report import SlackStub
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +31,7 @@ DAYS = 30
 def run_report(
     running: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str
 ) -> dict[str, Any]:
-    env = {**os.environ, **running.environ(), "MLP_COST_CACHE_DIR": str(cache)}
+    env = {**process_env(running), "MLP_COST_CACHE_DIR": str(cache)}
     result = subprocess.run(
         [MLP, "report", "--days", str(DAYS), "--out", str(out), "--format", "json",
          "--regions", ",".join(manifest.regions), *extra],
@@ -49,8 +48,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(
-    sandbox: Sandbox,  # noqa: F811
-    seeded: SeedManifest,  # noqa: F811
+    sandbox: Sandbox,
+    seeded: SeedManifest,
     cache_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, Any], Path]:
@@ -71,7 +70,7 @@ def sums(items, label) -> dict[str, float]:
     return {key: round(value, 2) for key, value in totals.items()}
 
 
-def test_totals_equal_the_manifest_line_items(first_run, seeded: SeedManifest) -> None:  # noqa: F811
+def test_totals_equal_the_manifest_line_items(first_run, seeded: SeedManifest) -> None:
     findings, _ = first_run
     items = period_items(seeded)
     spend = findings["spend"]
@@ -99,7 +98,7 @@ def test_totals_equal_the_manifest_line_items(first_run, seeded: SeedManifest) -
     assert spend["spot_savings_usd"] > 0
 
 
-def test_scans_are_in_the_report(first_run, seeded: SeedManifest) -> None:  # noqa: F811
+def test_scans_are_in_the_report(first_run, seeded: SeedManifest) -> None:
     findings, _ = first_run
     assert {finding["resource_id"] for finding in findings["idle"]} == set(seeded.idle_instance_ids)
     assert {finding["arn"] for finding in findings["untagged"]} == {
@@ -119,8 +118,8 @@ def test_the_report_files_are_written(first_run) -> None:
 
 def test_a_second_night_asks_cost_explorer_only_for_unsettled_days(
     first_run,
-    sandbox: Sandbox,  # noqa: F811
-    seeded: SeedManifest,  # noqa: F811
+    sandbox: Sandbox,
+    seeded: SeedManifest,
     cache_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -131,7 +130,7 @@ def test_a_second_night_asks_cost_explorer_only_for_unsettled_days(
     assert second["spend"]["by_team"] == first["spend"]["by_team"]
 
 
-def test_delivery_to_s3_and_slack(sandbox: Sandbox, seeded: SeedManifest, tmp_path: Path) -> None:  # noqa: F811
+def test_delivery_to_s3_and_slack(sandbox: Sandbox, seeded: SeedManifest, tmp_path: Path) -> None:
     sandbox.client("s3").create_bucket(Bucket="finance-nightly")
     out = tmp_path / "delivered"
     with SlackStub() as slack:

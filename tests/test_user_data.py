@@ -450,12 +450,15 @@ def test_a_notice_gets_one_checkpoint_into_s3_within_the_grace_period(
         wait_until(lambda: instance.trainer_events("start"), RUN_TIMEOUT_SECONDS, "trainer start")
         assert not instance.trainer_events("checkpoint")
         setattr(imds, notice, body)
+        grace_ends = time.monotonic() + CHECKPOINT_GRACE_SECONDS
         signalled = wait_until(
             lambda: instance.trainer_events("checkpoint"), CHECKPOINT_GRACE_SECONDS, "checkpoint on SIGUSR1"
         )
         expected_key = fleet.checkpoint_key(Path(signalled[0]["path"]), instance.checkpoint_dir)
         wait_until(
-            lambda: expected_key in fleet.object_keys(), CHECKPOINT_GRACE_SECONDS, f"s3 object {expected_key}"
+            lambda: expected_key in fleet.object_keys(),
+            grace_ends - time.monotonic(),
+            f"s3 object {expected_key} within the grace period",
         )
         # The notice stays up: the watcher keeps reading it but must not ask again.
         reads = imds.notice_reads

@@ -25,7 +25,8 @@ ESTIMATED_DAYS = 2
 DEFAULT_PAGE_SIZE = 50
 MAX_GROUP_BY = 2
 
-PURCHASE_TYPES = ("On Demand Instances", "Spot Instances", "Savings Plans")
+# PURCHASE_TYPE dimension values.
+ON_DEMAND, SPOT, SAVINGS_PLANS = "On Demand Instances", "Spot Instances", "Savings Plans"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from finops.sandbox.cost_explorer import LineItem
+from finops import idle
+from finops.sandbox.cost_explorer import ON_DEMAND, SAVINGS_PLANS, SPOT, LineItem
 from finops.sandbox.server import Sandbox
 from finops.untagged import ec2_arn
 from mlp import pricing, tags
@@ -29,20 +30,14 @@ REGIONS: tuple[str, ...] = ("us-east-1", "us-west-2")
 ENVIRONMENTS: tuple[str, ...] = ("dev", "prod")
 SPEND_DAYS = 60
 METRIC_INTERVAL = timedelta(minutes=5)
-# Samples reach back past the longest lookback a scan uses by default (24 h).
-METRIC_HISTORY = timedelta(hours=30)
-GPU_METRIC = ("CWAgent", "nvidia_smi_utilization_gpu")
-CPU_METRIC = ("AWS/EC2", "CPUUtilization")
-# The idle scan's defaults (DESIGN.md), which the manifest's idle/busy classification assumes.
-DEFAULT_WINDOW_HOURS = 6.0
-DEFAULT_THRESHOLD_PCT = 5.0
+# Samples reach back past the lookback of a default idle scan.
+METRIC_HISTORY = timedelta(hours=idle.LOOKBACK_HOURS + 6)
 
 EC2_COMPUTE = "Amazon Elastic Compute Cloud - Compute"
 EC2_OTHER = "EC2 - Other"
 EKS_SERVICE = "Amazon Elastic Container Service for Kubernetes"
 ELASTICACHE_SERVICE = "Amazon ElastiCache"
 S3_SERVICE = "Amazon Simple Storage Service"
-ON_DEMAND, SPOT, SAVINGS_PLANS = "On Demand Instances", "Spot Instances", "Savings Plans"
 # Effective rate of the compute savings plan that covers prod serving nodes.
 SAVINGS_PLAN_RATE = 0.72
 
@@ -97,9 +92,9 @@ class SeededInstance:
 
     @property
     def hourly_cost_usd(self) -> float:
-        if self.spot:
-            return pricing.spot_hourly(self.instance_type)
-        return pricing.on_demand_hourly(self.instance_type)
+        hourly = idle.hourly_cost_usd(self.instance_type, spot=self.spot)
+        assert hourly is not None, f"the seed only launches priced instance types, not {self.instance_type}"
+        return hourly
 
 
 @dataclass(frozen=True)
@@ -320,13 +315,13 @@ class _Seeder:
             samples[-1] = (samples[-1][0], plan.peak_idle_util)
         if plan.busy_spike_ago is not None:
             samples.append((self.now - plan.busy_spike_ago, 40.0))
-        primary = GPU_METRIC if plan.telemetry == "gpu" else CPU_METRIC
+        primary = idle.GPU_METRIC if plan.telemetry == "gpu" else idle.CPU_METRIC
         self.put_metric(plan.region, primary, instance_id, samples)
         if plan.telemetry == "gpu":
             # EC2 publishes CPU for every instance; a GPU idle while its CPUs are busy is still idle.
             cpu = [(moment, round(self.random.uniform(20.0, 60.0), 2)) for moment, _ in samples]
-            self.put_metric(plan.region, CPU_METRIC, instance_id, cpu)
-        window_start = self.now - timedelta(hours=DEFAULT_WINDOW_HOURS)
+            self.put_metric(plan.region, idle.CPU_METRIC, instance_id, cpu)
+        window_start = self.now - timedelta(hours=idle.DEFAULT_WINDOW_HOURS)
         recent = [value for moment, value in samples if moment >= window_start]
         return max(recent) if recent else None
 
@@ -868,17 +863,17 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
     line_items = seeder.line_items()
     sandbox.cost_explorer.load(line_items, seeder.now)
 
-    window_start = seeder.now - timedelta(hours=DEFAULT_WINDOW_HOURS)
+    window_start = seeder.now - timedelta(hours=idle.DEFAULT_WINDOW_HOURS)
     judged = [
         i for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at <= window_start
     ]
-    idle = [
+    idle_ids = [
         i.instance_id
         for i in judged
         if i.idle_since is not None
         and i.idle_since <= window_start
         and i.util_max_recent is not None
-        and i.util_max_recent < DEFAULT_THRESHOLD_PCT
+        and i.util_max_recent < idle.DEFAULT_THRESHOLD_PCT
     ]
     return SeedManifest(
         now=seeder.now,
@@ -887,8 +882,8 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
         line_items=line_items,
         instances=seeder.instances,
         resources=seeder.resources,
-        idle_instance_ids=idle,
-        busy_instance_ids=[i.instance_id for i in judged if i.instance_id not in idle],
+        idle_instance_ids=idle_ids,
+        busy_instance_ids=[i.instance_id for i in judged if i.instance_id not in idle_ids],
         cpu_only_instance_ids=[i.instance_id for i in seeder.instances if i.is_gpu and i.telemetry == "cpu"],
         too_young_instance_ids=[
             i.instance_id

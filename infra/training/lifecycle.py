@@ -79,6 +79,7 @@ def launch(
     sleep: Sleep,
     log: Log,
     poll_seconds: float = 60.0,
+    before_destroy: Callable[[], None] | None = None,
 ) -> LaunchResult:
     """Deploy the run's stack; with `wait`, follow it to its end, then destroy and remove the stack."""
     try:

@@ -10,8 +10,6 @@ import typer
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
 
-COST_LOOKBACK = timedelta(days=30)
-
 
 def _prod_opt_in() -> bool:
     """Prod runs are reaped only when Pulumi.prod.yaml says `training.reapProd: true`."""
@@ -69,7 +67,7 @@ def reap(
             policy=ReapPolicy(grace=timedelta(minutes=grace_minutes), prod_opt_in=_prod_opt_in()),
             facts=aws_facts(stacks, region_list, {f["resource_id"]: f["idle_hours"] for f in idle.findings}),
             locks=locks_for(state_url, lambda: client("s3")),
-            run_cost=lambda run_id: run_cost_usd(run_id, now - COST_LOOKBACK, now),
+            run_cost=lambda run_id: run_cost_usd(run_id, now),
             log=log,
             notify=notify,
         )

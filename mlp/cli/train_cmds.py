@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
 from mlp.cli.infra_cmds import PlanFormat, render_plan_table
 from mlp.tags import TRAINING_TAGS
 
@@ -128,9 +128,11 @@ def launch(
         bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")
     ] = False,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=5)] = 60.0,
+    output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
 ) -> None:
     """Deploy stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
+    from finops.run_resources import find_run_resources
     from infra.training.automation import PulumiAutomationBackend, backend_url
     from infra.training.lifecycle import launch as launch_run
     from infra.training.program import build_training_run
@@ -143,19 +145,47 @@ def launch(
     check_budget(request, cost)
     for line in _cost_lines(request, cost):
         log(line)
+    region = request.environment.region
+    before: list = []
     with aws_errors(f"launching {request.stack}"):
         result = launch_run(
             request,
             lambda: build_training_run(request),
             stacks,
-            s3=client("s3", request.environment.region),
+            s3=client("s3", region),
             wait=wait,
             clock=lambda: datetime.now(UTC),
             sleep=time.sleep,
             log=log,
             poll_seconds=poll_seconds,
+            before_destroy=lambda: before.extend(find_run_resources([region], request.run_id)),
         )
     log(f"{result.stack}: {result.why}")
+    if result.destroyed:
+        _finish_with_receipt([region], run_id, before, output_format)
+
+
+def _finish_with_receipt(regions: list[str], run_id: str, before: list, output_format: OutputFormat) -> None:
+    """Print the destroy receipt; a leak exits 1."""
+    from finops.reaper import run_cost_usd, take_receipt
+    from mlp.aws import aws_errors
+
+    now = datetime.now(UTC)
+    with aws_errors(f"checking what run {run_id} left behind"):
+        receipt = take_receipt(
+            regions, run_id, before, lambda run: run_cost_usd(run, now - RUN_COST_LOOKBACK, now), log
+        )
+    if output_format is OutputFormat.json:
+        print_json(receipt.to_json())
+    else:
+        cost = "not in Cost Explorer yet" if receipt.run_cost_usd is None else f"${receipt.run_cost_usd:,.2f}"
+        typer.echo(
+            f"receipt for {run_id}: {len(receipt.removed)} resource(s) removed, {len(receipt.leaks)} left behind, run cost {cost}"
+        )
+        for leak in receipt.leaks:
+            typer.echo(f"  LEAK {leak['arn']} (${leak['hourly_cost_usd']:.4f}/h)")
+    if receipt.leaks:
+        raise typer.Exit(1)
 
 
 @train_app.command("status")
@@ -223,10 +253,22 @@ def destroy(
     apply: Annotated[
         bool, typer.Option("--apply", help="Act; without it, only say what would be destroyed.")
     ] = False,
+    regions: RegionsOption = None,
+    output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
 ) -> None:
-    """Destroy and remove a run's stack (dry-run by default); its checkpoints stay."""
+    """Destroy and remove a run's stack (dry-run by default); its checkpoints stay. A leak exits 1."""
+    from finops.run_resources import find_run_resources
     from infra.training.automation import PulumiAutomationBackend, backend_url
     from infra.training.lifecycle import destroy_run
+    from mlp.aws import aws_errors, parse_regions
 
-    print(destroy_run(PulumiAutomationBackend(backend_url(backend)), run_id, apply=apply, log=log))
+    stacks = PulumiAutomationBackend(backend_url(backend))
+    region_list = parse_regions(regions)
+    before = []
+    if apply:
+        with aws_errors(f"listing run {run_id}'s resources"):
+            before = find_run_resources(region_list, run_id)
+    log(destroy_run(stacks, run_id, apply=apply, log=log))
+    if apply:
+        _finish_with_receipt(region_list, run_id, before, output_format)
