@@ -170,11 +170,8 @@ def _finish_with_receipt(regions: list[str], run_id: str, before: list, output_f
     from finops.reaper import run_cost_usd, take_receipt
     from mlp.aws import aws_errors
 
-    now = datetime.now(UTC)
     with aws_errors(f"checking what run {run_id} left behind"):
-        receipt = take_receipt(
-            regions, run_id, before, lambda run: run_cost_usd(run, now - RUN_COST_LOOKBACK, now), log
-        )
+        receipt = take_receipt(regions, run_id, before, run_cost_usd, log)
     if output_format is OutputFormat.json:
         print_json(receipt.to_json())
     else:
