@@ -324,3 +324,34 @@ def run_cost_usd(run_id: str, now: datetime | None = None) -> float | None:
         if item.get("Total")
     ]
     return round(sum(amounts), 2) if amounts else None
+
+
+def expired_run_leftovers(
+    regions: Sequence[str], now: datetime, grace: timedelta = timedelta(minutes=DEFAULT_GRACE_MINUTES)
+) -> list[dict[str, Any]]:
+    """Runs past expiry (plus grace) that still have resources: what the nightly report flags as leaks.
+
+    Needs only AWS, not the Pulumi backend: a run past its `expires-at` should own nothing, whether
+    its stack still exists or not, so every resource left is billing for nothing.
+    """
+    by_run: dict[str, list[RunResource]] = {}
+    for resource in find_run_resources(regions):
+        by_run.setdefault(resource.run_id, []).append(resource)
+    leftovers = []
+    for run_id, owned in sorted(by_run.items()):
+        expiries = [moment for moment in (_expires_at(item.tags) for item in owned) if moment is not None]
+        if not expiries or now < max(expiries) + grace:
+            continue
+        hourly = sum(item.hourly_cost_usd for item in owned)
+        leftovers.append(
+            {
+                "stack": f"{TRAINING_STACK_PREFIX}{run_id}",
+                "run_id": run_id,
+                "reason": "expired",
+                "action": "destroy",
+                "why": f"{len(owned)} resource(s) still billing ${hourly:.4f}/h after expires-at {max(expiries).isoformat()}",
+                "hourly_cost_usd": round(hourly, 4),
+                "resources": [item.to_json() for item in owned],
+            }
+        )
+    return leftovers

@@ -12,9 +12,10 @@ import pytest
 from moto import mock_aws
 
 from finops.locks import FileLocks, LockHeld, S3Locks
-from finops.reaper import Reaper, ReapPolicy, RunFacts
+from finops.reaper import Reaper, ReapPolicy, RunFacts, expired_run_leftovers
 from finops.run_resources import find_run_resources
 from infra.training.automation import StackSummary
+from mlp import pricing
 
 REGION = "us-east-1"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -271,3 +272,13 @@ def test_s3_locks_are_shared_through_the_state_bucket(aws_account) -> None:
     with second.hold("train-a"):
         pass
     assert "Contents" not in s3.list_objects_v2(Bucket="mlp-pulumi-state")
+
+
+def test_leftovers_of_expired_runs_are_flagged_without_the_backend(aws_account) -> None:
+    finished = plant_run("done1", run_tags("done1", **{"expires-at": "2026-11-22T08:00:00Z"}), with_asg=False)
+    plant_run("busy1", run_tags("busy1", **{"expires-at": "2026-11-23T20:00:00Z"}), with_asg=False)
+    [leftover] = expired_run_leftovers([REGION], NOW)
+    assert (leftover["run_id"], leftover["reason"], leftover["action"]) == ("done1", "expired", "destroy")
+    assert finished["volume"] in {item["id"] for item in leftover["resources"]}
+    expected = 200 * pricing.GP3_GB_MONTHLY / pricing.HOURS_PER_MONTH + pricing.on_demand_hourly("g5.xlarge")
+    assert leftover["hourly_cost_usd"] == pytest.approx(expected, abs=1e-4)

@@ -391,14 +391,16 @@ def test_resume_downloads_the_newest_checkpoint_for_the_trainer(completed_run: C
     assert start["run_id"] == instance.fleet.run_id
 
 
-def test_completion_marker_names_the_final_checkpoint_and_its_checksum(completed_run: CompletedRun) -> None:
+def test_completion_marker_names_the_final_checkpoint_and_its_checksum(
+    completed_run: CompletedRun, imds: FakeImds
+) -> None:
     instance, fleet = completed_run.instance, completed_run.instance.fleet
     final_written = Path(instance.trainer_events("checkpoint")[-1]["path"])
     marker = json.loads(fleet.read(fleet.complete_key))
     assert marker["run_id"] == fleet.run_id
     assert marker["final_checkpoint_key"] == fleet.checkpoint_key(final_written, instance.checkpoint_dir)
     assert marker["sha256"] == hashlib.sha256(fleet.read(marker["final_checkpoint_key"])).hexdigest()
-    assert marker["instance_id"] == FakeImds().instance_id
+    assert marker["instance_id"] == imds.instance_id
     completed_at = datetime.fromisoformat(marker["completed_at"].replace("Z", "+00:00"))
     assert abs(datetime.now(UTC) - completed_at) < timedelta(minutes=5)
 
