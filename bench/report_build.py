@@ -21,6 +21,7 @@ import pandas as pd
 from finops import costs, report
 from finops.dashboard import render_dashboard
 from mlp.pricing import EC2
+from mlp.tags import DEFAULT_MANDATORY_TAGS
 
 TODAY = date(2026, 11, 23)
 DAYS = 30
@@ -36,7 +37,7 @@ def synthetic_spend(rows: int, period: report.Period, seed: int = 1) -> costs.Sp
     """`rows` rows over every view and every day from the period's fetch start, random amounts."""
     rng = np.random.default_rng(seed)
     tag_keys = costs.report_tag_keys()
-    views = costs.plan_views(tag_keys)
+    views = costs.plan_views()
     days = pd.date_range(
         pd.Timestamp(period.fetch_start, tz="UTC"), pd.Timestamp(period.end, tz="UTC"), freq="D"
     )[:-1]
@@ -92,7 +93,7 @@ def synthetic_spend(rows: int, period: report.Period, seed: int = 1) -> costs.Sp
     return costs.Spend(
         start=period.fetch_start,
         end=period.end,
-        tag_keys=tag_keys,
+        mandatory_tags=DEFAULT_MANDATORY_TAGS,
         frame=frame,
         complete_views={view.name for view in views},
     )

@@ -150,7 +150,7 @@ class Spend:
 
     start: date
     end: date
-    tag_keys: tuple[str, ...]
+    mandatory_tags: tuple[str, ...]
     frame: pd.DataFrame
     requests: int = 0
     retries: int = 0
@@ -158,6 +158,10 @@ class Spend:
     missing: list[MissingPart] = field(default_factory=list)
     # Views read in full; a view absent here is absent from the frame, never partly present.
     complete_views: set[str] = field(default_factory=set)
+
+    @property
+    def tag_keys(self) -> tuple[str, ...]:
+        return report_tag_keys(self.mandatory_tags)
 
 
 def report_tag_keys(mandatory_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS) -> tuple[str, ...]:
@@ -177,8 +181,9 @@ def untagged_filter(tag_keys: Sequence[str]) -> dict[str, Any]:
     return absent[0] if len(absent) == 1 else {"Or": absent}
 
 
-def plan_views(tag_keys: Sequence[str]) -> list[CostView]:
+def plan_views(mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS) -> list[CostView]:
     """The queries that together cover every spend figure of the report (see the module docstring)."""
+    tag_keys = report_tag_keys(mandatory_tags)
     views = []
     for index in range(0, len(tag_keys), MAX_GROUP_BY):
         pair = tuple(tag_keys[index : index + MAX_GROUP_BY])
@@ -204,14 +209,15 @@ def plan_views(tag_keys: Sequence[str]) -> list[CostView]:
             metrics=(*COST_METRICS, USAGE_METRIC),
         )
     )
-    views.append(
-        CostView(
-            name=UNTAGGED_VIEW,
-            group_by=(("DIMENSION", "SERVICE"), ("DIMENSION", "REGION")),
-            parts=("untagged spend",),
-            filter=untagged_filter(tag_keys),
+    if mandatory_tags:  # with no mandatory tag, nothing can be untagged
+        views.append(
+            CostView(
+                name=UNTAGGED_VIEW,
+                group_by=(("DIMENSION", "SERVICE"), ("DIMENSION", "REGION")),
+                parts=("untagged spend",),
+                filter=untagged_filter(mandatory_tags),
+            )
         )
-    )
     return views
 
 
@@ -417,14 +423,14 @@ def read_spend(
     start: date,
     end: date,
     *,
-    tag_keys: Sequence[str] = report_tag_keys(),
+    mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     on_view: Callable[[CostView], None] | None = None,
 ) -> Spend:
     """Every view of `plan_views` over [start, end); failed views become `missing` parts."""
     rows: list[dict[str, Any]] = []
     missing: list[MissingPart] = []
     complete: set[str] = set()
-    for view in plan_views(tag_keys):
+    for view in plan_views(mandatory_tags):
         if on_view is not None:
             on_view(view)
         try:
@@ -437,8 +443,8 @@ def read_spend(
     return Spend(
         start=start,
         end=end,
-        tag_keys=tuple(tag_keys),
-        frame=focus_frame(rows, tag_keys),
+        mandatory_tags=tuple(mandatory_tags),
+        frame=focus_frame(rows, report_tag_keys(mandatory_tags)),
         requests=reader.requests,
         retries=reader.retries,
         cached_view_days=reader.cached_view_days,
@@ -475,4 +481,4 @@ def fetch_spend(
     client = mlp.aws.client("ce", mlp.aws.COST_EXPLORER_REGION, max_attempts=1)
     cache = SpendCache(cache_dir or default_cache_dir(), cache_namespace(client)) if use_cache else None
     reader = CostExplorerReader(client, cache=cache, sleep=sleep)
-    return read_spend(reader, start, end, tag_keys=report_tag_keys(mandatory_tags), on_view=on_view)
+    return read_spend(reader, start, end, mandatory_tags=mandatory_tags, on_view=on_view)

@@ -165,7 +165,7 @@ def _daily(frame: pd.DataFrame, period: Period, column: str | None = None) -> pd
 
 
 def _tag_view_name(spend: Spend, key: str) -> str | None:
-    for view in costs.plan_views(spend.tag_keys):
+    for view in costs.plan_views(spend.mandatory_tags):
         if key in view.tag_keys and view.name in spend.complete_views:
             return view.name
     return None
@@ -173,7 +173,11 @@ def _tag_view_name(spend: Spend, key: str) -> str | None:
 
 def _total_view_name(spend: Spend) -> str | None:
     """Any complete view but the untagged one sums to the account's spend."""
-    candidates = [SERVICE_REGION_VIEW, PURCHASE_VIEW, *(v.name for v in costs.plan_views(spend.tag_keys))]
+    candidates = [
+        SERVICE_REGION_VIEW,
+        PURCHASE_VIEW,
+        *(v.name for v in costs.plan_views(spend.mandatory_tags)),
+    ]
     return next((name for name in candidates if name in spend.complete_views and name != UNTAGGED_VIEW), None)
 
 
@@ -676,7 +680,7 @@ def run_nightly(
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
-    views = costs.plan_views(costs.report_tag_keys(mandatory_tags))
+    views = costs.plan_views(mandatory_tags)
     with Steps(show_progress, total=len(views) + 3) as steps:
         spend = costs.fetch_spend(
             period.fetch_start,

@@ -13,6 +13,7 @@ from typing import Any
 
 import botocore.exceptions
 
+from finops.untagged import ec2_arn
 from mlp import aws, pricing
 from mlp.tags import EPHEMERAL, EPHEMERAL_VALUE, PULUMI_STACK, RUN_ID, normalize_tags
 
@@ -76,56 +77,56 @@ def _account_id(region: str) -> str:
     return aws.client("sts", region).get_caller_identity()["Account"]
 
 
+# kind, describe call, list key, id key, tags key, ARN resource type
+_EC2_LISTINGS = (
+    (
+        "ec2:launch-template",
+        "describe_launch_templates",
+        "LaunchTemplates",
+        "LaunchTemplateId",
+        "Tags",
+        "launch-template",
+    ),
+    ("ec2:volume", "describe_volumes", "Volumes", "VolumeId", "Tags", "volume"),
+    (
+        "ec2:network-interface",
+        "describe_network_interfaces",
+        "NetworkInterfaces",
+        "NetworkInterfaceId",
+        "TagSet",
+        "network-interface",
+    ),
+)
+
+
+def _hourly(kind: str, item: dict[str, Any]) -> float:
+    """What a leftover costs while it stays: instances at list price, volumes at gp3 storage."""
+    if kind == "ec2:instance":
+        price = pricing.EC2.get(item["InstanceType"])
+        return price.on_demand_hourly if price else 0.0
+    if kind == "ec2:volume":
+        return item["Size"] * pricing.GP3_GB_MONTHLY / pricing.HOURS_PER_MONTH
+    return 0.0
+
+
 def _ec2_resources(region: str, run_id: str | None) -> Iterator[RunResource]:
     ec2 = aws.client("ec2", region)
     account = _account_id(region)
     filters = _ec2_filters(run_id)
-    for page in ec2.get_paginator("describe_instances").paginate(
-        Filters=[*filters, {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
-    ):
+    live = [*filters, {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=live):
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
-                instance_type = instance["InstanceType"]
-                hourly = pricing.EC2[instance_type].on_demand_hourly if instance_type in pricing.EC2 else 0.0
+                arn = ec2_arn(region, account, "instance", instance["InstanceId"])
+                hourly = _hourly("ec2:instance", instance)
                 yield _resource(
-                    "ec2:instance",
-                    instance["InstanceId"],
-                    f"arn:aws:ec2:{region}:{account}:instance/{instance['InstanceId']}",
-                    region,
-                    instance.get("Tags"),
-                    hourly,
+                    "ec2:instance", instance["InstanceId"], arn, region, instance.get("Tags"), hourly
                 )
-    for page in ec2.get_paginator("describe_launch_templates").paginate(Filters=filters):
-        for template in page["LaunchTemplates"]:
-            template_id = template["LaunchTemplateId"]
-            yield _resource(
-                "ec2:launch-template",
-                template_id,
-                f"arn:aws:ec2:{region}:{account}:launch-template/{template_id}",
-                region,
-                template.get("Tags"),
-            )
-    for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
-        for volume in page["Volumes"]:
-            hourly = volume["Size"] * pricing.GP3_GB_MONTHLY / pricing.HOURS_PER_MONTH
-            yield _resource(
-                "ec2:volume",
-                volume["VolumeId"],
-                f"arn:aws:ec2:{region}:{account}:volume/{volume['VolumeId']}",
-                region,
-                volume.get("Tags"),
-                hourly,
-            )
-    for page in ec2.get_paginator("describe_network_interfaces").paginate(Filters=filters):
-        for interface in page["NetworkInterfaces"]:
-            interface_id = interface["NetworkInterfaceId"]
-            yield _resource(
-                "ec2:network-interface",
-                interface_id,
-                f"arn:aws:ec2:{region}:{account}:network-interface/{interface_id}",
-                region,
-                interface.get("TagSet"),
-            )
+    for kind, call, list_key, id_key, tags_key, arn_type in _EC2_LISTINGS:
+        for page in ec2.get_paginator(call).paginate(Filters=filters):
+            for item in page[list_key]:
+                arn = ec2_arn(region, account, arn_type, item[id_key])
+                yield _resource(kind, item[id_key], arn, region, item.get(tags_key), _hourly(kind, item))
 
 
 def _autoscaling_groups(region: str, run_id: str | None) -> Iterator[RunResource]:

@@ -72,6 +72,12 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 "provider": _provider_urn(request.provider),
                 "protect": bool(request.protect),
                 "inputs": _redact_secrets(inputs),
+                # Which resources each input came from: policies follow these links (bucket -> its settings).
+                "propertyDependencies": {
+                    key: sorted(dependencies.urns)
+                    for key, dependencies in request.propertyDependencies.items()
+                    if dependencies.urns
+                },
             }
         )
         return response

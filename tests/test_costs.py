@@ -131,7 +131,7 @@ def read(
 ) -> costs.Spend:
     cache = costs.SpendCache(cache_dir, "test-account") if cache_dir is not None else None
     reader = costs.CostExplorerReader(client, cache=cache, sleep=SleepRecorder(), **reader_options)
-    return costs.read_spend(reader, start, end, tag_keys=costs.report_tag_keys())
+    return costs.read_spend(reader, start, end)
 
 
 def view_rows(spend: costs.Spend, name: str):
@@ -143,7 +143,7 @@ def in_period(items: list[LineItem], start: date, end: date) -> list[LineItem]:
 
 
 def test_views_cover_every_breakdown_with_at_most_two_group_by_keys() -> None:
-    views = costs.plan_views(costs.report_tag_keys(DEFAULT_MANDATORY_TAGS))
+    views = costs.plan_views(DEFAULT_MANDATORY_TAGS)
     assert all(1 <= len(view.request()["GroupBy"]) <= costs.MAX_GROUP_BY for view in views)
     tag_keys = [key for view in views if view.filter is None for key in view.tag_keys]
     assert sorted(tag_keys) == sorted(DEFAULT_MANDATORY_TAGS)  # each mandatory key in exactly one view
@@ -155,6 +155,10 @@ def test_views_cover_every_breakdown_with_at_most_two_group_by_keys() -> None:
 
 def test_report_keeps_team_and_environment_even_when_not_mandatory() -> None:
     assert costs.report_tag_keys(["owner"]) == ("team", "environment", "owner")
+    views = {view.name: view for view in costs.plan_views(["owner"])}
+    assert "tags:team+environment" in views
+    # Untagged spend is spend missing a *mandatory* tag: only `owner` here.
+    assert views[costs.UNTAGGED_VIEW].filter == costs.untagged_filter(["owner"])
 
 
 def test_untagged_filter_is_valid_for_one_and_several_keys() -> None:
@@ -189,7 +193,7 @@ def test_every_view_but_untagged_sums_to_the_total(
     spend = read(client, start, end)
     total = sum(item.unblended_cost for item in in_period(line_items, start, end))
     amortized = sum(item.amortized_cost for item in in_period(line_items, start, end))
-    for view in costs.plan_views(spend.tag_keys):
+    for view in costs.plan_views(spend.mandatory_tags):
         rows = view_rows(spend, view.name)
         if view.name == costs.UNTAGGED_VIEW:
             continue
@@ -246,7 +250,7 @@ def test_every_page_is_followed_and_counted(client: EmulatedCostExplorer, line_i
     spend = read(client, start, end)
 
     assert spend.requests == len(client.calls)
-    assert len(client.calls) > len(costs.plan_views(spend.tag_keys))  # the page size forced paging
+    assert len(client.calls) > len(costs.plan_views(spend.mandatory_tags))  # the page size forced paging
     follow_ups = [call for call in client.calls if "NextPageToken" in call]
     assert follow_ups, "no request passed a NextPageToken"
     # One frame row per (day, team, environment) present in the line items: nothing lost between pages.
@@ -277,7 +281,9 @@ def test_second_run_asks_only_for_days_not_cached(client: EmulatedCostExplorer, 
     first_estimated = min(first.frame.loc[first.frame["x_Estimated"], "ChargePeriodStart"].dt.date)
     asked_from = {date.fromisoformat(call["TimePeriod"]["Start"]) for call in client.calls}
     assert asked_from == {first_estimated}
-    assert second.cached_view_days == (first_estimated - start).days * len(costs.plan_views(first.tag_keys))
+    assert second.cached_view_days == (first_estimated - start).days * len(
+        costs.plan_views(first.mandatory_tags)
+    )
     columns = ["x_CostView", "ChargePeriodStart", "BilledCost", "Tags"]
     ordered = sorted(first.frame[columns].itertuples(index=False))
     assert sorted(second.frame[columns].itertuples(index=False)) == ordered
@@ -334,7 +340,7 @@ def test_a_refused_request_is_not_retried(client: EmulatedCostExplorer) -> None:
     client.get_cost_and_usage = refuse  # type: ignore[method-assign]
     spend = read(client, TODAY - timedelta(days=3), TODAY)
 
-    assert len(client.calls) == len(costs.plan_views(spend.tag_keys))
+    assert len(client.calls) == len(costs.plan_views(spend.mandatory_tags))
     assert spend.retries == 0
     assert {part.part for part in spend.missing} >= {"spend by team", "untagged spend", "spend by service"}
     assert all("DataUnavailableException" in part.reason for part in spend.missing)
@@ -370,7 +376,7 @@ def test_rejected_credentials_are_a_user_error(client: EmulatedCostExplorer) -> 
 def test_requests_are_valid_for_the_real_client_and_follow_page_tokens() -> None:
     """botocore validates every parameter against the Cost Explorer model, NextPageToken included."""
     ce = boto3.client("ce", region_name="us-east-1")
-    view = costs.plan_views(costs.report_tag_keys())[-1]  # the filtered one: the most complex request
+    view = costs.plan_views()[-1]  # the filtered one: the most complex request
     start, end = TODAY - timedelta(days=2), TODAY
     base = {**view.request(), "TimePeriod": {"Start": start.isoformat(), "End": end.isoformat()}}
 

@@ -92,7 +92,7 @@ def read_spend(line_items: list[LineItem], throttle: int = 0, max_attempts: int 
     reader = costs.CostExplorerReader(
         EmulatedCostExplorer(emulator), sleep=SleepRecorder(), max_attempts=max_attempts
     )
-    return costs.read_spend(reader, PERIOD.fetch_start, PERIOD.end, tag_keys=costs.report_tag_keys())
+    return costs.read_spend(reader, PERIOD.fetch_start, PERIOD.end)
 
 
 @pytest.fixture(scope="module")

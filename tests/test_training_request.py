@@ -63,6 +63,7 @@ def test_a_valid_request_carries_the_training_tags(dev) -> None:
         ),
         ({"max_hours": 30.0}, "--max-hours 30: dev allows runs of at most 24 hours"),
         ({"on_demand_base": 3}, "--on-demand-base: must be between 0 and --count (2)"),
+        ({"on_demand_base": 1}, "--on-demand-base: training in dev is spot-only"),
     ],
 )
 def test_refusals_name_the_flag_and_the_limit(dev, overrides: dict, message: str) -> None:
@@ -81,9 +82,11 @@ def test_cost_is_priced_at_the_dearest_type_and_spot_is_cheaper(dev) -> None:
     assert cost.on_demand_worst_case_usd > cost.spot_worst_case_usd
 
 
-def test_on_demand_base_is_priced_on_demand(dev) -> None:
-    cost = estimate_cost(_build(dev, count=2, on_demand_base=1))
-    dearest = max(pricing.on_demand_hourly(t) for t in TYPES)
+def test_on_demand_base_is_priced_on_demand() -> None:
+    prod_types = ["g5.xlarge", "g6.xlarge", "g5.2xlarge"]
+    prod = load_stack_config("prod", REPO_ROOT)
+    cost = estimate_cost(_build(prod, count=2, on_demand_base=1, instance_types=prod_types))
+    dearest = max(pricing.on_demand_hourly(t) for t in prod_types)
     assert cost.spot_hourly_usd == pytest.approx(dearest + dearest * (1 - pricing.DEFAULT_SPOT_DISCOUNT))
 
 

@@ -100,7 +100,6 @@ def test_values_with_quotes_and_substitutions_stay_literal(tmp_path: Path) -> No
         """echo "it's $(touch pwned-command)" '$HOME' `touch pwned-backtick` ${PATH}; touch pwned-tail"""
     )
     values = sample_values(
-        run_id="r-$(touch pwned-run)",
         bucket="bucket'; touch pwned-bucket; '",
         asg_name='fleet" && touch pwned-asg && "',
         command=hostile,
@@ -129,6 +128,7 @@ def test_no_image_renders_an_empty_image_and_max_hours_become_whole_seconds(tmp_
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
+        ({"run_id": "r-$(touch pwned)"}, "run-id"),
         ({"command": "  "}, "command"),
         ({"max_hours": 0}, "max_hours"),
         ({"sync_interval_seconds": 0}, "sync_interval_seconds"),

@@ -80,40 +80,23 @@ def read_completion(s3: Any, bucket: str, run_id: str) -> Completion | None:
             run_id, "", "", "", verified=False, why=f"{completion_key(run_id)} is not valid marker JSON"
         )
     completed_at = str(marker.get("completed_at", ""))
+
+    def judged(verified: bool, why: str) -> Completion:
+        return Completion(run_id, final_key, recorded, completed_at, verified=verified, why=why)
+
     if not final_key.startswith(f"{RUNS_PREFIX}{run_id}/"):
-        return Completion(
-            run_id,
-            final_key,
-            recorded,
-            completed_at,
-            False,
-            f"final checkpoint {final_key} is outside the run's prefix",
-        )
+        return judged(False, f"final checkpoint {final_key} is outside the run's prefix")
     try:
         actual = _sha256_of(s3, bucket, final_key)
     except botocore.exceptions.ClientError as error:
         if _missing(error):
-            return Completion(
-                run_id,
-                final_key,
-                recorded,
-                completed_at,
-                False,
-                f"final checkpoint {final_key} does not exist",
-            )
+            return judged(False, f"final checkpoint {final_key} does not exist")
         raise
     if actual != recorded:
-        return Completion(
-            run_id,
-            final_key,
-            recorded,
-            completed_at,
-            False,
-            f"final checkpoint {final_key} checksum {actual[:12]}… ≠ recorded {recorded[:12]}…",
+        return judged(
+            False, f"final checkpoint {final_key} checksum {actual[:12]}… ≠ recorded {recorded[:12]}…"
         )
-    return Completion(
-        run_id, final_key, recorded, completed_at, True, f"_COMPLETE names {final_key} with a matching sha256"
-    )
+    return judged(True, f"_COMPLETE names {final_key} with a matching sha256")
 
 
 def latest_checkpoint(s3: Any, bucket: str, run_id: str) -> Checkpoint | None:

@@ -123,6 +123,11 @@ def build_request(
         raise UserError("--count: must be at least 1 instance")
     if not 0 <= on_demand_base <= count:
         raise UserError(f"--on-demand-base: must be between 0 and --count ({count})")
+    if on_demand_base and not environment.is_prod:
+        raise UserError(
+            f"--on-demand-base: training in {environment.environment} is spot-only (policy training-fleet-guardrails); "
+            "drop the flag or run in prod"
+        )
     if not 0 < max_hours <= limits.max_run_hours:
         raise UserError(
             f"--max-hours {max_hours:g}: {environment.environment} allows runs of at most {limits.max_run_hours:g} hours "

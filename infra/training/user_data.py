@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from infra.training.request import validate_run_id
 from mlp.errors import UserError
 
 TEMPLATE_PATH = Path(__file__).with_name("user_data.sh")
@@ -41,7 +42,9 @@ class UserDataValues:
     sync_interval_seconds: int = DEFAULT_SYNC_INTERVAL_SECONDS
 
     def __post_init__(self) -> None:
-        for name in ("run_id", "bucket", "region", "asg_name", "command"):
+        # The script builds S3 keys and a JMESPath literal from it.
+        validate_run_id(self.run_id)
+        for name in ("bucket", "region", "asg_name", "command"):
             if not getattr(self, name).strip():
                 raise UserError(f"training user data: {name} is empty; give the run a {name}")
         if not self.max_hours > 0:

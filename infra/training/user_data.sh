@@ -85,16 +85,14 @@ imds_get() {
 }
 
 # --- S3 ----------------------------------------------------------------------------------------
+# A prefix listing, not HeadObject: with s3:ListBucket granted only under an s3:prefix condition
+# (the run's role), HeadObject answers a missing key with 403, indistinguishable from a denial.
+# The run id is DNS-safe (validated by the renderer), so it is safe in a JMESPath literal.
 run_is_complete() {
-  local error
-  if error=$(aws s3api head-object --bucket "$BUCKET" --key "$COMPLETE_KEY" 2>&1 >/dev/null); then
-    return 0
-  fi
-  if [[ $error == *"Not Found"* || $error == *"(404)"* ]]; then
-    return 1
-  fi
-  log "cannot read s3://$BUCKET/$COMPLETE_KEY: $error"
-  exit 1
+  local found
+  found=$(aws s3api list-objects-v2 --bucket "$BUCKET" --prefix "$COMPLETE_KEY" --output json \
+    --query "length(Contents[?Key=='$COMPLETE_KEY'] || \`[]\`)")
+  ((found > 0))
 }
 
 upload_checkpoints() {
