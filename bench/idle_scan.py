@@ -16,7 +16,6 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
-import requests
 from moto.cloudwatch.models import MetricDatum, cloudwatch_backends
 
 from finops.idle import GPU_METRIC, LOOKBACK_HOURS, fetch_hourly_max, scan_idle
@@ -29,7 +28,7 @@ IDLE_SHARE = 0.3
 
 
 def seed_fleet(sandbox: Sandbox, size: int, now: datetime) -> list[str]:
-    requests.post(f"{sandbox.endpoint}/moto-api/reset", timeout=60).raise_for_status()
+    sandbox.reset()
     ec2 = sandbox.client("ec2", REGION)
     image = sorted(image["ImageId"] for image in ec2.describe_images(Owners=["amazon"])["Images"])[0]
     instance_ids: list[str] = []

@@ -134,14 +134,13 @@ def elasticache_hourly(node_type: str) -> float:
         ) from None
 
 
-def spot_hourly(
+def spot_quote(
     instance_type: str, ec2_client: Any | None = None, availability_zone: str | None = None
-) -> float:
-    """Current spot price: the lowest recent price from the spot price history, else the discount.
-
-    `ec2_client` is a boto3 EC2 client or None when AWS is not to be asked.
-    """
-    fallback = on_demand_hourly(instance_type) * (1 - DEFAULT_SPOT_DISCOUNT)
+) -> tuple[float, str]:
+    """Current spot price and its source: the lowest recent price in the spot price history, else the
+    documented discount. `ec2_client` is a boto3 EC2 client, or None to not ask AWS."""
+    discounted = on_demand_hourly(instance_type) * (1 - DEFAULT_SPOT_DISCOUNT)
+    fallback = (discounted, f"on-demand less {DEFAULT_SPOT_DISCOUNT:.0%}")
     if ec2_client is None:
         return fallback
     kwargs: dict[str, Any] = {
@@ -153,7 +152,13 @@ def spot_hourly(
         kwargs["AvailabilityZone"] = availability_zone
     try:
         history = ec2_client.describe_spot_price_history(**kwargs).get("SpotPriceHistory", [])
-    except Exception:
+    except Exception:  # any failure to ask means "use the documented discount"
         return fallback
     prices = [float(item["SpotPrice"]) for item in history if item.get("SpotPrice")]
-    return min(prices) if prices else fallback
+    return (min(prices), "describe_spot_price_history") if prices else fallback
+
+
+def spot_hourly(
+    instance_type: str, ec2_client: Any | None = None, availability_zone: str | None = None
+) -> float:
+    return spot_quote(instance_type, ec2_client, availability_zone)[0]

@@ -166,3 +166,12 @@ def test_unreachable_endpoint_is_a_user_error(sandbox_env: dict[str, str]) -> No
         assert result.returncode == 2, result.stderr
         assert "AWS_ENDPOINT_URL" in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+def test_thresholds_change_the_verdict(sandbox_env: dict[str, str], seeded: SeedManifest) -> None:
+    # Every judged instance runs under 100 %: all of them count as idle at that threshold.
+    report = mlp_json(sandbox_env, "idle", "--regions", REGIONS, "--threshold-pct", "100")
+
+    found = {finding["resource_id"] for finding in report["findings"]}
+    assert found == set(seeded.idle_instance_ids) | set(seeded.busy_instance_ids)
+    assert report["threshold_pct"] == 100

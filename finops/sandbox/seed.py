@@ -853,7 +853,8 @@ def _hours_per_day(
 
 
 def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
-    """Seed the sandbox's account over HTTP and load its spend into the sandbox's Cost Explorer."""
+    """Empty the sandbox's account, seed it over HTTP and load its spend into its Cost Explorer."""
+    sandbox.reset()
     seeder = _Seeder(sandbox, now or datetime.now(UTC))
     seeder.seed_instances()
     finished_run_id = seeder.seed_finished_runs()

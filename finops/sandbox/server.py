@@ -117,8 +117,13 @@ class Sandbox:
         self._thread = threading.Thread(target=self._server.serve_forever, name="mlp-sandbox", daemon=True)
         self._thread.start()
         # moto's backends are process-wide: start from an empty account whatever ran before.
-        requests.post(f"{self.endpoint}/moto-api/reset", timeout=30).raise_for_status()
+        self.reset()
         return self
+
+    def reset(self) -> None:
+        """Empty the account: every moto resource and the Cost Explorer line items."""
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=60).raise_for_status()
+        self.cost_explorer.load([], datetime.now(UTC))
 
     def stop(self) -> None:
         if self._server is None:

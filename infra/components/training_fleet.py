@@ -155,6 +155,8 @@ class TrainingFleet(pulumi.ComponentResource):
                 "http_endpoint": "enabled",
                 "http_tokens": "required",
                 "http_put_response_hop_limit": 2,
+                # The boot script reads its run's expires-at from the instance tags.
+                "instance_metadata_tags": "enabled",
             },
             block_device_mappings=[
                 {

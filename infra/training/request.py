@@ -158,13 +158,8 @@ def estimate_cost(request: RunRequest, ec2_client: Any | None = None) -> RunCost
     """Hourly and worst-case cost, priced at the dearest allowed type (the fleet may land on it)."""
     dearest = max(request.instance_types, key=pricing.on_demand_hourly)
     on_demand = pricing.on_demand_hourly(dearest)
-    spot = max(pricing.spot_hourly(t, ec2_client) for t in request.instance_types)
+    spot, source = max(pricing.spot_quote(t, ec2_client) for t in request.instance_types)
     spot_count = request.count - request.on_demand_base
-    source = (
-        "describe_spot_price_history"
-        if ec2_client is not None
-        else f"on-demand less {pricing.DEFAULT_SPOT_DISCOUNT:.0%}"
-    )
     return RunCost(
         spot_hourly_usd=request.on_demand_base * on_demand + spot_count * spot,
         on_demand_hourly_usd=request.count * on_demand,
