@@ -482,3 +482,34 @@ def fetch_spend(
     cache = SpendCache(cache_dir or default_cache_dir(), cache_namespace(client)) if use_cache else None
     reader = CostExplorerReader(client, cache=cache, sleep=sleep)
     return read_spend(reader, start, end, mandatory_tags=mandatory_tags, on_view=on_view)
+
+
+def tag_value_cost_usd(
+    key: str,
+    value: str,
+    start: date,
+    end: date,
+    *,
+    client: Any | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float | None:
+    """UnblendedCost of everything tagged `key=value` over [start, end), e.g. one training run's cost.
+
+    None when Cost Explorer cannot say (still failing after retries, or no data yet for the tag).
+    """
+    view = CostView(
+        name=f"tag:{key}={value}",
+        group_by=(("TAG", key),),
+        parts=(f"cost of {key}={value}",),
+        metrics=("UnblendedCost",),
+        filter={"Tags": {"Key": key, "Values": [value], "MatchOptions": ["EQUALS"]}},
+    )
+    ce = client or mlp.aws.client("ce", mlp.aws.COST_EXPLORER_REGION, max_attempts=1)
+    try:
+        days = CostExplorerReader(ce, sleep=sleep).read_view(view, start, end)
+    except FetchFailed:
+        return None
+    amounts = [
+        float(group["Metrics"]["UnblendedCost"]["Amount"]) for day in days.values() for group in day.groups
+    ]
+    return round(sum(amounts), 2) if amounts else None

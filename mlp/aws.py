@@ -39,7 +39,7 @@ def client(service: str, region: str | None = None, *, max_attempts: int = 8) ->
     """A boto3 client with adaptive retries (client-side rate limiting on throttles)."""
     config = Config(
         region_name=region or default_region(),
-        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=60,
         max_pool_connections=20,

@@ -405,3 +405,15 @@ def test_requests_are_valid_for_the_real_client_and_follow_page_tokens() -> None
 
     assert reader.requests == 2
     assert sorted(results) == [start, start + timedelta(days=1)]
+
+
+def test_cost_of_one_tag_value(client: EmulatedCostExplorer, line_items: list[LineItem]) -> None:
+    start, end = TODAY - timedelta(days=20), TODAY
+    expected = sum(
+        item.unblended_cost for item in in_period(line_items, start, end) if item.tags.get("team") == "nlp"
+    )
+    cost = costs.tag_value_cost_usd("team", "nlp", start, end, client=client, sleep=SleepRecorder())
+    assert cost == pytest.approx(expected, abs=0.006)
+    assert costs.tag_value_cost_usd("team", "nobody", start, end, client=client) is None
+    client.emulator.throttle_next(100)
+    assert costs.tag_value_cost_usd("team", "nlp", start, end, client=client, sleep=SleepRecorder()) is None
