@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from finops.costs import tag_value_cost_usd
 from finops.locks import LockHeld, Locks
 from finops.run_resources import (
     TRAINING_STACK_PREFIX,
@@ -300,30 +301,9 @@ def aws_facts(
 
 
 def run_cost_usd(run_id: str, now: datetime | None = None) -> float | None:
-    """The run's unblended cost over the last month from Cost Explorer; None until it has data for it."""
-    now = now or datetime.now(UTC)
-    since = now - RUN_COST_LOOKBACK
-    import botocore.exceptions
-
-    ce = aws.client("ce", aws.COST_EXPLORER_REGION)
-    try:
-        response = ce.get_cost_and_usage(
-            TimePeriod={
-                "Start": since.date().isoformat(),
-                "End": (now.date() + timedelta(days=1)).isoformat(),
-            },
-            Granularity="MONTHLY",
-            Metrics=["UnblendedCost"],
-            Filter={"Tags": {"Key": RUN_ID, "Values": [run_id], "MatchOptions": ["EQUALS"]}},
-        )
-    except botocore.exceptions.ClientError:
-        return None
-    amounts = [
-        float(item["Total"]["UnblendedCost"]["Amount"])
-        for item in response.get("ResultsByTime", [])
-        if item.get("Total")
-    ]
-    return round(sum(amounts), 2) if amounts else None
+    """The run's cost over the last month from Cost Explorer; None until it has data for the run."""
+    today = (now or datetime.now(UTC)).date()
+    return tag_value_cost_usd(RUN_ID, run_id, today - RUN_COST_LOOKBACK, today + timedelta(days=1))
 
 
 def expired_run_leftovers(

@@ -33,6 +33,7 @@ from finops.costs import (
 )
 from finops.dashboard import render_dashboard
 from finops.idle import scan_idle
+from finops.reaper import expired_run_leftovers
 from finops.untagged import scan_untagged
 from mlp import pricing
 from mlp.errors import UserError
@@ -376,6 +377,8 @@ class Report:
     idle: list[dict[str, Any]]
     untagged: list[dict[str, Any]]
     untagged_joined: list[dict[str, Any]]
+    # Training runs past expiry that still own resources (the reaper's work, or a leak).
+    leftovers: list[dict[str, Any]]
     required_tags: tuple[str, ...]
     generated_at: datetime
     findings: dict[str, Any]
@@ -399,6 +402,7 @@ def build_report(
     *,
     idle: Sequence[dict[str, Any]] | None,
     untagged: Sequence[dict[str, Any]] | None,
+    leftovers: Sequence[dict[str, Any]] | None = None,
     required_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     scan_missing: Sequence[MissingPart] = (),
     generated_at: datetime | None = None,
@@ -433,7 +437,7 @@ def build_report(
         },
         "idle": list(idle or []),
         "untagged": untagged_list,
-        "reap": [],
+        "reap": list(leftovers or []),
         "cost_explorer_requests": spend.requests,
     }
     if analysis.missing:
@@ -444,6 +448,7 @@ def build_report(
         idle=list(idle or []),
         untagged=untagged_list,
         untagged_joined=joined,
+        leftovers=list(leftovers or []),
         required_tags=tuple(required_tags),
         generated_at=generated_at or datetime.now(UTC),
         findings=findings,
@@ -575,6 +580,22 @@ def render_markdown(report: Report) -> str:
         ]
     else:
         lines += ["No idle GPU instances.", ""]
+    lines += ["## Training runs left billing after expiry", ""]
+    if report.leftovers:
+        rows = [
+            (
+                run["stack"],
+                run["run_id"],
+                len(run["resources"]),
+                f"${run['hourly_cost_usd']:,.4f}/h",
+                run["why"],
+            )
+            for run in report.leftovers
+        ]
+        lines += [*_table(("Stack", "Run", "Resources", "Cost", "Why"), rows), ""]
+        lines += ["`mlp reap --apply` destroys them (dry run without `--apply`).", ""]
+    else:
+        lines += ["No expired training run owns anything.", ""]
     lines += ["## Resources missing mandatory tags", ""]
     if report.untagged:
         rows = [
@@ -656,10 +677,12 @@ class Steps:
         self._progress.update(self._task, description=description)
 
 
-def guarded_scan(what: str, scan: Callable[[], Any]) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
+def guarded_scan(
+    what: str, scan: Callable[[], Sequence[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
     """Run one scan; AWS failures that are not the user's to fix leave that part missing."""
     try:
-        return list(scan().findings), []
+        return list(scan()), []
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         return None, [MissingPart(what, f"the scan failed: {exc}")]
 
@@ -681,7 +704,7 @@ def run_nightly(
     period = report_period(days, moment.date())
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
     views = costs.plan_views(mandatory_tags)
-    with Steps(show_progress, total=len(views) + 3) as steps:
+    with Steps(show_progress, total=len(views) + 4) as steps:
         spend = costs.fetch_spend(
             period.fetch_start,
             period.end,
@@ -692,10 +715,15 @@ def run_nightly(
             on_view=lambda view: steps.step(f"Cost Explorer: {view.name}"),
         )
         steps.step(f"Idle GPUs in {', '.join(regions)}")
-        idle, idle_missing = guarded_scan("idle GPUs", lambda: scan_idle(list(regions), now=moment))
+        idle, idle_missing = guarded_scan("idle GPUs", lambda: scan_idle(list(regions), now=moment).findings)
         steps.step(f"Untagged resources in {', '.join(regions)}")
         untagged, untagged_missing = guarded_scan(
-            "untagged resources", lambda: scan_untagged(list(regions), required_tags=tuple(mandatory_tags))
+            "untagged resources",
+            lambda: scan_untagged(list(regions), required_tags=tuple(mandatory_tags)).findings,
+        )
+        steps.step(f"Expired training runs in {', '.join(regions)}")
+        leftovers, leftovers_missing = guarded_scan(
+            "expired training-run leftovers", lambda: expired_run_leftovers(list(regions), moment)
         )
         steps.step("Writing the report")
         report = build_report(
@@ -703,8 +731,9 @@ def run_nightly(
             period,
             idle=idle,
             untagged=untagged,
+            leftovers=leftovers,
             required_tags=mandatory_tags,
-            scan_missing=[*idle_missing, *untagged_missing],
+            scan_missing=[*idle_missing, *untagged_missing, *leftovers_missing],
             generated_at=moment,
         )
         write_report(report, out_dir)

@@ -104,7 +104,16 @@ def test_scans_are_in_the_report(first_run, seeded: SeedManifest) -> None:
     assert {finding["arn"] for finding in findings["untagged"]} == {
         resource.arn for resource in seeded.untagged
     }
-    assert findings["reap"] == []
+    [leftover] = findings["reap"]
+    assert (leftover["run_id"], leftover["reason"], leftover["action"]) == (
+        seeded.finished_run_id,
+        "expired",
+        "destroy",
+    )
+    assert leftover["stack"] == f"train-{seeded.finished_run_id}"
+    assert {item["arn"] for item in leftover["resources"]} == {
+        volume.arn for volume in seeded.leftover_volumes
+    }
     joined = findings["spend"]["untagged_by_service"]
     assert sum(row["resources"] for row in joined) == len(seeded.untagged)
 

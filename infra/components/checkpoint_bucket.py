@@ -13,8 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import CheckpointConfig
-
-RUNS_PREFIX = "runs/"
+from infra.training.checkpoints import RUNS_PREFIX
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from infra.iam import assume_role_policy, managed_policy_arn
 from infra.tagging import asg_tags, launch_tag_specifications
+from infra.training.checkpoints import RUNS_PREFIX
 from mlp.tags import RUN_ID
 
 # Event types AWS sends ahead of reclaiming a spot instance.
@@ -54,7 +55,7 @@ def asg_name(run_id: str) -> str:
 
 
 def run_prefix(run_id: str) -> str:
-    return f"runs/{run_id}/"
+    return f"{RUNS_PREFIX}{run_id}/"
 
 
 def instance_policy(run_id: str, bucket: str, kms_key_arn: str, region: str, account_id: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import botocore.exceptions
 
-from infra.components.checkpoint_bucket import RUNS_PREFIX
-
+# Every run keeps its checkpoints and markers under this prefix of the environment's bucket.
+RUNS_PREFIX = "runs/"
 COMPLETE_MARKER = "_COMPLETE"
 CHECKPOINTS_DIR = "checkpoints/"
 _HASH_CHUNK = 8 * 1024 * 1024

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.checkpoint_bucket import RUNS_PREFIX
 from infra.components.training_fleet import TrainingFleet, TrainingFleetArgs, asg_name
 from infra.config import PROJECT
 from infra.plan import PlanResult, plan_environment, run_offline
+from infra.training.checkpoints import RUNS_PREFIX
 from infra.training.request import RunRequest
 from infra.training.user_data import UserDataValues, render_user_data
 from mlp.tags import format_expires_at

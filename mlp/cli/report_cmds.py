@@ -32,6 +32,8 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         f"  untagged spend     {usd(spend['untagged_usd'])}, {len(report.untagged)} untagged resources",
         f"  spot savings       {usd(spend['spot_savings_usd'])}",
         f"  idle GPUs          {len(report.idle)}, {usd(report.idle_wasted_usd)} wasted",
+        f"  expired runs       {len(report.leftovers)} still own resources, "
+        f"${sum(run['hourly_cost_usd'] for run in report.leftovers):,.4f}/h (mlp reap)",
         f"  Cost Explorer      {report.spend.requests} requests, "
         f"{report.spend.cached_view_days} view-days cached",
     ]
