@@ -162,7 +162,9 @@ def test_without_wait_the_stack_stays(request_, s3) -> None:
 
 def test_a_failed_up_is_torn_down(request_, s3) -> None:
     backend, time = FakeBackend(fail_deploy=True), FakeTime(NOW)
-    with pytest.raises(UserError, match=r"deploying train-r1 failed \(RuntimeError\); nothing was left running"):
+    with pytest.raises(
+        UserError, match=r"deploying train-r1 failed \(RuntimeError\); nothing was left running"
+    ):
         _run(request_, backend, s3, time)
     assert backend.calls == [("deploy", "train-r1"), ("destroy", "train-r1"), ("remove", "train-r1")]
 
