@@ -258,3 +258,30 @@ def test_plan_json_has_the_design_shape(planned: tuple) -> None:
 
 def test_prod_costs_more_than_dev(dev: dict, prod: dict) -> None:
     assert 0 < dev["estimated_monthly_cost_usd"] < prod["estimated_monthly_cost_usd"]
+
+
+def test_an_existing_vpc_is_used_instead_of_a_new_one() -> None:
+    from infra.config import parse_stack_config, read_stack_file
+    from infra.plan import plan_environment
+    from tests.conftest import REPO_ROOT
+
+    raw = read_stack_file("dev", REPO_ROOT)
+    raw["ml-platform:network"] = {
+        "existingVpcId": "vpc-0abc1234",
+        "existingPrivateSubnetIds": ["subnet-0aaa1111", "subnet-0bbb2222"],
+    }
+    plan = plan_environment(parse_stack_config("dev", raw), raw).to_json()
+    types = {item["type"] for item in plan["resources"]}
+    assert not types & {"aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/natGateway:NatGateway"}
+    assert inputs(plan, "aws:eks/cluster:Cluster")["vpcConfig"]["subnetIds"] == [
+        "subnet-0aaa1111",
+        "subnet-0bbb2222",
+    ]
+    assert inputs(plan, "aws:elasticache/subnetGroup:SubnetGroup")["subnetIds"] == [
+        "subnet-0aaa1111",
+        "subnet-0bbb2222",
+    ]
+    assert (
+        one(plan, "aws:ec2/securityGroup:SecurityGroup", "network-training")["inputs"]["vpcId"]
+        == "vpc-0abc1234"
+    )
