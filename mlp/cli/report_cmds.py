@@ -11,7 +11,15 @@ import typer
 from finops import delivery
 from mlp.aws import parse_regions
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
+from mlp.cli.common import (
+    FormatOption,
+    OutputFormat,
+    RegionsOption,
+    RequiredTagsOption,
+    log,
+    parse_required_tags,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from finops.report import Report
@@ -79,6 +87,7 @@ def report_command(
             help="Also post report.md to this Slack incoming webhook.",
         ),
     ] = None,
+    required_tags: RequiredTagsOption = None,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
     from finops.report import REPORT_FILES, run_nightly
@@ -91,6 +100,7 @@ def report_command(
         days,
         out,
         regions=region_list,
+        mandatory_tags=parse_required_tags(required_tags),
         cache_dir=cache_dir,
         use_cache=not no_cache,
         show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),

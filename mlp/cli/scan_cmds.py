@@ -12,9 +12,15 @@ from finops.idle import DEFAULT_THRESHOLD_PCT, DEFAULT_WINDOW_HOURS, IdleScan, s
 from finops.untagged import UntaggedScan, scan_untagged
 from mlp.aws import parse_regions
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
-from mlp.errors import UserError
-from mlp.tags import DEFAULT_MANDATORY_TAGS, invalid_tag
+from mlp.cli.common import (
+    FormatOption,
+    OutputFormat,
+    RegionsOption,
+    RequiredTagsOption,
+    log,
+    parse_required_tags,
+    print_json,
+)
 
 
 @app.command("idle")
@@ -43,16 +49,11 @@ def idle_command(
 @app.command("untagged")
 def untagged_command(
     regions: RegionsOption = None,
-    required_tags: Annotated[
-        str | None,
-        typer.Option(
-            "--required-tags", help="Comma-separated tag keys every resource must carry (default: mandatory)."
-        ),
-    ] = None,
+    required_tags: RequiredTagsOption = None,
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Resources missing mandatory cost tags, including never-tagged ones."""
-    required = _parse_required_tags(required_tags)
+    required = parse_required_tags(required_tags)
     region_list = parse_regions(regions)
     log(f"scanning resources in {', '.join(region_list)} for tags {', '.join(required)} ...")
     scan = scan_untagged(region_list, required)
@@ -61,19 +62,6 @@ def untagged_command(
         print_json(scan.to_json())
     else:
         _print_untagged(scan)
-
-
-def _parse_required_tags(value: str | None) -> list[str]:
-    if value is None:
-        return list(DEFAULT_MANDATORY_TAGS)
-    keys = [key.strip() for key in value.split(",") if key.strip()]
-    if not keys:
-        raise UserError("--required-tags is empty; pass tag keys like --required-tags team,project")
-    for key in keys:
-        problem = invalid_tag(key, "")
-        if problem:
-            raise UserError(f"--required-tags: {problem}")
-    return keys
 
 
 def _console() -> Console:
