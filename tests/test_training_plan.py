@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from datetime import UTC, datetime
 
@@ -60,7 +61,7 @@ def test_launch_template_is_hardened_and_boots_the_run(planned) -> None:
     assert template["instanceInitiatedShutdownBehavior"] == "terminate"
     volume = template["blockDeviceMappings"][0]["ebs"]
     assert volume["encrypted"] == "true" and volume["volumeType"] == "gp3" and volume["volumeSize"] == 200
-    script = base64.b64decode(template["userData"]).decode()
+    script = gzip.decompress(base64.b64decode(template["userData"])).decode()
     assert script.startswith("#!/") and "bert-ft-01" in script and "python train.py --epochs 3" in script
 
 

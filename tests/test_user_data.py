@@ -7,9 +7,12 @@ stand-in trainer (tests/user_data_trainer.py). Waits poll for files and S3 objec
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -27,7 +30,12 @@ import pytest
 from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
-from infra.training.user_data import MAX_USER_DATA_BYTES, UserDataValues, render_user_data
+from infra.training.user_data import (
+    MAX_USER_DATA_BYTES,
+    UserDataValues,
+    launch_template_user_data,
+    render_user_data,
+)
 from mlp.errors import UserError
 from tests.user_data_fake_imds import FakeImds
 
@@ -141,9 +149,12 @@ def test_bad_values_are_refused_naming_the_field(overrides: dict[str, Any], name
         sample_values(**overrides)
 
 
-def test_a_script_above_the_ec2_user_data_limit_is_refused() -> None:
-    with pytest.raises(UserError, match="shorten the command"):
-        render_user_data(sample_values(command="x" * MAX_USER_DATA_BYTES))
+def test_user_data_is_gzipped_for_the_launch_template_and_bounded() -> None:
+    script = render_user_data(sample_values(command="x" * MAX_USER_DATA_BYTES))
+    assert gzip.decompress(base64.b64decode(launch_template_user_data(script))).decode() == script
+    incompressible = secrets.token_urlsafe(MAX_USER_DATA_BYTES * 2)
+    with pytest.raises(UserError, match="compressed, above EC2's limit of 16384; shorten the command"):
+        launch_template_user_data(render_user_data(sample_values(command=incompressible)))
 
 
 # --- behaviour: a moto run fleet, a fake IMDS, the real script -----------------------------------

@@ -6,7 +6,6 @@ environment's bucket under `runs/<run-id>/`, the only prefix its instance role m
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ import pulumi_aws as aws
 from infra.iam import assume_role_policy, managed_policy_arn
 from infra.tagging import asg_tags, launch_tag_specifications
 from infra.training.checkpoints import RUNS_PREFIX
+from infra.training.user_data import launch_template_user_data
 from mlp.tags import RUN_ID
 
 # Event types AWS sends ahead of reclaiming a spot instance.
@@ -171,9 +171,7 @@ class TrainingFleet(pulumi.ComponentResource):
                 }
             ],
             monitoring={"enabled": True},
-            user_data=pulumi.Output.from_input(args.user_data).apply(
-                lambda script: base64.b64encode(script.encode()).decode()
-            ),
+            user_data=pulumi.Output.from_input(args.user_data).apply(launch_template_user_data),
             tag_specifications=launch_tag_specifications(args.tags),
             update_default_version=True,
             opts=child,

@@ -6,6 +6,8 @@ block at its top, each value shell-quoted so a command holding quotes or `$(...)
 
 from __future__ import annotations
 
+import base64
+import gzip
 import math
 import shlex
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from mlp.errors import UserError
 TEMPLATE_PATH = Path(__file__).with_name("user_data.sh")
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 DEFAULT_SYNC_INTERVAL_SECONDS = 300
-# EC2 refuses user data above 16 KB (before base64).
+# EC2 refuses user data above 16 KB (before base64, after our gzip).
 MAX_USER_DATA_BYTES = 16 * 1024
 
 
@@ -80,10 +82,18 @@ def render_user_data(values: UserDataValues) -> str:
         max_run_seconds=math.ceil(values.max_hours * 3600),
         sync_interval_seconds=int(values.sync_interval_seconds),
     )
-    size = len(script.encode())
-    if size > MAX_USER_DATA_BYTES:
+    return script
+
+
+def launch_template_user_data(script: str) -> str:
+    """The script as a launch template takes it: gzip (cloud-init inflates it), then base64.
+
+    Compressing leaves room for long commands under EC2's 16 KB limit, which counts these bytes.
+    """
+    payload = gzip.compress(script.encode(), mtime=0)
+    if len(payload) > MAX_USER_DATA_BYTES:
         raise UserError(
-            f"training user data is {size} bytes, above EC2's limit of {MAX_USER_DATA_BYTES};"
+            f"training user data is {len(payload)} bytes compressed, above EC2's limit of {MAX_USER_DATA_BYTES};"
             " shorten the command"
         )
-    return script
+    return base64.b64encode(payload).decode()
