@@ -122,6 +122,8 @@ def _run(request_, backend, s3, time: FakeTime, *, wait: bool = True):
         sleep=time.sleep,
         log=logs.append,
         poll_seconds=60,
+        # The receipt's "before" inventory must be taken while the stack still exists.
+        before_destroy=lambda: backend.calls.append(("inventory", request_.stack)),
     )
     return result, logs
 
@@ -131,7 +133,12 @@ def test_completed_run_is_destroyed_and_checkpoints_stay(request_, s3) -> None:
     time.hooks.append((NOW + timedelta(minutes=45), lambda: _complete(s3, "r1")))
     result, _ = _run(request_, backend, s3, time)
     assert result.end is RunEnd.completed and result.destroyed
-    assert backend.calls == [("deploy", "train-r1"), ("destroy", "train-r1"), ("remove", "train-r1")]
+    assert backend.calls == [
+        ("deploy", "train-r1"),
+        ("inventory", "train-r1"),
+        ("destroy", "train-r1"),
+        ("remove", "train-r1"),
+    ]
     assert time.now == NOW + timedelta(minutes=45)
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert keys == {"runs/r1/_COMPLETE", "runs/r1/checkpoints/step-000900.pt"}
@@ -142,7 +149,7 @@ def test_run_without_completion_expires_then_is_destroyed(request_, s3) -> None:
     result, _ = _run(request_, backend, s3, time)
     assert result.end is RunEnd.expired
     assert time.now == request_.expires_at
-    assert [call[0] for call in backend.calls] == ["deploy", "destroy", "remove"]
+    assert [call[0] for call in backend.calls] == ["deploy", "inventory", "destroy", "remove"]
 
 
 def test_a_marker_with_a_wrong_checksum_is_not_trusted(request_, s3) -> None:

@@ -73,7 +73,6 @@ class PulumiAutomationBackend:
         from pulumi import automation as auto
 
         self._auto = auto
-        self._url = url
         if url.startswith("file://"):
             Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         self._options = auto.LocalWorkspaceOptions(

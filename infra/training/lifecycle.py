@@ -115,6 +115,8 @@ def launch(
     log(
         f"run {request.run_id} {end.value}: {why}; destroying {request.stack} (checkpoints stay in the bucket)"
     )
+    if before_destroy is not None:
+        before_destroy()
     backend.destroy(request.stack, empty_program, on_output=log)
     backend.remove(request.stack)
     return LaunchResult(request.run_id, request.stack, outputs, end, why, destroyed=True)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlp import pricing
 from mlp.cli import app
 from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
 from mlp.cli.infra_cmds import PlanFormat, render_plan_table
@@ -83,6 +84,7 @@ def _cost_lines(request, cost) -> list[str]:
         f"  spot:      ${cost.spot_hourly_usd:,.2f}/h, worst case ${cost.spot_worst_case_usd:,.2f} ({cost.spot_source})",
         f"  on-demand: ${cost.on_demand_hourly_usd:,.2f}/h, worst case ${cost.on_demand_worst_case_usd:,.2f}",
         f"  budget per run in {request.environment.environment}: ${request.environment.training.per_run_budget_usd:,.2f}",
+        f"  prices: {pricing.PRICE_SOURCE}",
     ]
 
 
