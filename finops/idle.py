@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlp import aws, pricing
+from mlp import aws, gpu_metrics, pricing
 from mlp.errors import UserError
 from mlp.tags import PULUMI_STACK, RUN_ID, normalize_tags
 
-GPU_METRIC = ("CWAgent", "nvidia_smi_utilization_gpu")
+GPU_METRIC = (gpu_metrics.NAMESPACE, gpu_metrics.GPU_UTILIZATION_METRIC)
 CPU_METRIC = ("AWS/EC2", "CPUUtilization")
 MAX_QUERIES_PER_CALL = 500
 PERIOD = timedelta(hours=1)
@@ -181,7 +181,7 @@ def fetch_hourly_max(
                     "Metric": {
                         "Namespace": namespace,
                         "MetricName": name,
-                        "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+                        "Dimensions": [{"Name": gpu_metrics.DIMENSION, "Value": instance_id}],
                     },
                     "Period": int(PERIOD.total_seconds()),
                     "Stat": "Maximum",

@@ -187,6 +187,7 @@ def test_kubernetes_workloads_are_labelled_and_gpu_aware(planned: tuple) -> None
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "DaemonSet",
+        "ConfigMap",
     }
     for item in workloads:
         labels = item["inputs"]["metadata"]["labels"]
@@ -285,3 +286,27 @@ def test_an_existing_vpc_is_used_instead_of_a_new_one() -> None:
         one(plan, "aws:ec2/securityGroup:SecurityGroup", "network-training")["inputs"]["vpcId"]
         == "vpc-0abc1234"
     )
+
+
+def test_serving_gpu_nodes_publish_the_gpu_metric_finops_reads(dev: dict) -> None:
+    from finops.idle import GPU_METRIC
+    from mlp import gpu_metrics
+
+    config = json.loads(inputs(dev, "kubernetes:core/v1:ConfigMap")["data"]["cwagentconfig.json"])
+    metrics = config["metrics"]
+    assert (
+        metrics["namespace"],
+        f"nvidia_smi_{metrics['metrics_collected']['nvidia_gpu']['measurement'][0]}",
+    ) == GPU_METRIC
+    assert metrics["aggregation_dimensions"] == [[gpu_metrics.DIMENSION]]
+    daemonsets = {
+        item["inputs"]["metadata"]["name"]: item["inputs"]["spec"]["template"]["spec"]
+        for item in of_type(dev, "kubernetes:apps/v1:DaemonSet")
+    }
+    agent = daemonsets["cloudwatch-agent-gpu"]
+    assert (
+        agent["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        and agent["tolerations"][0]["key"] == "nvidia.com/gpu"
+    )
+    assert agent["volumes"][0]["configMap"]["name"] == "cloudwatch-agent-gpu"
+    assert set(daemonsets) == {"cloudwatch-agent-gpu", "nvidia-device-plugin"}

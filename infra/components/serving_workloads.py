@@ -14,10 +14,14 @@ import pulumi_kubernetes as k8s
 
 from infra.components.serving_cluster import GPU_NODE_LABEL, GPU_TAINT
 from infra.config import ModelServerConfig
+from mlp.gpu_metrics import cloudwatch_agent_config_json
 from mlp.tags import WORKLOAD_LABELS
 
 MODEL_SERVER = "model-server"
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+CLOUDWATCH_AGENT_IMAGE = "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300052.0b1024"
+GPU_METRICS_APP = "cloudwatch-agent-gpu"
+SYSTEM_NAMESPACE = "kube-system"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
 
@@ -153,48 +157,96 @@ class ServingWorkloads(pulumi.ComponentResource):
         )
         if args.gpu_nodes:
             self._device_plugin(name, labels)
+            self._gpu_metrics(name, labels)
 
         self.namespace = namespace.metadata["name"]
         self.service_name = service.metadata["name"]
         self.register_outputs({"namespace": self.namespace, "service_name": self.service_name})
 
-    def _device_plugin(self, name: str, labels: Mapping[str, str]) -> None:
-        plugin_labels = {"app.kubernetes.io/name": "nvidia-device-plugin", **labels}
-        k8s.apps.v1.DaemonSet(
-            f"{name}-nvidia-device-plugin",
-            metadata={"name": "nvidia-device-plugin", "namespace": "kube-system", "labels": plugin_labels},
+    def _gpu_node_daemonset(
+        self,
+        name: str,
+        app: str,
+        labels: Mapping[str, str],
+        container: dict,
+        volume: dict,
+        *,
+        host_network: bool = False,
+    ) -> k8s.apps.v1.DaemonSet:
+        """A system DaemonSet on every GPU node (selected and tolerated), with one container and volume."""
+        app_labels = {"app.kubernetes.io/name": app, **labels}
+        return k8s.apps.v1.DaemonSet(
+            f"{name}-{app}",
+            metadata={"name": app, "namespace": SYSTEM_NAMESPACE, "labels": app_labels},
             spec={
-                "selector": {"matchLabels": {"app.kubernetes.io/name": "nvidia-device-plugin"}},
+                "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
                 "updateStrategy": {"type": "RollingUpdate"},
                 "template": {
-                    "metadata": {"labels": plugin_labels},
+                    "metadata": {"labels": app_labels},
                     "spec": {
                         "priorityClassName": "system-node-critical",
+                        "hostNetwork": host_network,
                         "nodeSelector": {GPU_NODE_LABEL: "true"},
                         "tolerations": [GPU_TOLERATION],
                         "containers": [
                             {
-                                "name": "nvidia-device-plugin",
-                                "image": DEVICE_PLUGIN_IMAGE,
-                                "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                                "resources": {
-                                    "requests": {"cpu": "50m", "memory": "64Mi"},
-                                    "limits": {"memory": "128Mi"},
-                                },
+                                "name": app,
                                 "securityContext": {
                                     "allowPrivilegeEscalation": False,
                                     "capabilities": {"drop": ["ALL"]},
                                 },
-                                "volumeMounts": [
-                                    {"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}
-                                ],
+                                **container,
                             }
                         ],
-                        "volumes": [
-                            {"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}
-                        ],
+                        "volumes": [volume],
                     },
                 },
             },
             opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _device_plugin(self, name: str, labels: Mapping[str, str]) -> None:
+        self._gpu_node_daemonset(
+            name,
+            "nvidia-device-plugin",
+            labels,
+            {
+                "image": DEVICE_PLUGIN_IMAGE,
+                "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+            },
+            {"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}},
+        )
+
+    def _gpu_metrics(self, name: str, labels: Mapping[str, str]) -> None:
+        """The CloudWatch agent on GPU nodes, publishing the same GPU metrics as the training fleets.
+
+        Without it the idle-GPU scan could only judge serving GPU nodes on CPU, and a busy inference
+        GPU behind an idle CPU would look idle. The node role already carries CloudWatchAgentServerPolicy.
+        """
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-{GPU_METRICS_APP}",
+            metadata={"name": GPU_METRICS_APP, "namespace": SYSTEM_NAMESPACE, "labels": dict(labels)},
+            data={"cwagentconfig.json": cloudwatch_agent_config_json()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._gpu_node_daemonset(
+            name,
+            GPU_METRICS_APP,
+            labels,
+            {
+                "image": CLOUDWATCH_AGENT_IMAGE,
+                # The NVIDIA container runtime mounts nvidia-smi for these; the agent's nvidia_gpu plugin calls it.
+                "env": [
+                    {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+                    {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"},
+                    {"name": "RUN_IN_CONTAINER", "value": "True"},
+                ],
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/cwagentconfig", "readOnly": True}],
+            },
+            {"name": "config", "configMap": {"name": config.metadata["name"]}},
+            # The host's network namespace: the agent resolves ${aws:InstanceId} from the node's IMDS.
+            host_network=True,
         )

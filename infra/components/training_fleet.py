@@ -18,6 +18,7 @@ from infra.iam import assume_role_policy, managed_policy_arn
 from infra.tagging import asg_tags, launch_tag_specifications
 from infra.training.checkpoints import RUNS_PREFIX
 from infra.training.user_data import launch_template_user_data
+from mlp import gpu_metrics
 from mlp.tags import RUN_ID
 
 # Event types AWS sends ahead of reclaiming a spot instance.
@@ -29,7 +30,6 @@ INTERRUPTION_EVENTS = {
 }
 # An ASG's max instance lifetime is 0 or at least one day; shorter runs rely on the script's hard stop.
 MIN_INSTANCE_LIFETIME_SECONDS = 86_400
-GPU_METRICS_NAMESPACE = "CWAgent"
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def instance_policy(run_id: str, bucket: str, kms_key_arn: str, region: str, acc
                     "Effect": "Allow",
                     "Action": "cloudwatch:PutMetricData",
                     "Resource": "*",
-                    "Condition": {"StringEquals": {"cloudwatch:namespace": GPU_METRICS_NAMESPACE}},
+                    "Condition": {"StringEquals": {"cloudwatch:namespace": gpu_metrics.NAMESPACE}},
                 },
                 {
                     "Sid": "StopOwnFleetWhenDone",

@@ -17,6 +17,7 @@ import jinja2
 
 from infra.training.request import validate_run_id
 from mlp.errors import UserError
+from mlp.gpu_metrics import cloudwatch_agent_config_json
 
 TEMPLATE_PATH = Path(__file__).with_name("user_data.sh")
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
@@ -81,6 +82,7 @@ def render_user_data(values: UserDataValues) -> str:
         checkpoint_dir=shlex.quote(values.checkpoint_dir.rstrip("/")),
         max_run_seconds=math.ceil(values.max_hours * 3600),
         sync_interval_seconds=int(values.sync_interval_seconds),
+        cloudwatch_agent_config=shlex.quote(cloudwatch_agent_config_json()),
     )
     return script
 

@@ -31,6 +31,9 @@ readonly TRAIN_IMAGE={{ image }}
 readonly CHECKPOINT_DIR={{ checkpoint_dir }}
 readonly MAX_RUN_SECONDS={{ max_run_seconds }}
 readonly SYNC_INTERVAL_SECONDS={{ sync_interval_seconds }}
+# The GPU telemetry contract (mlp/gpu_metrics.py); ${aws:InstanceId} is the agent's own placeholder.
+# shellcheck disable=SC2016
+readonly CW_AGENT_CONFIG_JSON={{ cloudwatch_agent_config }}
 # ----------------------------------------------------------------------------------------------
 
 readonly IMDS_ENDPOINT=${MLP_IMDS_ENDPOINT:-http://169.254.169.254}
@@ -183,23 +186,7 @@ trap on_exit EXIT
 # --- CloudWatch agent: GPU metrics in CWAgent, rolled up to the InstanceId dimension ---------
 write_cloudwatch_agent_config() {
   mkdir -p "$(dirname "$CW_AGENT_CONFIG")"
-  # ${aws:InstanceId} is the agent's own placeholder, hence the quoted heredoc.
-  cat >"$CW_AGENT_CONFIG" <<'JSON'
-{
-  "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
-  "metrics": {
-    "namespace": "CWAgent",
-    "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
-    "aggregation_dimensions": [["InstanceId"]],
-    "metrics_collected": {
-      "nvidia_gpu": {
-        "measurement": ["utilization_gpu", "utilization_memory", "memory_used", "memory_total"],
-        "metrics_collection_interval": 60
-      }
-    }
-  }
-}
-JSON
+  printf '%s\n' "$CW_AGENT_CONFIG_JSON" >"$CW_AGENT_CONFIG"
 }
 
 install_cloudwatch_agent() {
