@@ -6,6 +6,7 @@ Everything that decides *what* to do lives outside this module and is tested wit
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 from collections.abc import Callable
@@ -99,6 +100,8 @@ class PulumiAutomationBackend:
         on_output: Callable[[str], None],
     ) -> dict[str, Any]:
         handle = self._stack(stack, program)
+        # Inline programs get no plugin resolution from a requirements file: pin the provider we import.
+        handle.workspace.install_plugin("aws", f"v{importlib.metadata.version('pulumi-aws')}")
         handle.set_all_config({key: self._auto.ConfigValue(value=value) for key, value in config.items()})
         for key, value in tags.items():
             handle.set_tag(key, value)
