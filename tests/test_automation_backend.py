@@ -128,5 +128,5 @@ def test_backend_url_accepts_file_and_s3_only(monkeypatch: pytest.MonkeyPatch) -
     assert backend_url(None).startswith("file://")
     monkeypatch.setenv("MLP_BACKEND_URL", "s3://from-env")
     assert backend_url(None) == "s3://from-env"
-XX
+    with pytest.raises(UserError, match=r"^backend 'https://app\.pulumi\.com': use a file:// or s3:// URL"):
         backend_url("https://app.pulumi.com")
