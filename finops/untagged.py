@@ -90,6 +90,7 @@ def _regional_resources(region: str, account_id: str) -> Iterator[TaggedResource
     yield from _eks(region)
     yield from _auto_scaling_groups(region)
     yield from _load_balancers(region)
+    yield from _classic_load_balancers(region, account_id)
 
 
 def _pages(service_client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -238,3 +239,21 @@ def _load_balancers(region: str) -> Iterator[TaggedResource]:
             known_tags[description["ResourceArn"]] = normalize_tags(description.get("Tags"))
     for arn in arns:
         yield TaggedResource(arn, "elasticloadbalancing:loadbalancer", region, known_tags.get(arn, {}))
+
+
+def _classic_load_balancers(region: str, account_id: str) -> Iterator[TaggedResource]:
+    """Classic (v1) load balancers: a separate API, still billing by the hour."""
+    elb = aws.client("elb", region)
+    names = [
+        balancer["LoadBalancerName"]
+        for page in _pages(elb, "describe_load_balancers")
+        for balancer in page.get("LoadBalancerDescriptions", [])
+    ]
+    tags: dict[str, dict[str, str]] = {}
+    for start in range(0, len(names), ELB_DESCRIBE_TAGS_LIMIT):
+        batch = names[start : start + ELB_DESCRIBE_TAGS_LIMIT]
+        for description in elb.describe_tags(LoadBalancerNames=batch).get("TagDescriptions", []):
+            tags[description["LoadBalancerName"]] = normalize_tags(description.get("Tags"))
+    for name in names:
+        arn = f"arn:aws:elasticloadbalancing:{region}:{account_id}:loadbalancer/{name}"
+        yield TaggedResource(arn, "elasticloadbalancing:loadbalancer", region, tags.get(name, {}))

@@ -155,6 +155,17 @@ class Account:
         )["LoadBalancers"][0]
         self.expect(balancer["LoadBalancerArn"], "elasticloadbalancing:loadbalancer", tags)
 
+    def classic_load_balancer(self, name: str, tags: dict[str, str]) -> None:
+        extra = {"Tags": tag_list(tags)} if tags else {}
+        boto3.client("elb", region_name=self.region).create_load_balancer(
+            LoadBalancerName=f"classic-{name}",
+            Listeners=[{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 8080}],
+            AvailabilityZones=[f"{self.region}a"],
+            **extra,
+        )
+        arn = f"arn:aws:elasticloadbalancing:{self.region}:{ACCOUNT}:loadbalancer/classic-{name}"
+        self.expect(arn, "elasticloadbalancing:loadbalancer", tags)
+
     def every_kind(self, prefix: str, tags: dict[str, str]) -> None:
         self.instance(tags)
         self.volume_and_snapshot(tags)
@@ -163,6 +174,7 @@ class Account:
         self.eks(prefix, tags)
         self.asg(prefix, tags)
         self.load_balancer(prefix, tags)
+        self.classic_load_balancer(prefix, tags)
 
 
 def findings_by_arn(regions: list[str], **kwargs: Any) -> dict[str, tuple[str, list[str]]]:
