@@ -69,16 +69,22 @@ def test_train_status_reads_outputs_then_aws(account) -> None:
 
     class WithOutputs(Backend):
         def outputs(self, stack: str) -> dict:
-            return {"checkpointBucket": "mlp-dev-checkpoints-x", "asgName": ids["asg"]}
+            return {"checkpointBucket": "mlp-dev-checkpoints-x", "asgName": ids["asg"], "region": REGION}
 
     backend = WithOutputs(
         [StackSummary("train-r5", run_tags("r5", **{"expires-at": "2026-11-23T20:00:00Z"}))]
     )
+
+    built: list[tuple[str, str | None]] = []
+
+    def client(service: str, region: str | None):
+        built.append((service, region))
+        return boto3.client(service, region_name=region)
+
     report = run_status(
         backend,
         "r5",
-        s3=s3,
-        autoscaling=boto3.client("autoscaling", region_name=REGION),
+        client=client,
         now=datetime(2026, 11, 23, 12, tzinfo=UTC),
     )
     assert report["state"] == "running" and report["desired_capacity"] == 1
@@ -88,11 +94,11 @@ def test_train_status_reads_outputs_then_aws(account) -> None:
     later = run_status(
         backend,
         "r5",
-        s3=s3,
-        autoscaling=boto3.client("autoscaling", region_name=REGION),
+        client=client,
         now=datetime(2026, 11, 23, 21, tzinfo=UTC),
     )
     assert later["state"] == "expired" and later["completion"]["verified"] is False
+    assert set(built) == {("s3", REGION), ("autoscaling", REGION)}
 
 
 def test_train_list_and_destroy_dry_run(account, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,6 +72,7 @@ def build_training_run(request: RunRequest) -> None:
         pulumi.ResourceOptions(providers={"aws": provider}),
     )
     pulumi.export("runId", request.run_id)
+    pulumi.export("region", request.environment.region)
     pulumi.export("expiresAt", format_expires_at(request.expires_at))
     pulumi.export("checkpointBucket", bucket)
     pulumi.export("checkpointPrefix", f"{RUNS_PREFIX}{request.run_id}/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +13,17 @@ from mlp.tags import EXPIRES_AT, normalize_tags, parse_expires_at
 
 
 def run_status(
-    backend: StackBackend, run_id: str, *, s3: Any, autoscaling: Any, now: datetime | None = None
+    backend: StackBackend,
+    run_id: str,
+    *,
+    client: Callable[[str, str | None], Any],
+    now: datetime | None = None,
 ) -> dict[str, Any]:
+    """`client(service, region)` builds boto3 clients; the run's own region comes from its outputs."""
     summary = find_run(backend, run_id)
     outputs = backend.outputs(summary.name)
+    region = outputs.get("region")
+    s3, autoscaling = client("s3", region), client("autoscaling", region)
     tags = normalize_tags(summary.tags)
     bucket = outputs.get("checkpointBucket", "")
     groups = (

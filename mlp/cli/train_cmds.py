@@ -200,7 +200,7 @@ def status(
 
     stacks = PulumiAutomationBackend(backend_url(backend))
     with aws_errors(f"reading run {run_id}"):
-        report = run_status(stacks, run_id, s3=client("s3"), autoscaling=client("autoscaling"))
+        report = run_status(stacks, run_id, client=client)
     if output_format is OutputFormat.json:
         print_json(report)
         return
