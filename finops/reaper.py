@@ -20,6 +20,7 @@ from finops.run_resources import (
     delete_run_resource,
     find_run_resources,
     proven_run_id,
+    run_instance_ids,
 )
 from infra.training.automation import StackBackend, StackSummary
 from infra.training.checkpoints import Completion, read_completion
@@ -292,10 +293,9 @@ def aws_facts(
             return RunFacts()
         bucket = backend.outputs(summary.name).get("checkpointBucket")
         completion = read_completion(aws.client("s3"), bucket, run_id) if bucket else None
-        instance_ids = tuple(
-            item.resource_id for item in find_run_resources(regions, run_id) if item.kind == "ec2:instance"
+        return RunFacts(
+            completion=completion, instance_ids=run_instance_ids(regions, run_id), idle_hours=idle_hours
         )
-        return RunFacts(completion=completion, instance_ids=instance_ids, idle_hours=idle_hours)
 
     return facts
 

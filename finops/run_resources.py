@@ -129,6 +129,21 @@ def _ec2_resources(region: str, run_id: str | None) -> Iterator[RunResource]:
                 yield _resource(kind, item[id_key], arn, region, item.get(tags_key), _hourly(kind, item))
 
 
+def run_instance_ids(regions: Sequence[str], run_id: str) -> tuple[str, ...]:
+    """The live instances proven to belong to `run_id`: one filtered describe per region, no full inventory."""
+    found = []
+    for region in regions:
+        live = [*_ec2_filters(run_id), {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+        for page in aws.client("ec2", region).get_paginator("describe_instances").paginate(Filters=live):
+            for reservation in page["Reservations"]:
+                found.extend(
+                    i["InstanceId"]
+                    for i in reservation["Instances"]
+                    if proven_run_id(i.get("Tags")) == run_id
+                )
+    return tuple(found)
+
+
 def _autoscaling_groups(region: str, run_id: str | None) -> Iterator[RunResource]:
     autoscaling = aws.client("autoscaling", region)
     filters = [{"Name": f"tag:{EPHEMERAL}", "Values": [EPHEMERAL_VALUE]}]

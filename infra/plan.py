@@ -19,6 +19,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import PROJECT, StackConfig, parse_stack_config, read_stack_file, runtime_config_values
+from infra.environment import build_environment
 from infra.estimate import estimate_monthly_cost
 from infra.mocks import PlanMocks
 
@@ -136,8 +137,6 @@ def run_offline(
 
 def plan_environment(config: StackConfig, raw_config: dict[str, Any]) -> PlanResult:
     """Plan the environment stack described by `config` (validated from `raw_config`)."""
-    from infra.environment import build_environment
-
     return run_offline(
         lambda: build_environment(config),
         stack=config.stack,

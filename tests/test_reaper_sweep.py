@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from finops.locks import FileLocks, LockHeld, S3Locks
-from finops.reaper import Reaper, ReapPolicy, RunFacts, expired_run_leftovers
+from finops.reaper import Reaper, ReapPolicy, RunFacts, aws_facts, expired_run_leftovers
 from finops.run_resources import find_run_resources
 from infra.training.automation import StackSummary
 from mlp import pricing
@@ -282,3 +282,20 @@ def test_leftovers_of_expired_runs_are_flagged_without_the_backend(aws_account) 
     assert finished["volume"] in {item["id"] for item in leftover["resources"]}
     expected = 200 * pricing.GP3_GB_MONTHLY / pricing.HOURS_PER_MONTH + pricing.on_demand_hourly("g5.xlarge")
     assert leftover["hourly_cost_usd"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_aws_facts_read_the_runs_instances_and_marker(aws_account) -> None:
+    ids = plant_run("r4", run_tags("r4"), with_asg=False)
+    plant_run("r4", run_tags("r4", **{"pulumi-stack": "dev"}), with_asg=False)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mlp-dev-checkpoints-y")
+
+    class WithBucket(Backend):
+        def outputs(self, stack: str) -> dict:
+            return {"checkpointBucket": "mlp-dev-checkpoints-y"}
+
+    facts = aws_facts(WithBucket([]), [REGION], {ids["instance"]: 3.0})(
+        StackSummary("train-r4", run_tags("r4"))
+    )
+    assert facts.instance_ids == (ids["instance"],)
+    assert facts.completion is None and facts.idle_hours == {ids["instance"]: 3.0}
