@@ -1,0 +1,691 @@
+"""Planting helpers for the reaper's tests: an account as training stacks and their neighbours leave it.
+
+`plant_run` creates what `infra/components/training_fleet.py` creates for one run, tagged the way the
+stack's provider default tags and launch-template tag specifications tag it: an Auto Scaling group
+with instances attached, their root volumes and network interfaces, the launch template, the
+interruption queue and its two EventBridge rules, the instance role and profile. The `foreign_*`
+helpers plant what is not the run's but attaches to or shares what is: these are what the reaper
+must never take with a run. `snapshot` reads the whole account back with boto3 alone, so tests judge
+the reaper with code that shares nothing with it.
+
+Works inside `moto.mock_aws()` or against a moto server, through whatever clients `clients` builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+from finops.reaper import Reaper, ReapPolicy
+from finops.teardown import RunTeardown
+from tests.test_diy_state import PROJECT, file_put, write_stack
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# Expired two hours before NOW: past the default 60 min grace.
+EXPIRED = "2026-11-23T10:00:00Z"
+LIVE = "2099-01-01T00:00:00Z"
+INSTANCE_TYPE = "g5.xlarge"
+# What the fleet's SSM parameter would resolve to.
+FLEET_AMI = "ami-0a1b2c3d4e5f60718"
+MANDATORY = {
+    "team": "ml-platform",
+    "project": "recsys",
+    "environment": "dev",
+    "cost-center": "CC-4410",
+    "owner": "ml-platform@example.com",
+    "managed-by": "pulumi",
+}
+PROD_TAGS = {**MANDATORY, "environment": "prod", "team": "serving"}
+# Stands in for AmazonSSMManagedInstanceCore, which moto does not load: shared by every run's role.
+SHARED_POLICY_NAME = "mlp-ssm-managed-instance-core"
+ROOT_DEVICE = "/dev/sda1"
+# EC2 terminal states: the instance is going or gone, whatever describe still answers.
+GONE_STATES = frozenset({"shutting-down", "terminated"})
+
+Clients = Callable[[str, str], Any]
+
+
+def default_clients(service: str, region: str) -> Any:
+    return boto3.client(service, region_name=region)
+
+
+def run_tags(run_id: str, expires_at: str = EXPIRED, **overrides: str) -> dict[str, str]:
+    """A training stack's tags; an override of "-" drops the key."""
+    tags = {
+        **MANDATORY,
+        "run-id": run_id,
+        "ephemeral": "true",
+        "pulumi-stack": f"train-{run_id}",
+        "expires-at": expires_at,
+    }
+    tags.update(overrides)
+    return {key: value for key, value in tags.items() if value != "-"}
+
+
+def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+_serial = itertools.count()
+
+
+@dataclass
+class PlantedRun:
+    run_id: str
+    tags: dict[str, str]
+    region: str
+    asg: str
+    launch_template: str
+    instances: list[str]
+    volumes: list[str]
+    enis: list[str]
+    queue_url: str
+    rules: list[str]
+    role: str
+    profile: str
+    profile_arn: str
+
+    def ids(self) -> set[tuple[str, str]]:
+        """Every (kind, id) the run owns, in `snapshot`'s vocabulary."""
+        return {
+            ("asg", self.asg),
+            ("launch-template", self.launch_template),
+            *(("instance", i) for i in self.instances),
+            *(("volume", v) for v in self.volumes),
+            *(("eni", e) for e in self.enis),
+            ("queue", self.queue_url),
+            *(("rule", r) for r in self.rules),
+            ("role", self.role),
+            ("profile", self.profile),
+        }
+
+
+@dataclass
+class World:
+    """What is planted in one account, with the clients that planted it."""
+
+    clients: Clients = default_clients
+    region: str = REGION
+    runs: list[PlantedRun] = field(default_factory=list)
+    _network: tuple[str, str] | None = None
+    _built: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, service: str) -> Any:
+        if service not in self._built:
+            self._built[service] = self.clients(service, self.region)
+        return self._built[service]
+
+    def network(self) -> tuple[str, str]:
+        """A default subnet and an AMI id."""
+        if self._network is None:
+            ec2 = self.client("ec2")
+            subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
+                "Subnets"
+            ][0]
+            # Any id does (moto validates AMIs only on request); describing moto's AMIs costs seconds.
+            self._network = (subnet["SubnetId"], FLEET_AMI)
+        return self._network
+
+    def shared_policy_arn(self) -> str:
+        iam = self.client("iam")
+        arn = f"arn:aws:iam::{ACCOUNT_ID}:policy/{SHARED_POLICY_NAME}"
+        try:
+            iam.get_policy(PolicyArn=arn)
+        except iam.exceptions.NoSuchEntityException:
+            arn = iam.create_policy(
+                PolicyName=SHARED_POLICY_NAME,
+                PolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Action": "ssm:UpdateInstanceInformation", "Resource": "*"}
+                        ],
+                    }
+                ),
+            )["Policy"]["Arn"]
+        return arn
+
+    # -- a run, as its stack creates it ----------------------------------------------------------
+
+    def plant_run(
+        self,
+        run_id: str,
+        *,
+        expires_at: str = EXPIRED,
+        instances: int = 2,
+        tags: Mapping[str, str] | None = None,
+    ) -> PlantedRun:
+        """One training run; `tags` replaces the run's tags on every resource (for look-alikes)."""
+        tags = dict(tags) if tags is not None else run_tags(run_id, expires_at)
+        serial = next(_serial)
+        # Pulumi auto-names most of a stack's resources with a random suffix; the serial plays it.
+        base = f"{run_id}-{serial}"
+        subnet, image = self.network()
+        iam, ec2 = self.client("iam"), self.client("ec2")
+
+        role = f"fleet-instance-{base}"
+        iam.create_role(
+            RoleName=role,
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            Tags=tag_list(tags),
+        )
+        iam.put_role_policy(
+            RoleName=role,
+            PolicyName="checkpoints",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+                }
+            ),
+        )
+        iam.attach_role_policy(RoleName=role, PolicyArn=self.shared_policy_arn())
+        profile = iam.create_instance_profile(InstanceProfileName=role, Tags=tag_list(tags))[
+            "InstanceProfile"
+        ]
+        iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
+
+        block_devices = [
+            {
+                "DeviceName": ROOT_DEVICE,
+                "Ebs": {
+                    "VolumeSize": 100,
+                    "VolumeType": "gp3",
+                    "Encrypted": True,
+                    "DeleteOnTermination": True,
+                },
+            }
+        ]
+        template = ec2.create_launch_template(
+            LaunchTemplateName=f"fleet-{base}",
+            LaunchTemplateData={
+                "ImageId": image,
+                "InstanceType": INSTANCE_TYPE,
+                "IamInstanceProfile": {"Arn": profile["Arn"]},
+                "BlockDeviceMappings": block_devices,
+                "TagSpecifications": [
+                    {"ResourceType": kind, "Tags": tag_list(tags)}
+                    for kind in ("instance", "volume", "network-interface")
+                ],
+            },
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list(tags)}],
+        )["LaunchTemplate"]["LaunchTemplateId"]
+
+        autoscaling = self.client("autoscaling")
+        asg = f"mlp-train-{base}"
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=asg,
+            MinSize=0,
+            # Room for the foreign instances some tests attach.
+            MaxSize=instances + 4,
+            DesiredCapacity=0,
+            VPCZoneIdentifier=subnet,
+            MixedInstancesPolicy={
+                "InstancesDistribution": {
+                    "OnDemandBaseCapacity": 0,
+                    "OnDemandPercentageAboveBaseCapacity": 0,
+                    "SpotAllocationStrategy": "price-capacity-optimized",
+                },
+                "LaunchTemplate": {
+                    "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": "$Latest"},
+                    "Overrides": [{"InstanceType": t} for t in (INSTANCE_TYPE, "g6.xlarge", "g4dn.xlarge")],
+                },
+            },
+            Tags=[
+                {
+                    "Key": key,
+                    "Value": value,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": asg,
+                    "ResourceType": "auto-scaling-group",
+                }
+                for key, value in tags.items()
+            ],
+        )
+        instance_ids: list[str] = []
+        if instances:
+            # What the group's launches amount to: instances from the template, tagged by its tag
+            # specifications, then members of the group.
+            launched = ec2.run_instances(
+                LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+                ImageId=image,
+                InstanceType=INSTANCE_TYPE,
+                MinCount=instances,
+                MaxCount=instances,
+                SubnetId=subnet,
+                IamInstanceProfile={"Arn": profile["Arn"]},
+                BlockDeviceMappings=block_devices,
+                TagSpecifications=[
+                    {"ResourceType": kind, "Tags": tag_list(tags)} for kind in ("instance", "volume")
+                ],
+            )["Instances"]
+            instance_ids = [item["InstanceId"] for item in launched]
+            autoscaling.attach_instances(AutoScalingGroupName=asg, InstanceIds=instance_ids)
+        volumes, enis = self._attachments(instance_ids)
+        if enis:
+            ec2.create_tags(Resources=enis, Tags=tag_list(tags))
+
+        sqs = self.client("sqs")
+        queue_url = sqs.create_queue(QueueName=f"mlp-train-{base}-interruptions", tags=dict(tags))["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events = self.client("events")
+        rules = []
+        for kind, detail_type in (
+            ("spot", "EC2 Spot Instance Interruption Warning"),
+            ("rebalance", "EC2 Instance Rebalance Recommendation"),
+        ):
+            rule = f"fleet-{kind}-{base}"
+            events.put_rule(
+                Name=rule,
+                EventPattern=json.dumps({"source": ["aws.ec2"], "detail-type": [detail_type]}),
+                Tags=tag_list(tags),
+            )
+            events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": queue_arn}])
+            rules.append(rule)
+
+        planted = PlantedRun(
+            run_id=run_id,
+            tags=tags,
+            region=self.region,
+            asg=asg,
+            launch_template=template,
+            instances=instance_ids,
+            volumes=volumes,
+            enis=enis,
+            queue_url=queue_url,
+            rules=rules,
+            role=role,
+            profile=role,
+            profile_arn=profile["Arn"],
+        )
+        self.runs.append(planted)
+        return planted
+
+    def _attachments(self, instance_ids: list[str]) -> tuple[list[str], list[str]]:
+        if not instance_ids:
+            return [], []
+        described = [
+            instance
+            for reservation in self.client("ec2").describe_instances(InstanceIds=instance_ids)["Reservations"]
+            for instance in reservation["Instances"]
+        ]
+        volumes = [m["Ebs"]["VolumeId"] for i in described for m in i.get("BlockDeviceMappings", [])]
+        enis = [n["NetworkInterfaceId"] for i in described for n in i.get("NetworkInterfaces", [])]
+        return volumes, enis
+
+    def delete_run(self, run: PlantedRun, *, leave: Iterable[str] = ()) -> None:
+        """What `pulumi destroy` of the run's stack deletes, less the ids in `leave` (a leak)."""
+        kept = set(leave)
+        ec2, iam = self.client("ec2"), self.client("iam")
+        for instance in run.instances:
+            # A volume Pulumi lost track of: it must outlive its instance to be left behind.
+            mappings = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+            devices = [
+                m["DeviceName"]
+                for m in mappings.get("BlockDeviceMappings", [])
+                if m["Ebs"]["VolumeId"] in kept
+            ]
+            if devices:
+                ec2.modify_instance_attribute(
+                    InstanceId=instance,
+                    BlockDeviceMappings=[
+                        {"DeviceName": d, "Ebs": {"DeleteOnTermination": False}} for d in devices
+                    ],
+                )
+        self.client("autoscaling").delete_auto_scaling_group(AutoScalingGroupName=run.asg, ForceDelete=True)
+        if run.instances:
+            ec2.terminate_instances(InstanceIds=run.instances)
+        ec2.delete_launch_template(LaunchTemplateId=run.launch_template)
+        for volume in run.volumes:
+            if volume not in kept:
+                with _gone_is_fine():
+                    ec2.delete_volume(VolumeId=volume)
+        for interface in run.enis:
+            if interface not in kept:
+                with _gone_is_fine():
+                    ec2.delete_network_interface(NetworkInterfaceId=interface)
+        events = self.client("events")
+        for rule in run.rules:
+            events.remove_targets(Rule=rule, Ids=["queue"])
+            events.delete_rule(Name=rule)
+        self.client("sqs").delete_queue(QueueUrl=run.queue_url)
+        iam.remove_role_from_instance_profile(InstanceProfileName=run.profile, RoleName=run.role)
+        iam.delete_instance_profile(InstanceProfileName=run.profile)
+        iam.delete_role_policy(RoleName=run.role, PolicyName="checkpoints")
+        iam.detach_role_policy(RoleName=run.role, PolicyArn=self.shared_policy_arn())
+        iam.delete_role(RoleName=run.role)
+
+    # -- what is not the run's but touches it ----------------------------------------------------
+
+    def foreign_instance(
+        self, tags: Mapping[str, str] | None = None, *, profile_arn: str | None = None
+    ) -> str:
+        """A running instance that is not any run's (untagged unless `tags`)."""
+        subnet, image = self.network()
+        extra: dict[str, Any] = {}
+        if tags:
+            extra["TagSpecifications"] = [
+                {"ResourceType": kind, "Tags": tag_list(tags)} for kind in ("instance", "volume")
+            ]
+        if profile_arn:
+            extra["IamInstanceProfile"] = {"Arn": profile_arn}
+        return self.client("ec2").run_instances(
+            ImageId=image, InstanceType="m6i.large", MinCount=1, MaxCount=1, SubnetId=subnet, **extra
+        )["Instances"][0]["InstanceId"]
+
+    def attach_to_group(self, asg: str, instance_id: str) -> None:
+        self.client("autoscaling").attach_instances(AutoScalingGroupName=asg, InstanceIds=[instance_id])
+
+    def foreign_profile(
+        self, role: str, tags: Mapping[str, str] | None = None, *, name: str | None = None
+    ) -> str:
+        """An instance profile of someone else that holds `role`."""
+        iam = self.client("iam")
+        name = name or f"foreign-profile-{next(_serial)}"
+        extra = {"Tags": tag_list(tags)} if tags else {}
+        iam.create_instance_profile(InstanceProfileName=name, **extra)
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=role)
+        return name
+
+    def foreign_group(self, launch_template: str, tags: Mapping[str, str] | None = None) -> str:
+        """An Auto Scaling group of someone else launching from `launch_template`."""
+        subnet, _ = self.network()
+        name = f"serving-{next(_serial)}"
+        self.client("autoscaling").create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MinSize=0,
+            MaxSize=2,
+            DesiredCapacity=0,
+            VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": launch_template, "Version": "$Latest"},
+            Tags=[
+                {
+                    "Key": k,
+                    "Value": v,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": name,
+                    "ResourceType": "auto-scaling-group",
+                }
+                for k, v in (tags or {}).items()
+            ],
+        )
+        return name
+
+    def foreign_volume(
+        self, instance_id: str, tags: Mapping[str, str] | None = None, *, delete_on_termination: bool = True
+    ) -> str:
+        """A volume of someone else attached to `instance_id`, deleted with it unless told otherwise."""
+        ec2 = self.client("ec2")
+        zone = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0][
+            "Placement"
+        ]["AvailabilityZone"]
+        extra = {"TagSpecifications": [{"ResourceType": "volume", "Tags": tag_list(tags)}]} if tags else {}
+        volume = ec2.create_volume(AvailabilityZone=zone, Size=500, VolumeType="gp3", **extra)["VolumeId"]
+        device = f"/dev/sd{'fghijklmnop'[next(_serial) % 11]}"
+        ec2.attach_volume(VolumeId=volume, InstanceId=instance_id, Device=device)
+        if delete_on_termination:
+            ec2.modify_instance_attribute(
+                InstanceId=instance_id,
+                BlockDeviceMappings=[{"DeviceName": device, "Ebs": {"DeleteOnTermination": True}}],
+            )
+        return volume
+
+    def checkpoints(self, bucket: str, run_id: str, tags: Mapping[str, str] | None = None) -> str:
+        """The environment's checkpoint bucket with one of the run's checkpoints in it; returns the key."""
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=bucket)
+        if tags:
+            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_list(tags)})
+        key = f"runs/{run_id}/checkpoints/step-000100.pt"
+        s3.put_object(Bucket=bucket, Key=key, Body=b"weights")
+        return key
+
+
+@contextlib.contextmanager
+def _gone_is_fine() -> Any:
+    try:
+        yield
+    except botocore.exceptions.ClientError as error:
+        if "NotFound" not in error.response["Error"]["Code"]:
+            raise
+
+
+# -- a DIY state backend, as the Pulumi CLI writes it --------------------------------------------
+
+
+def diy_backend(root: Path) -> str:
+    """An empty project-scoped DIY backend in `root`; returns its URL."""
+    file_put(root)(".pulumi/meta.yaml", b"version: 1\n")
+    return f"file://{root}"
+
+
+def add_stack(
+    root: Path, stack: str, tags: Mapping[str, str], outputs: Mapping[str, Any] | None = None
+) -> None:
+    """What `pulumi stack init`, `stack tag set` and `up` leave for one stack."""
+    write_stack(file_put(root), stack, outputs=dict(outputs or {}), tags=dict(tags))
+
+
+def remove_stack(root: Path, stack: str) -> None:
+    """What `pulumi stack rm` leaves: only the checkpoint's backup."""
+    base = root / ".pulumi" / "stacks" / PROJECT / stack
+    for suffix in (".json", ".pulumi-tags"):
+        Path(f"{base}{suffix}").unlink(missing_ok=True)
+
+
+# -- reading the account back --------------------------------------------------------------------
+
+
+def snapshot(
+    clients: Clients = default_clients, region: str = REGION
+) -> dict[tuple[str, str], dict[str, str]]:
+    """Every resource of the kinds the tests plant that still exists, (kind, id) -> tags.
+
+    Instances AWS is terminating count as gone. Links are entries too, so a link broken without
+    its ends going shows: ("profile-role", "<profile>/<role>"), ("member", "<group>/<instance>"),
+    ("attachment", "<instance>/<volume>").
+    """
+
+    def client(service: str) -> Any:
+        return clients(service, region)
+
+    def tags_of(items: Any) -> dict[str, str]:
+        return {item["Key"]: item["Value"] for item in items or []}
+
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    ec2, autoscaling, iam = client("ec2"), client("autoscaling"), client("iam")
+    for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate():
+        for group in page["AutoScalingGroups"]:
+            found[("asg", group["AutoScalingGroupName"])] = tags_of(group.get("Tags"))
+            for member in group.get("Instances", []):
+                found[("member", f"{group['AutoScalingGroupName']}/{member['InstanceId']}")] = {}
+    for page in ec2.get_paginator("describe_launch_templates").paginate(PaginationConfig={"PageSize": 200}):
+        for template in page["LaunchTemplates"]:
+            found[("launch-template", template["LaunchTemplateId"])] = tags_of(template.get("Tags"))
+    for page in ec2.get_paginator("describe_instances").paginate():
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["State"]["Name"] in GONE_STATES:
+                    continue
+                found[("instance", instance["InstanceId"])] = tags_of(instance.get("Tags"))
+    for page in ec2.get_paginator("describe_volumes").paginate():
+        for volume in page["Volumes"]:
+            found[("volume", volume["VolumeId"])] = tags_of(volume.get("Tags"))
+            for attachment in volume.get("Attachments", []):
+                found[("attachment", f"{attachment['InstanceId']}/{volume['VolumeId']}")] = {}
+    for page in ec2.get_paginator("describe_network_interfaces").paginate():
+        for interface in page["NetworkInterfaces"]:
+            found[("eni", interface["NetworkInterfaceId"])] = tags_of(interface.get("TagSet"))
+    sqs = client("sqs")
+    for url in sqs.list_queues().get("QueueUrls", []):
+        found[("queue", url)] = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    events = client("events")
+    for rule in events.list_rules()["Rules"]:
+        found[("rule", rule["Name"])] = tags_of(
+            events.list_tags_for_resource(ResourceARN=rule["Arn"])["Tags"]
+        )
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            found[("role", role["RoleName"])] = tags_of(iam.list_role_tags(RoleName=role["RoleName"])["Tags"])
+    for page in iam.get_paginator("list_instance_profiles").paginate():
+        for listed in page["InstanceProfiles"]:
+            profile = iam.get_instance_profile(InstanceProfileName=listed["InstanceProfileName"])[
+                "InstanceProfile"
+            ]
+            found[("profile", profile["InstanceProfileName"])] = tags_of(profile.get("Tags"))
+            for role in profile.get("Roles", []):
+                found[("profile-role", f"{profile['InstanceProfileName']}/{role['RoleName']}")] = {}
+    for page in iam.get_paginator("list_policies").paginate(Scope="Local"):
+        for policy in page["Policies"]:
+            found[("policy", policy["Arn"])] = {}
+    s3 = client("s3")
+    for bucket in s3.list_buckets().get("Buckets", []):
+        found[("bucket", bucket["Name"])] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for item in page.get("Contents", []):
+                found[("object", f"{bucket['Name']}/{item['Key']}")] = {}
+    return found
+
+
+def instance_state(instance_id: str, clients: Clients = default_clients, region: str = REGION) -> str:
+    ec2 = clients("ec2", region)
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"][
+        "Name"
+    ]
+
+
+# -- the reaper, built around a world --------------------------------------------------------------
+
+
+class FakePulumi:
+    """The Automation API boundary: `destroy` deletes what the stack's run planted, as Pulumi would.
+
+    `fail` maps a stack to the error its destroy raises; `leave` names ids a destroy leaves behind.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        root: Path | None = None,
+        *,
+        fail: Mapping[str, str] | None = None,
+        leave: Iterable[str] = (),
+    ) -> None:
+        self.world = world
+        self.root = root
+        self.fail = dict(fail or {})
+        self.leave = set(leave)
+        self.calls: list[tuple[str, str]] = []
+
+    def destroy(self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]) -> None:
+        self.calls.append(("destroy", stack))
+        if stack in self.fail:
+            raise RuntimeError(self.fail[stack])
+        for run in self.world.runs:
+            if run.tags.get("pulumi-stack") == stack:
+                self.world.delete_run(run, leave=self.leave)
+
+    def remove(self, stack: str) -> None:
+        self.calls.append(("remove", stack))
+        if self.root is not None:
+            remove_stack(self.root, stack)
+
+    def deploy(self, stack: str, program: Callable[[], None], **_: Any) -> dict[str, Any]:
+        raise AssertionError(f"the reaper deployed {stack}")
+
+    def list_stacks(self) -> list[Any]:
+        raise AssertionError("the reaper lists stacks through the state reader, not Pulumi")
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        raise AssertionError("the reaper reads outputs through the state reader, not Pulumi")
+
+
+class _Lease:
+    def check(self) -> None:
+        pass
+
+
+class NoLocks:
+    """One reaper at a time by construction: the tests that use it run no other."""
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Any:
+        yield _Lease()
+
+
+def build_reaper(
+    reader: Any,
+    *,
+    destroyer: Callable[[], Any] | None = None,
+    locks: Any = None,
+    log: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+    idle: Mapping[str, Any] | None = None,
+    completion: Callable[[Any], Any] | None = None,
+    prod_opt_in: bool = False,
+    environment_stacks: Iterable[str] = ("dev", "prod"),
+    regions: Iterable[str] = (REGION,),
+) -> Reaper:
+    """The Reaper as `finops.reaper.reap` builds it, with the Pulumi boundary and Cost Explorer faked."""
+    logged = log or (lambda line: None)
+
+    def no_destroyer() -> Any:
+        raise AssertionError("the reaper needed Pulumi where no stack was to be destroyed")
+
+    return Reaper(
+        reader,
+        destroyer=destroyer or no_destroyer,
+        teardown=RunTeardown(
+            list(regions), ACCOUNT_ID, prod_opt_in=prod_opt_in, run_cost=lambda run_id: None, log=logged
+        ),
+        policy=ReapPolicy(prod_opt_in=prod_opt_in, environment_stacks=frozenset(environment_stacks)),
+        completion=completion or (lambda summary: None),
+        idle=dict(idle or {}),
+        locks=locks or NoLocks(),
+        log=logged,
+        notify=notify or (lambda message: None),
+    )
+
+
+def reuse_clients(monkeypatch: Any) -> None:
+    """One boto3 client per service, region and retry setting for the rest of the test.
+
+    Building a client costs more than most moto calls, and the code under test builds one per call;
+    clients hold no state that a decision could depend on, so reusing them changes nothing but speed.
+    """
+    from mlp import aws
+
+    built: dict[tuple[Any, ...], Any] = {}
+    original = aws.client
+
+    def client(service: str, region: str | None = None, *, max_attempts: int = 8) -> Any:
+        key = (service, region or aws.default_region(), max_attempts)
+        if key not in built:
+            built[key] = original(service, region, max_attempts=max_attempts)
+        return built[key]
+
+    monkeypatch.setattr(aws, "client", client)
