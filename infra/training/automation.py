@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from infra.config import PROJECT
 from mlp.errors import UserError
 
-DEFAULT_BACKEND_URL = f"file://{Path.home() / '.ml-platform' / 'state'}"
+DEFAULT_BACKEND_URL = "file://~/.ml-platform/state"
 BACKEND_ENV = "MLP_BACKEND_URL"
+# The Pulumi CLI's own override, which it prefers even to a project's backend.url (pkg/workspace/creds.go).
+PULUMI_BACKEND_ENV = "PULUMI_BACKEND_URL"
 SUPPORTED_SCHEMES = ("file://", "s3://")
 
 
@@ -56,10 +59,42 @@ class StackBackend(Protocol):
 
 
 def backend_url(explicit: str | None = None) -> str:
-    url = explicit or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND_URL
-    if not url.startswith(SUPPORTED_SCHEMES):
-        raise UserError(f"backend {url!r}: use a file:// or s3:// URL (--backend or {BACKEND_ENV})")
+    """The state backend: `--backend`, else $MLP_BACKEND_URL, else $PULUMI_BACKEND_URL, else ~/.ml-platform/state.
+
+    A file:// URL comes back absolute (`~` and relative paths resolved as the Pulumi CLI does), so
+    the CLI, the state reader and anything that creates the folder agree on one directory.
+    """
+    source, url = next(
+        (source, value)
+        for source, value in (
+            ("--backend", explicit),
+            (BACKEND_ENV, os.environ.get(BACKEND_ENV)),
+            (PULUMI_BACKEND_ENV, os.environ.get(PULUMI_BACKEND_ENV)),
+            ("the default", DEFAULT_BACKEND_URL),
+        )
+        if value
+    )
+    if url.startswith("file://"):
+        query = urlsplit(url).query
+        return f"file://{local_path(url)}" + (f"?{query}" if query else "")
+    if not url.startswith(SUPPORTED_SCHEMES) or not urlsplit(url).netloc:
+        raise UserError(
+            f"backend {url!r}: use a file:// or s3:// URL (s3://bucket/prefix; azblob://, gs:// and "
+            f"the Pulumi Cloud are not supported); it came from {source}"
+        )
     return url
+
+
+def local_path(url: str) -> Path:
+    """A file:// backend's directory, the way the Pulumi CLI reads the URL (pkg/backend/diy/backend.go).
+
+    Everything after `file://` up to any `?query` is a path: `~` is the home directory and a
+    relative path is relative to the working directory.
+    """
+    path = unquote(url.removeprefix("file://").split("?", 1)[0])
+    if path == "~" or path.startswith("~/"):
+        path = str(Path.home()) + path[1:]
+    return Path(os.path.abspath(path))
 
 
 class PulumiAutomationBackend:

@@ -10,13 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.training.automation import StackBackend, StackSummary
 from infra.training.checkpoints import read_completion
 from infra.training.request import STACK_PREFIX, RunRequest, stack_name, validate_run_id
 from mlp.errors import UserError
 from mlp.tags import ENVIRONMENT, RUN_ID, is_ephemeral, normalize_tags
+
+if TYPE_CHECKING:
+    from infra.training.state import StackReader
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
@@ -122,11 +125,11 @@ def launch(
     return LaunchResult(request.run_id, request.stack, outputs, end, why, destroyed=True)
 
 
-def training_stacks(backend: StackBackend) -> list[StackSummary]:
+def training_stacks(backend: StackReader) -> list[StackSummary]:
     return sorted((s for s in backend.list_stacks() if s.name.startswith(STACK_PREFIX)), key=lambda s: s.name)
 
 
-def find_run(backend: StackBackend, run_id: str) -> StackSummary:
+def find_run(backend: StackReader, run_id: str) -> StackSummary:
     validate_run_id(run_id)
     for summary in training_stacks(backend):
         if summary.name == stack_name(run_id):

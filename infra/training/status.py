@@ -1,4 +1,4 @@
-"""What a run is doing right now: its stack's outputs read back, then the live AWS view."""
+"""What a run is doing right now: its stack's outputs read from the state files, then the live AWS view."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.training.automation import StackBackend
 from infra.training.checkpoints import latest_checkpoint, read_completion
 from infra.training.lifecycle import find_run
+from infra.training.state import StackReader
 from mlp.tags import EXPIRES_AT, normalize_tags, parse_expires_at
 
 
 def run_status(
-    backend: StackBackend,
+    backend: StackReader,
     run_id: str,
     *,
     client: Callable[[str, str | None], Any],

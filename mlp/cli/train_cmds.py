@@ -44,7 +44,8 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="State backend URL (file://… or s3://…); default $MLP_BACKEND_URL or ~/.ml-platform/state.",
+        help="State backend URL (file://… or s3://bucket/prefix); default $MLP_BACKEND_URL, then "
+        "$PULUMI_BACKEND_URL, then file://~/.ml-platform/state.",
     ),
 ]
 
@@ -193,14 +194,22 @@ def status(
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
 ) -> None:
-    """The run's state, instances, newest checkpoint and completion marker."""
-    from infra.training.automation import PulumiAutomationBackend, backend_url
+    """The run's state, instances, newest checkpoint and completion marker (no Pulumi CLI needed)."""
+    from infra.training.automation import backend_url
+    from infra.training.state import DiyStateBackend
     from infra.training.status import run_status
     from mlp.aws import aws_errors, client
+    from mlp.errors import UserError
 
-    stacks = PulumiAutomationBackend(backend_url(backend))
-    with aws_errors(f"reading run {run_id}"):
-        report = run_status(stacks, run_id, client=client)
+    stacks = DiyStateBackend(backend_url(backend))
+    try:
+        with aws_errors(f"reading run {run_id}"):
+            report = run_status(stacks, run_id, client=client)
+    except UserError as error:
+        # A run missing because its backend or stack file is unreadable: the reason, in the same line.
+        raise UserError("; ".join([error.message, *stacks.warnings])) from error
+    for warning in stacks.warnings:
+        log(warning)
     if output_format is OutputFormat.json:
         print_json(report)
         return
@@ -224,11 +233,17 @@ def status(
 
 @train_app.command("list")
 def list_runs(output_format: FormatOption = OutputFormat.text, backend: BackendOption = None) -> None:
-    """Training stacks on the backend with their run tags."""
-    from infra.training.automation import PulumiAutomationBackend, backend_url
+    """Training stacks on the backend with their run tags, read from the state files (no Pulumi CLI needed)."""
+    from infra.training.automation import backend_url
     from infra.training.lifecycle import training_stacks
+    from infra.training.state import DiyStateBackend
+    from mlp.aws import aws_errors
 
-    runs = training_stacks(PulumiAutomationBackend(backend_url(backend)))
+    stacks = DiyStateBackend(backend_url(backend))
+    with aws_errors("listing the training stacks"):
+        runs = training_stacks(stacks)
+    for warning in stacks.warnings:
+        log(warning)
     if output_format is OutputFormat.json:
         print_json(
             {"runs": [{"stack": s.name, "tags": s.tags, "resource_count": s.resource_count} for s in runs]}
