@@ -34,6 +34,8 @@ from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, MANAGED_BY, MANAGED_BY
 PROJECT = "ml-platform"
 NAMESPACE = f"{PROJECT}:"
 PROD = "prod"
+# Stacks named so are training runs, one per run: the reaper's to destroy, never an environment's.
+TRAINING_STACK_PREFIX = "train-"
 
 
 class _Model(BaseModel):
@@ -339,10 +341,24 @@ def find_project_dir(start: Path | None = None) -> Path:
     )
 
 
+def environment_stacks(project_dir: Path | None = None) -> frozenset[str]:
+    """The environment stacks of the project: one per `Pulumi.<name>.yaml`, never a training run."""
+    try:
+        directory = find_project_dir(project_dir)
+    except ConfigError:
+        return frozenset()
+    return frozenset(path.name[len("Pulumi.") : -len(".yaml")] for path in directory.glob("Pulumi.*.yaml"))
+
+
 def read_stack_file(stack: str, project_dir: Path | None = None) -> dict[str, Any]:
     """The raw `config:` map of Pulumi.<stack>.yaml."""
-    if not re.match(r"^[A-Za-z0-9_.-]+$", stack):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", stack):
         raise ConfigError(f"--stack {stack!r}: stack names are letters, digits, '-', '_' and '.'")
+    if stack.startswith(TRAINING_STACK_PREFIX):
+        raise ConfigError(
+            f"--stack {stack!r}: names starting with {TRAINING_STACK_PREFIX!r} are reserved for training runs "
+            f"(the reaper may destroy them); rename Pulumi.{stack}.yaml"
+        )
     directory = find_project_dir(project_dir)
     path = directory / f"Pulumi.{stack}.yaml"
     if not path.is_file():

@@ -47,6 +47,11 @@ def client(service: str, region: str | None = None, *, max_attempts: int = 8) ->
     return _session(os.environ.get("AWS_PROFILE")).client(service, config=config)
 
 
+def caller_account_id(region: str | None = None) -> str:
+    """The account the current credentials act in."""
+    return client("sts", region).get_caller_identity()["Account"]
+
+
 def parse_regions(value: str | None) -> list[str]:
     """`--regions r1,r2` into a list; the environment's region when absent."""
     if not value:

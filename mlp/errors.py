@@ -19,3 +19,9 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A stack configuration value is missing or invalid; the message names the full config key."""
+
+
+def describe(error: BaseException) -> str:
+    """An error as one line: its type and message, for records that must not stop a batch."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

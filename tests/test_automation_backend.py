@@ -15,7 +15,7 @@ import pytest
 from pulumi import automation as auto
 
 from infra.training import automation
-from infra.training.automation import PulumiAutomationBackend, StackSummary, backend_url
+from infra.training.automation import PulumiAutomationBackend, StackExists, StackSummary, backend_url
 from mlp.errors import UserError
 
 
@@ -64,6 +64,14 @@ class FakeStack:
         return {"checkpointBucket": auto.OutputValue("mlp-dev-checkpoints-x", False)}
 
 
+EXISTING = "train-taken"
+
+
+def _refuse_existing(stack: str) -> None:
+    if stack == EXISTING:
+        raise auto.StackAlreadyExistsError(auto.CommandResult("", f"stack '{stack}' already exists", 255))
+
+
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     calls: list = []
@@ -72,17 +80,21 @@ def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     created = PulumiAutomationBackend(f"file://{state}")
     created._auto = SimpleNamespace(
         ConfigValue=auto.ConfigValue,
-        create_or_select_stack=lambda **kwargs: (
-            calls.append(("select", kwargs["stack_name"], kwargs["opts"]))
+        create_stack=lambda **kwargs: (
+            calls.append(("create", kwargs["stack_name"], kwargs["opts"]))
+            or _refuse_existing(kwargs["stack_name"])
             or FakeStack(calls, kwargs["stack_name"])
         ),
-        select_stack=lambda **kwargs: FakeStack(calls, kwargs["stack_name"]),
+        StackAlreadyExistsError=auto.StackAlreadyExistsError,
+        select_stack=lambda **kwargs: (
+            calls.append(("select", kwargs["stack_name"])) or FakeStack(calls, kwargs["stack_name"])
+        ),
         LocalWorkspace=lambda **options: FakeWorkspace(calls, **options),
     )
     return created, calls, state
 
 
-def test_deploy_selects_configures_tags_and_runs_up(backend) -> None:
+def test_deploy_creates_configures_tags_and_runs_up(backend) -> None:
     created, calls, state = backend
     assert state.is_dir()  # a file:// backend directory is created on first use
     outputs = created.deploy(
@@ -93,10 +105,10 @@ def test_deploy_selects_configures_tags_and_runs_up(backend) -> None:
         on_output=print,
     )
     assert outputs == {"asgName": "mlp-train-r1"}
-    select = calls[0]
-    assert select[:2] == ("select", "train-r1")
-    assert select[2].project_settings.backend.url == f"file://{state}"
-    assert select[2].project_settings.name == "ml-platform"
+    create = calls[0]
+    assert create[:2] == ("create", "train-r1")
+    assert create[2].project_settings.backend.url == f"file://{state}"
+    assert create[2].project_settings.name == "ml-platform"
     assert calls[1][:2] == ("install_plugin", "aws") and calls[1][2].startswith("v7.")
     assert calls[2:] == [
         ("set_all_config", {"aws:region": "us-east-1"}),
@@ -104,6 +116,19 @@ def test_deploy_selects_configures_tags_and_runs_up(backend) -> None:
         ("set_tag", "ephemeral", "true"),
         ("up", "train-r1"),
     ]
+
+
+def test_deploy_never_reuses_an_existing_stack(backend) -> None:
+    created, calls, _ = backend
+    with pytest.raises(StackExists, match=r"stack train-taken already exists.*`mlp train status taken`"):
+        created.deploy(EXISTING, lambda: None, config={}, tags={}, on_output=print)
+    assert [call[0] for call in calls] == ["create"]  # nothing configured, nothing updated
+
+
+def test_destroy_selects_never_creates(backend) -> None:
+    created, calls, _ = backend
+    created.destroy("train-r1", lambda: None, on_output=print)
+    assert calls == [("select", "train-r1"), ("destroy", "train-r1")]
 
 
 def test_destroy_remove_list_and_outputs(backend) -> None:

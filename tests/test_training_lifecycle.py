@@ -12,8 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from finops.teardown import Receipt
 from infra.config import load_stack_config
-from infra.training.automation import StackSummary
+from infra.training.automation import StackExists, StackSummary
 from infra.training.checkpoints import completion_key, read_completion
 from infra.training.lifecycle import RunEnd, destroy_run, launch
 from infra.training.request import build_request
@@ -122,10 +123,17 @@ def _run(request_, backend, s3, time: FakeTime, *, wait: bool = True):
         sleep=time.sleep,
         log=logs.append,
         poll_seconds=60,
-        # The receipt's "before" inventory must be taken while the stack still exists.
-        before_destroy=lambda: backend.calls.append(("inventory", request_.stack)),
+        teardown=lambda: _teardown(backend, request_.stack),
     )
     return result, logs
+
+
+def _teardown(backend: FakeBackend, stack: str) -> Receipt:
+    """What `finops.teardown` does around the boundary: inventory, destroy, remove, receipt."""
+    backend.calls.append(("inventory", stack))
+    backend.destroy(stack, lambda: None, on_output=print)
+    backend.remove(stack)
+    return Receipt(stack.removeprefix("train-"), removed=[], leaks=[], run_cost_usd=None)
 
 
 def test_completed_run_is_destroyed_and_checkpoints_stay(request_, s3) -> None:
@@ -176,6 +184,18 @@ def test_a_failed_up_is_torn_down(request_, s3) -> None:
     assert backend.calls == [("deploy", "train-r1"), ("destroy", "train-r1"), ("remove", "train-r1")]
 
 
+def test_an_existing_stack_is_never_reused_nor_destroyed(request_, s3) -> None:
+    class Taken(FakeBackend):
+        def deploy(self, stack: str, program, *, config: dict, tags: dict, on_output) -> dict[str, Any]:
+            self.calls.append(("deploy", stack))
+            raise StackExists(stack)
+
+    backend, time = Taken(), FakeTime(NOW)
+    with pytest.raises(StackExists, match=r"train-r1 already exists.*`mlp train status r1`"):
+        _run(request_, backend, s3, time)
+    assert backend.calls == [("deploy", "train-r1")]
+
+
 def test_completion_is_verified_against_the_checkpoint(s3) -> None:
     assert read_completion(s3, BUCKET, "r2") is None
     _complete(s3, "r2")
@@ -188,15 +208,18 @@ def test_completion_is_verified_against_the_checkpoint(s3) -> None:
 def test_destroy_is_dry_run_by_default_and_refuses_non_ephemeral(request_) -> None:
     backend = FakeBackend()
     backend.stacks["train-r1"] = StackSummary("train-r1", dict(request_.tags), resource_count=14)
-    message = destroy_run(backend, "r1", apply=False, log=lambda _: None)
+
+    def teardown(stack: str) -> Receipt:
+        return _teardown(backend, stack)
+
+    message, receipt = destroy_run(backend, "r1", apply=False, teardown=teardown)
     assert message.startswith("would destroy and remove train-r1 (environment dev, 14 resources)")
-    assert backend.calls == []
-    assert destroy_run(backend, "r1", apply=True, log=lambda _: None).startswith(
-        "destroyed and removed train-r1"
-    )
-    assert backend.calls == [("destroy", "train-r1"), ("remove", "train-r1")]
+    assert backend.calls == [] and receipt is None
+    message, receipt = destroy_run(backend, "r1", apply=True, teardown=teardown)
+    assert message.startswith("destroyed and removed train-r1") and receipt.run_id == "r1"
+    assert backend.calls == [("inventory", "train-r1"), ("destroy", "train-r1"), ("remove", "train-r1")]
     backend.stacks["train-r3"] = StackSummary("train-r3", {"run-id": "r3", "ephemeral": "false"})
     with pytest.raises(UserError, match="train-r3 is not tagged ephemeral=true with run-id=r3"):
-        destroy_run(backend, "r3", apply=True, log=lambda _: None)
+        destroy_run(backend, "r3", apply=True, teardown=teardown)
     with pytest.raises(UserError, match="no stack train-r9"):
-        destroy_run(backend, "r9", apply=True, log=lambda _: None)
+        destroy_run(backend, "r9", apply=True, teardown=teardown)

@@ -34,6 +34,17 @@ class StackSummary:
     resource_count: int | None = None
 
 
+class StackExists(UserError):
+    """`deploy` was asked for a stack that is already there: it belongs to someone, so it is not touched."""
+
+    def __init__(self, stack: str) -> None:
+        run_id = stack.removeprefix("train-")
+        super().__init__(
+            f"stack {stack} already exists on this backend; `mlp train status {run_id}` shows it, "
+            "or pick another --run-id"
+        )
+
+
 class StackBackend(Protocol):
     """What the training lifecycle and the reaper need from Pulumi."""
 
@@ -45,7 +56,9 @@ class StackBackend(Protocol):
         config: dict[str, str],
         tags: dict[str, str],
         on_output: Callable[[str], None],
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Create the stack and `up` it; raises `StackExists` when the stack is already there."""
+        ...
 
     def destroy(
         self, stack: str, program: Callable[[], None], *, on_output: Callable[[str], None]
@@ -117,11 +130,15 @@ class PulumiAutomationBackend:
                 name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=url)
             ),
             # Training stacks hold no secrets; an empty passphrase keeps unattended runs possible.
-            env_vars={"PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")},
+            # The CLI prefers PULUMI_BACKEND_URL over the project's backend: pin it to the one we read.
+            env_vars={
+                "PULUMI_CONFIG_PASSPHRASE": os.environ.get("PULUMI_CONFIG_PASSPHRASE", ""),
+                "PULUMI_BACKEND_URL": url,
+            },
         )
 
     def _stack(self, stack: str, program: Callable[[], None]) -> Any:
-        return self._auto.create_or_select_stack(
+        return self._auto.select_stack(
             stack_name=stack, project_name=PROJECT, program=program, opts=self._options
         )
 
@@ -134,7 +151,12 @@ class PulumiAutomationBackend:
         tags: dict[str, str],
         on_output: Callable[[str], None],
     ) -> dict[str, Any]:
-        handle = self._stack(stack, program)
+        try:
+            handle = self._auto.create_stack(
+                stack_name=stack, project_name=PROJECT, program=program, opts=self._options
+            )
+        except self._auto.StackAlreadyExistsError:
+            raise StackExists(stack) from None
         # Inline programs get no plugin resolution from a requirements file: pin the provider we import.
         handle.workspace.install_plugin("aws", f"v{importlib.metadata.version('pulumi-aws')}")
         handle.set_all_config({key: self._auto.ConfigValue(value=value) for key, value in config.items()})

@@ -12,13 +12,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from infra.training.automation import StackBackend, StackSummary
+from infra.training.automation import StackBackend, StackExists, StackSummary
 from infra.training.checkpoints import read_completion
 from infra.training.request import STACK_PREFIX, RunRequest, stack_name, validate_run_id
+from mlp.aws import default_region
 from mlp.errors import UserError
 from mlp.tags import ENVIRONMENT, RUN_ID, is_ephemeral, normalize_tags
 
 if TYPE_CHECKING:
+    from finops.teardown import Receipt
     from infra.training.state import StackReader
 
 Clock = Callable[[], datetime]
@@ -38,7 +40,12 @@ class LaunchResult:
     outputs: dict[str, Any]
     end: RunEnd | None
     why: str
-    destroyed: bool
+    # Set once the run ended and its stack was taken down.
+    receipt: Receipt | None
+
+    @property
+    def destroyed(self) -> bool:
+        return self.receipt is not None
 
 
 def empty_program() -> None:
@@ -81,10 +88,14 @@ def launch(
     clock: Clock,
     sleep: Sleep,
     log: Log,
+    teardown: Callable[[], Receipt],
     poll_seconds: float = 60.0,
-    before_destroy: Callable[[], None] | None = None,
 ) -> LaunchResult:
-    """Deploy the run's stack; with `wait`, follow it to its end, then destroy and remove the stack."""
+    """Deploy the run's new stack; with `wait`, follow it to its end, then `teardown()` (destroy + receipt).
+
+    The stack must not exist yet (`deploy` refuses one that does), so the failure path below only
+    ever destroys what this invocation created.
+    """
     try:
         outputs = backend.deploy(
             request.stack,
@@ -93,6 +104,8 @@ def launch(
             tags=dict(request.tags),
             on_output=log,
         )
+    except StackExists:
+        raise
     except Exception as error:
         # A half-created fleet would keep billing: take down whatever the failed update left.
         log(f"pulumi up failed for {request.stack}: {error}; destroying what it created")
@@ -102,9 +115,7 @@ def launch(
             f"deploying {request.stack} failed ({type(error).__name__}); nothing was left running"
         ) from error
     if not wait:
-        return LaunchResult(
-            request.run_id, request.stack, outputs, None, "launched; not waiting", destroyed=False
-        )
+        return LaunchResult(request.run_id, request.stack, outputs, None, "launched; not waiting", None)
     end, why = wait_for_end(
         s3=s3,
         bucket=outputs["checkpointBucket"],
@@ -118,11 +129,7 @@ def launch(
     log(
         f"run {request.run_id} {end.value}: {why}; destroying {request.stack} (checkpoints stay in the bucket)"
     )
-    if before_destroy is not None:
-        before_destroy()
-    backend.destroy(request.stack, empty_program, on_output=log)
-    backend.remove(request.stack)
-    return LaunchResult(request.run_id, request.stack, outputs, end, why, destroyed=True)
+    return LaunchResult(request.run_id, request.stack, outputs, end, why, teardown())
 
 
 def training_stacks(backend: StackReader) -> list[StackSummary]:
@@ -137,9 +144,11 @@ def find_run(backend: StackReader, run_id: str) -> StackSummary:
     raise UserError(f"no stack {stack_name(run_id)} on this backend; `mlp train list` shows the runs")
 
 
-def destroy_run(backend: StackBackend, run_id: str, *, apply: bool, log: Log) -> str:
-    """Destroy and remove a run's stack, only when its tags prove it is this ephemeral run."""
-    summary = find_run(backend, run_id)
+def destroy_run(
+    stacks: StackReader, run_id: str, *, apply: bool, teardown: Callable[[str], Receipt]
+) -> tuple[str, Receipt | None]:
+    """Destroy and remove a run's stack (`teardown(stack)`), only when its tags prove it is this ephemeral run."""
+    summary = find_run(stacks, run_id)
     tags = normalize_tags(summary.tags)
     if not is_ephemeral(tags) or tags.get(RUN_ID) != run_id:
         raise UserError(
@@ -149,9 +158,17 @@ def destroy_run(backend: StackBackend, run_id: str, *, apply: bool, log: Log) ->
         f"{summary.name} (environment {tags.get(ENVIRONMENT, '?')}, {summary.resource_count or 0} resources)"
     )
     if not apply:
-        return (
+        message = (
             f"would destroy and remove {what}; checkpoints stay in the bucket. Re-run with --apply to do it."
         )
-    backend.destroy(summary.name, empty_program, on_output=log)
-    backend.remove(summary.name)
-    return f"destroyed and removed {what}; checkpoints stay in the bucket"
+        return message, None
+    receipt = teardown(summary.name)
+    return f"destroyed and removed {what}; checkpoints stay in the bucket", receipt
+
+
+def run_regions(stacks: StackReader, stack: str, explicit: list[str] | None) -> list[str]:
+    """Where a run's resources are: the regions asked for, else the region its stack recorded."""
+    if explicit:
+        return explicit
+    region = stacks.outputs(stack).get("region")
+    return [region] if isinstance(region, str) and region else [default_region()]

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from infra.config import TRAINING_STACK_PREFIX as STACK_PREFIX
 from infra.config import StackConfig
 from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import training_tags
 
-RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+RUN_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 MIN_INSTANCE_TYPES = 3
-STACK_PREFIX = "train-"
 
 
 def stack_name(run_id: str) -> str:
@@ -25,7 +25,7 @@ def stack_name(run_id: str) -> str:
 
 
 def validate_run_id(run_id: str) -> str:
-    if not RUN_ID.match(run_id):
+    if not RUN_ID.fullmatch(run_id):
         raise UserError(
             f"--run-id {run_id!r}: use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
         )

@@ -134,8 +134,8 @@ def launch(
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
 ) -> None:
-    """Deploy stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
-    from finops.run_resources import find_run_resources
+    """Deploy the new stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
+    from finops.teardown import teardown_for
     from infra.training.automation import PulumiAutomationBackend, backend_url
     from infra.training.lifecycle import launch as launch_run
     from infra.training.program import build_training_run
@@ -149,7 +149,6 @@ def launch(
     for line in _cost_lines(request, cost):
         log(line)
     region = request.environment.region
-    before: list = []
     with aws_errors(f"launching {request.stack}"):
         result = launch_run(
             request,
@@ -161,30 +160,23 @@ def launch(
             sleep=time.sleep,
             log=log,
             poll_seconds=poll_seconds,
-            before_destroy=lambda: before.extend(find_run_resources([region], request.run_id)),
+            teardown=lambda: teardown_for([region], log=log).destroy_stack(
+                request.stack, request.run_id, stacks
+            ),
         )
     log(f"{result.stack}: {result.why}")
-    if result.destroyed:
-        _finish_with_receipt([region], run_id, before, output_format)
+    if result.receipt is not None:
+        _print_receipt(result.receipt, output_format)
 
 
-def _finish_with_receipt(regions: list[str], run_id: str, before: list, output_format: OutputFormat) -> None:
+def _print_receipt(receipt, output_format: OutputFormat) -> None:
     """Print the destroy receipt; a leak exits 1."""
-    from finops.reaper import run_cost_usd, take_receipt
-    from mlp.aws import aws_errors
-
-    with aws_errors(f"checking what run {run_id} left behind"):
-        receipt = take_receipt(regions, run_id, before, run_cost_usd, log)
     if output_format is OutputFormat.json:
         print_json(receipt.to_json())
     else:
-        cost = "not in Cost Explorer yet" if receipt.run_cost_usd is None else f"${receipt.run_cost_usd:,.2f}"
-        typer.echo(
-            f"receipt for {run_id}: {len(receipt.removed)} resource(s) removed, {len(receipt.leaks)} left behind, run cost {cost}"
-        )
-        for leak in receipt.leaks:
-            typer.echo(f"  LEAK {leak['arn']} (${leak['hourly_cost_usd']:.4f}/h)")
-    if receipt.leaks:
+        for line in receipt.lines():
+            typer.echo(line)
+    if receipt.leaks or receipt.errors:
         raise typer.Exit(1)
 
 
@@ -271,18 +263,24 @@ def destroy(
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
 ) -> None:
-    """Destroy and remove a run's stack (dry-run by default); its checkpoints stay. A leak exits 1."""
-    from finops.run_resources import find_run_resources
+    """Destroy and remove a run's stack (dry-run by default) once its resources are proven its own; checkpoints stay."""
+    from finops.teardown import teardown_for
     from infra.training.automation import PulumiAutomationBackend, backend_url
-    from infra.training.lifecycle import destroy_run
+    from infra.training.lifecycle import destroy_run, run_regions
+    from infra.training.state import DiyStateBackend
     from mlp.aws import aws_errors, parse_regions
 
-    stacks = PulumiAutomationBackend(backend_url(backend))
-    region_list = parse_regions(regions)
-    before = []
-    if apply:
-        with aws_errors(f"listing run {run_id}'s resources"):
-            before = find_run_resources(region_list, run_id)
-    log(destroy_run(stacks, run_id, apply=apply, log=log))
-    if apply:
-        _finish_with_receipt(region_list, run_id, before, output_format)
+    url = backend_url(backend)
+    reader = DiyStateBackend(url)
+    with aws_errors(f"destroying run {run_id}"):
+        message, receipt = destroy_run(
+            reader,
+            run_id,
+            apply=apply,
+            teardown=lambda stack: teardown_for(
+                run_regions(reader, stack, parse_regions(regions) if regions else None), log=log
+            ).destroy_stack(stack, run_id, PulumiAutomationBackend(url)),
+        )
+    log(message)
+    if receipt is not None:
+        _print_receipt(receipt, output_format)
