@@ -219,3 +219,18 @@ def test_leftovers_of_expired_runs_are_flagged_without_the_backend(world: World)
     assert leftover["hourly_cost_usd"] == pytest.approx(
         volumes + 2 * pricing.on_demand_hourly("g5.xlarge"), abs=1e-4
     )
+
+
+def test_a_run_whose_stack_file_is_unreadable_is_no_orphan(world: World, state: Path) -> None:
+    run = world.plant_run("r6")
+    # A torn write or a newer Pulumi: the stack is there, the reader cannot parse it.
+    add_stack(state, "train-r6", run.tags)
+    (state / ".pulumi" / "stacks" / "ml-platform" / "train-r6.json").write_bytes(
+        b'{"version":3,"checkpoint":'
+    )
+    before = snapshot()
+    result = build_reaper(reader(state)).run(apply=True, now=NOW)
+    assert any("train-r6.json" in warning for warning in result.warnings)
+    assert [c for c in result.candidates if c.action == "destroy"] == []
+    assert result.receipts == [] and snapshot() == before
+    assert run.ids() <= set(before)
