@@ -20,6 +20,8 @@ import pandas as pd
 
 from finops import costs, report
 from finops.dashboard import render_dashboard
+from finops.idle import IdleFinding
+from finops.untagged import UntaggedFinding
 from mlp.pricing import EC2
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 
@@ -117,14 +119,14 @@ def main() -> None:
         "generate synthetic frame (not part of the build)", steps, lambda: synthetic_spend(args.rows, period)
     )
     idle = [
-        {"resource_id": f"i-{n:017x}", "region": "us-east-1", "instance_type": "g5.xlarge", "telemetry": "gpu",
-         "gpu_util_max": 1.0, "cpu_util_max": None, "idle_hours": 6.0, "hourly_cost_usd": 1.006,
-         "wasted_usd": 6.036, "tags": {"team": TEAMS[n % 40]}}
+        IdleFinding(resource_id=f"i-{n:017x}", region="us-east-1", instance_type="g5.xlarge", telemetry="gpu",
+                    gpu_util_max=1.0, cpu_util_max=None, idle_hours=6.0, hourly_cost_usd=1.006,
+                    wasted_usd=6.036, tags={"team": TEAMS[n % 40]})
         for n in range(200)
     ]  # fmt: skip
     untagged = [
-        {"arn": f"arn:aws:ec2:us-east-1:123456789012:volume/vol-{n:017x}", "resource_type": "ec2:volume",
-         "region": "us-east-1", "missing_tags": ["team"]}
+        UntaggedFinding(f"arn:aws:ec2:us-east-1:123456789012:volume/vol-{n:017x}", "ec2:volume", "us-east-1",
+                        ("team",))
         for n in range(2000)
     ]  # fmt: skip
     built = timed(

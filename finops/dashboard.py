@@ -161,7 +161,7 @@ def _untagged_resources(report: Report) -> Chart:
     title = "Resources missing mandatory tags"
     if not report.untagged:
         return Chart("untagged-resources", title, note="Every scanned resource carries the mandatory tags.")
-    counts = Counter(finding["resource_type"] for finding in report.untagged)
+    counts = Counter(finding.resource_type for finding in report.untagged)
     names = sorted(counts, key=lambda name: counts[name])
     figure = go.Figure(
         go.Bar(x=[counts[name] for name in names], y=names, orientation="h", marker_color=PALETTE[3])
@@ -173,12 +173,12 @@ def _idle(report: Report) -> Chart:
     title = "Idle GPU waste"
     if not report.idle:
         return Chart("idle", title, note="No idle GPU instances.")
-    findings = sorted(report.idle, key=lambda finding: finding["wasted_usd"])
-    labels = [f"{finding['resource_id']} ({finding['instance_type']})" for finding in findings]
-    teams = [finding.get("tags", {}).get(TEAM, "untagged") for finding in findings]
+    findings = sorted(report.idle, key=lambda finding: finding.wasted_usd or 0.0)
+    labels = [f"{finding.resource_id} ({finding.instance_type})" for finding in findings]
+    teams = [finding.tags.get(TEAM, "untagged") for finding in findings]
     figure = go.Figure(
         go.Bar(
-            x=[round(finding["wasted_usd"], 2) for finding in findings],
+            x=[round(finding.wasted_usd or 0.0, 2) for finding in findings],
             y=labels,
             orientation="h",
             marker_color=PALETTE[1],
@@ -275,5 +275,5 @@ def render_dashboard(report: Report) -> str:
         chart_config=json.dumps(CHART_CONFIG),
         plotly_js=plotly_js(),
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
-        idle_sorted=sorted(report.idle, key=lambda finding: -finding["wasted_usd"]),
+        idle_sorted=sorted(report.idle, key=lambda finding: -(finding.wasted_usd or 0.0)),
     )

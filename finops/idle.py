@@ -12,14 +12,15 @@ and by the lookback fetched (the larger of the window and LOOKBACK_HOURS).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from finops import inventory
 from mlp import aws, gpu_metrics, pricing
 from mlp.errors import UserError
-from mlp.tags import PULUMI_STACK, RUN_ID, normalize_tags
+from mlp.tags import PULUMI_STACK, RUN_ID
 
 GPU_METRIC = (gpu_metrics.NAMESPACE, gpu_metrics.GPU_UTILIZATION_METRIC)
 CPU_METRIC = ("AWS/EC2", "CPUUtilization")
@@ -36,29 +37,62 @@ class GpuInstance:
     instance_id: str
     region: str
     instance_type: str
-    spot: bool
     launched_at: datetime
     tags: dict[str, str]
+    # As the registry prices it (spot at the documented discount); None for an unpriced type.
+    hourly_cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class IdleFinding:
+    """One idle GPU instance; `gpu_util_max` or `cpu_util_max` is set, after the telemetry judged on."""
+
+    resource_id: str
+    region: str
+    instance_type: str
+    telemetry: str  # "gpu" or "cpu"
+    gpu_util_max: float | None
+    cpu_util_max: float | None
+    idle_hours: float
+    hourly_cost_usd: float | None
+    # Unknown instance types have no list price: reported, but with no dollar figure.
+    wasted_usd: float | None
+    tags: Mapping[str, str]
 
     @property
-    def hourly_cost_usd(self) -> float | None:
-        return hourly_cost_usd(self.instance_type, spot=self.spot)
+    def run_id(self) -> str | None:
+        return self.tags.get(RUN_ID) or None
 
+    @property
+    def pulumi_stack(self) -> str | None:
+        return self.tags.get(PULUMI_STACK) or None
 
-def hourly_cost_usd(instance_type: str, *, spot: bool) -> float | None:
-    """Spot at the documented discount (deterministic, no AWS call), else on demand; None if unpriced."""
-    if instance_type not in pricing.EC2:
-        return None
-    if spot:
-        return pricing.spot_hourly(instance_type)
-    return pricing.on_demand_hourly(instance_type)
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "resource_id": self.resource_id,
+            "region": self.region,
+            "instance_type": self.instance_type,
+            "telemetry": self.telemetry,
+            "gpu_util_max": self.gpu_util_max,
+            "cpu_util_max": self.cpu_util_max,
+            "idle_hours": self.idle_hours,
+            "hourly_cost_usd": self.hourly_cost_usd,
+            "wasted_usd": self.wasted_usd,
+            "tags": dict(self.tags),
+        }
+        # Only training instances carry these; the JSON leaves them out rather than null.
+        if self.run_id:
+            payload["run_id"] = self.run_id
+        if self.pulumi_stack:
+            payload["pulumi_stack"] = self.pulumi_stack
+        return payload
 
 
 @dataclass
 class IdleScan:
     window_hours: float
     threshold_pct: float
-    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[IdleFinding] = field(default_factory=list)
     # Instances not judged, with why: too young for the window, or no telemetry at all.
     not_judged: list[dict[str, str]] = field(default_factory=list)
     cloudwatch_calls: int = 0
@@ -66,13 +100,13 @@ class IdleScan:
 
     @property
     def wasted_usd(self) -> float:
-        return round(sum(finding["wasted_usd"] or 0.0 for finding in self.findings), 2)
+        return round(sum(finding.wasted_usd or 0.0 for finding in self.findings), 2)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "window_hours": self.window_hours,
             "threshold_pct": self.threshold_pct,
-            "findings": self.findings,
+            "findings": [finding.to_json() for finding in self.findings],
         }
 
 
@@ -105,9 +139,11 @@ def scan_idle(
     window_start = now - timedelta(hours=window_hours)
     lookback_start = now - timedelta(hours=max(window_hours, LOOKBACK_HOURS))
     scan = IdleScan(window_hours=window_hours, threshold_pct=threshold_pct)
+    with aws.aws_errors(f"scanning GPU instances in {', '.join(regions)}"):
+        account_id = aws.client("sts", regions[0]).get_caller_identity()["Account"]
     for region in regions:
         with aws.aws_errors(f"scanning GPU instances in {region}"):
-            instances = list(running_gpu_instances(region))
+            instances = list(running_gpu_instances(region, account_id))
             scan.instances_scanned += len(instances)
             judged = []
             for instance in instances:
@@ -141,26 +177,24 @@ def scan_idle(
             scan.findings.append(
                 _finding(instance, telemetry, util_max, series, threshold_pct, lookback_start, now)
             )
-    scan.findings.sort(key=lambda finding: (-(finding["wasted_usd"] or 0.0), finding["resource_id"]))
+    scan.findings.sort(key=lambda finding: (-(finding.wasted_usd or 0.0), finding.resource_id))
     return scan
 
 
-def running_gpu_instances(region: str) -> Iterator[GpuInstance]:
-    ec2 = aws.client("ec2", region)
-    filters = [{"Name": "instance-state-name", "Values": ["running"]}]
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
-        for reservation in page.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                if not pricing.is_gpu_instance_type(instance["InstanceType"]):
-                    continue
-                yield GpuInstance(
-                    instance_id=instance["InstanceId"],
-                    region=region,
-                    instance_type=instance["InstanceType"],
-                    spot=instance.get("InstanceLifecycle") == "spot",
-                    launched_at=instance["LaunchTime"].astimezone(UTC),
-                    tags=normalize_tags(instance.get("Tags")),
-                )
+def running_gpu_instances(region: str, account_id: str) -> Iterator[GpuInstance]:
+    """The region's running GPU instances, as the inventory registry enumerates them."""
+    for resource in inventory.scan(["ec2:instance"], [region], account_id):
+        facts = resource.attributes
+        if facts["State"]["Name"] != "running" or not pricing.is_gpu_instance_type(facts["InstanceType"]):
+            continue
+        yield GpuInstance(
+            instance_id=resource.resource_id,
+            region=resource.region,
+            instance_type=facts["InstanceType"],
+            launched_at=facts["LaunchTime"].astimezone(UTC),
+            tags=dict(resource.tags),
+            hourly_cost_usd=resource.hourly_cost_usd,
+        )
 
 
 def fetch_hourly_max(
@@ -218,28 +252,23 @@ def _finding(
     threshold_pct: float,
     lookback_start: datetime,
     now: datetime,
-) -> dict[str, Any]:
+) -> IdleFinding:
     busy_until = [moment + PERIOD for moment, value in series if value >= threshold_pct]
     idle_since = max([lookback_start, instance.launched_at, *busy_until])
     idle_hours = (now - idle_since).total_seconds() / 3600
     hourly = instance.hourly_cost_usd
-    finding: dict[str, Any] = {
-        "resource_id": instance.instance_id,
-        "region": instance.region,
-        "instance_type": instance.instance_type,
-        "telemetry": telemetry,
-        "gpu_util_max": util_max if telemetry == "gpu" else None,
-        "cpu_util_max": util_max if telemetry == "cpu" else None,
-        "idle_hours": round(idle_hours, 2),
-        "hourly_cost_usd": hourly,
-        # Unknown instance types have no list price: reported, but with no dollar figure.
-        "wasted_usd": None if hourly is None else round(idle_hours * hourly, 2),
-        "tags": instance.tags,
-    }
-    for key, tag in (("run_id", RUN_ID), ("pulumi_stack", PULUMI_STACK)):
-        if instance.tags.get(tag):
-            finding[key] = instance.tags[tag]
-    return finding
+    return IdleFinding(
+        resource_id=instance.instance_id,
+        region=instance.region,
+        instance_type=instance.instance_type,
+        telemetry=telemetry,
+        gpu_util_max=util_max if telemetry == "gpu" else None,
+        cpu_util_max=util_max if telemetry == "cpu" else None,
+        idle_hours=round(idle_hours, 2),
+        hourly_cost_usd=hourly,
+        wasted_usd=None if hourly is None else round(idle_hours * hourly, 2),
+        tags=instance.tags,
+    )
 
 
 def _not_judged(instance: GpuInstance, reason: str) -> dict[str, str]:

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import botocore.exceptions
 import pandas as pd
 
-from finops import costs
+from finops import costs, inventory
 from finops.costs import (
     NO_INSTANCE_TYPE,
     PURCHASE_VIEW,
@@ -32,9 +32,9 @@ from finops.costs import (
     Spend,
 )
 from finops.dashboard import render_dashboard
-from finops.idle import scan_idle
+from finops.idle import IdleFinding, scan_idle
 from finops.reaper import expired_run_leftovers
-from finops.untagged import scan_untagged
+from finops.untagged import UntaggedFinding, scan_untagged
 from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
@@ -45,20 +45,7 @@ MAX_DAYS = 180  # the previous period is read too, and Cost Explorer keeps 13 mo
 
 REPORT_FILES = ("index.html", "report.md", "costs.focus.csv", "findings.json")
 
-# Where a resource type's spend shows up in Cost Explorer's SERVICE dimension, for joining untagged
-# resources with untagged dollars.
-CE_SERVICE_BY_RESOURCE_TYPE: dict[str, str] = {
-    "ec2:instance": "Amazon Elastic Compute Cloud - Compute",
-    "eks:nodegroup": "Amazon Elastic Compute Cloud - Compute",
-    "autoscaling:autoScalingGroup": "Amazon Elastic Compute Cloud - Compute",
-    "ec2:volume": "EC2 - Other",
-    "ec2:snapshot": "EC2 - Other",
-    "s3:bucket": "Amazon Simple Storage Service",
-    "elasticache:replicationgroup": "Amazon ElastiCache",
-    "elasticache:cluster": "Amazon ElastiCache",
-    "eks:cluster": "Amazon Elastic Container Service for Kubernetes",
-    "elasticloadbalancing:loadbalancer": "Amazon Elastic Load Balancing",
-}
+Finding = TypeVar("Finding")
 
 
 @dataclass(frozen=True)
@@ -329,7 +316,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
 
 
 def join_untagged(
-    untagged_resources: Sequence[dict[str, Any]], untagged_spend: pd.DataFrame | None
+    untagged_resources: Sequence[UntaggedFinding], untagged_spend: pd.DataFrame | None
 ) -> list[dict[str, Any]]:
     """Untagged resources per Cost Explorer service and region, beside that service's untagged dollars."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -343,12 +330,13 @@ def join_untagged(
                 "resource_types": {},
             }
     for resource in untagged_resources:
-        service = CE_SERVICE_BY_RESOURCE_TYPE.get(resource["resource_type"], resource["resource_type"])
+        # A kind whose spend shows under no Cost Explorer service still gets a row, under its own name.
+        service = inventory.resource_type(resource.resource_type).cost_service or resource.resource_type
         row = rows.setdefault(
-            (service, resource["region"]),
+            (service, resource.region),
             {
                 "service": service,
-                "region": resource["region"],
+                "region": resource.region,
                 "untagged_usd": 0.0 if untagged_spend is not None else None,
                 "resources": 0,
                 "resource_types": {},
@@ -356,7 +344,7 @@ def join_untagged(
         )
         row["resources"] += 1
         types = row["resource_types"]
-        types[resource["resource_type"]] = types.get(resource["resource_type"], 0) + 1
+        types[resource.resource_type] = types.get(resource.resource_type, 0) + 1
     return sorted(rows.values(), key=lambda row: (-(row["untagged_usd"] or 0.0), -row["resources"]))
 
 
@@ -374,8 +362,8 @@ class Report:
 
     analysis: SpendAnalysis
     spend: Spend
-    idle: list[dict[str, Any]]
-    untagged: list[dict[str, Any]]
+    idle: list[IdleFinding]
+    untagged: list[UntaggedFinding]
     untagged_joined: list[dict[str, Any]]
     # Training runs past expiry that still own resources (the reaper's work, or a leak).
     leftovers: list[dict[str, Any]]
@@ -389,7 +377,7 @@ class Report:
 
     @property
     def idle_wasted_usd(self) -> float:
-        return float(sum(finding["wasted_usd"] for finding in self.idle))
+        return float(sum(finding.wasted_usd or 0.0 for finding in self.idle))
 
     def focus_rows(self) -> pd.DataFrame:
         """The report period's rows of every view, as written to costs.focus.csv."""
@@ -400,8 +388,8 @@ def build_report(
     spend: Spend,
     period: Period,
     *,
-    idle: Sequence[dict[str, Any]] | None,
-    untagged: Sequence[dict[str, Any]] | None,
+    idle: Sequence[IdleFinding] | None,
+    untagged: Sequence[UntaggedFinding] | None,
     leftovers: Sequence[dict[str, Any]] | None = None,
     required_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     scan_missing: Sequence[MissingPart] = (),
@@ -435,8 +423,8 @@ def build_report(
             "top_movers": analysis.top_movers,
             "forecast": analysis.forecast,
         },
-        "idle": list(idle or []),
-        "untagged": untagged_list,
+        "idle": [finding.to_json() for finding in idle or []],
+        "untagged": [finding.to_json() for finding in untagged_list],
         "reap": list(leftovers or []),
         "cost_explorer_requests": spend.requests,
     }
@@ -564,15 +552,15 @@ def render_markdown(report: Report) -> str:
     if report.idle:
         rows = [
             (
-                finding["resource_id"],
-                finding["region"],
-                finding["instance_type"],
-                finding.get("tags", {}).get(TEAM, UNTAGGED_LABEL),
-                finding["telemetry"],
-                f"{finding['idle_hours']:.1f}",
-                _usd(finding["wasted_usd"]),
+                finding.resource_id,
+                finding.region,
+                finding.instance_type,
+                finding.tags.get(TEAM, UNTAGGED_LABEL),
+                finding.telemetry,
+                f"{finding.idle_hours:.1f}",
+                _usd(finding.wasted_usd),
             )
-            for finding in sorted(report.idle, key=lambda item: -item["wasted_usd"])
+            for finding in sorted(report.idle, key=lambda item: -(item.wasted_usd or 0.0))
         ]
         lines += [
             *_table(("Instance", "Region", "Type", "Team", "Telemetry", "Idle hours", "Wasted"), rows),
@@ -599,7 +587,7 @@ def render_markdown(report: Report) -> str:
     lines += ["## Resources missing mandatory tags", ""]
     if report.untagged:
         rows = [
-            (finding["arn"], finding["resource_type"], finding["region"], ", ".join(finding["missing_tags"]))
+            (finding.arn, finding.resource_type, finding.region, ", ".join(finding.missing_tags))
             for finding in report.untagged
         ]
         lines += [*_table(("ARN", "Type", "Region", "Missing tags"), rows), ""]
@@ -678,8 +666,8 @@ class Steps:
 
 
 def guarded_scan(
-    what: str, scan: Callable[[], Sequence[dict[str, Any]]]
-) -> tuple[list[dict[str, Any]] | None, list[MissingPart]]:
+    what: str, scan: Callable[[], Sequence[Finding]]
+) -> tuple[list[Finding] | None, list[MissingPart]]:
     """Run one scan; AWS failures that are not the user's to fix leave that part missing."""
     try:
         return list(scan()), []

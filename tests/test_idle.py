@@ -13,7 +13,14 @@ from moto import mock_aws
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
-from finops.idle import CPU_METRIC, GPU_METRIC, LOOKBACK_HOURS, MAX_QUERIES_PER_CALL, scan_idle
+from finops.idle import (
+    CPU_METRIC,
+    GPU_METRIC,
+    LOOKBACK_HOURS,
+    MAX_QUERIES_PER_CALL,
+    IdleFinding,
+    scan_idle,
+)
 from mlp import pricing
 from mlp.errors import UserError
 
@@ -97,8 +104,8 @@ def idle_samples(value: float = 1.0, hours: int = 30) -> list[tuple[float, float
     return [(hour + 0.5, value) for hour in range(hours)]
 
 
-def by_id(findings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {finding["resource_id"]: finding for finding in findings}
+def by_id(findings: list[IdleFinding]) -> dict[str, IdleFinding]:
+    return {finding.resource_id: finding for finding in findings}
 
 
 def test_1200_instances_take_three_metric_calls(aws: None, metric_data_calls: list[int]) -> None:
@@ -110,7 +117,7 @@ def test_1200_instances_take_three_metric_calls(aws: None, metric_data_calls: li
     assert len(metric_data_calls) == 3 == scan.cloudwatch_calls
     assert max(metric_data_calls) <= MAX_QUERIES_PER_CALL
     assert sum(metric_data_calls) == 1200
-    assert {finding["resource_id"] for finding in scan.findings} == set(ids)
+    assert {finding.resource_id for finding in scan.findings} == set(ids)
     assert scan.instances_scanned == 1200
 
 
@@ -132,10 +139,10 @@ def test_gpu_idle_is_judged_on_gpu_even_when_cpu_is_busy(aws: None) -> None:
 
     [finding] = scan_idle(["us-east-1"], now=NOW).findings
 
-    assert finding["resource_id"] == instance_id
-    assert finding["telemetry"] == "gpu"
-    assert finding["gpu_util_max"] == 2.0
-    assert finding["cpu_util_max"] is None
+    assert finding.resource_id == instance_id
+    assert finding.telemetry == "gpu"
+    assert finding.gpu_util_max == 2.0
+    assert finding.cpu_util_max is None
 
 
 def test_cpu_is_the_fallback_without_gpu_telemetry(aws: None, metric_data_calls: list[int]) -> None:
@@ -147,8 +154,8 @@ def test_cpu_is_the_fallback_without_gpu_telemetry(aws: None, metric_data_calls:
     scan = scan_idle(["us-east-1"], now=NOW)
 
     [finding] = scan.findings
-    assert finding["resource_id"] == idle_cpu
-    assert (finding["telemetry"], finding["gpu_util_max"], finding["cpu_util_max"]) == ("cpu", None, 3.0)
+    assert finding.resource_id == idle_cpu
+    assert (finding.telemetry, finding.gpu_util_max, finding.cpu_util_max) == ("cpu", None, 3.0)
     # GPU for all three, CPU only for the two without GPU data.
     assert metric_data_calls == [3, 2]
 
@@ -160,7 +167,7 @@ def test_instances_younger_than_the_window_are_not_judged(aws: None) -> None:
 
     scan = scan_idle(["us-east-1"], window_hours=6, now=NOW)
 
-    assert [finding["resource_id"] for finding in scan.findings] == [old]
+    assert [finding.resource_id for finding in scan.findings] == [old]
     assert [skipped["resource_id"] for skipped in scan.not_judged] == [young]
 
 
@@ -171,7 +178,7 @@ def test_threshold_is_strict(aws: None) -> None:
 
     scan = scan_idle(["us-east-1"], threshold_pct=5.0, now=NOW)
 
-    assert [finding["resource_id"] for finding in scan.findings] == [under]
+    assert [finding.resource_id for finding in scan.findings] == [under]
 
 
 def test_a_busy_hour_inside_the_window_means_not_idle(aws: None) -> None:
@@ -193,9 +200,9 @@ def test_idle_hours_run_back_to_the_last_busy_hour_the_launch_or_the_lookback(aw
     findings = by_id(scan_idle(["us-east-1"], now=NOW).findings)
 
     # The busy sample falls in the hourly period ending 10 h before NOW.
-    assert findings[after_busy]["idle_hours"] == 10.0
-    assert findings[since_launch]["idle_hours"] == 8.0
-    assert findings[since_lookback]["idle_hours"] == LOOKBACK_HOURS
+    assert findings[after_busy].idle_hours == 10.0
+    assert findings[since_launch].idle_hours == 8.0
+    assert findings[since_lookback].idle_hours == LOOKBACK_HOURS
 
 
 def test_a_window_longer_than_the_lookback_extends_it(aws: None) -> None:
@@ -204,7 +211,7 @@ def test_a_window_longer_than_the_lookback_extends_it(aws: None) -> None:
 
     [finding] = scan_idle(["us-east-1"], window_hours=48, now=NOW).findings
 
-    assert finding["idle_hours"] == 48.0
+    assert finding.idle_hours == 48.0
 
 
 def test_prices_spot_and_on_demand_and_waste(aws: None) -> None:
@@ -215,15 +222,13 @@ def test_prices_spot_and_on_demand_and_waste(aws: None) -> None:
     scan = scan_idle(["us-east-1"], now=NOW)
     findings = by_id(scan.findings)
 
-    assert findings[spot]["hourly_cost_usd"] == pricing.spot_hourly("g6.12xlarge")
-    assert findings[on_demand]["hourly_cost_usd"] == pricing.on_demand_hourly("p4d.24xlarge")
+    assert findings[spot].hourly_cost_usd == pricing.spot_hourly("g6.12xlarge")
+    assert findings[on_demand].hourly_cost_usd == pricing.on_demand_hourly("p4d.24xlarge")
     for finding in findings.values():
-        assert finding["wasted_usd"] == pytest.approx(
-            finding["idle_hours"] * finding["hourly_cost_usd"], abs=0.005
-        )
+        assert finding.wasted_usd == pytest.approx(finding.idle_hours * finding.hourly_cost_usd, abs=0.005)
     # Biggest waste first.
-    assert [finding["resource_id"] for finding in scan.findings] == [on_demand, spot]
-    assert scan.wasted_usd == pytest.approx(sum(f["wasted_usd"] for f in scan.findings))
+    assert [finding.resource_id for finding in scan.findings] == [on_demand, spot]
+    assert scan.wasted_usd == pytest.approx(sum(f.wasted_usd for f in scan.findings))
 
 
 def test_unpriced_gpu_types_are_reported_without_dollars(aws: None) -> None:
@@ -232,7 +237,7 @@ def test_unpriced_gpu_types_are_reported_without_dollars(aws: None) -> None:
 
     [finding] = scan_idle(["us-east-1"], now=NOW).findings
 
-    assert (finding["hourly_cost_usd"], finding["wasted_usd"]) == (None, None)
+    assert (finding.hourly_cost_usd, finding.wasted_usd) == (None, None)
 
 
 def test_training_tags_are_surfaced(aws: None) -> None:
@@ -243,9 +248,9 @@ def test_training_tags_are_surfaced(aws: None) -> None:
 
     findings = by_id(scan_idle(["us-east-1"], now=NOW).findings)
 
-    assert findings[tagged]["tags"] == tags
-    assert (findings[tagged]["run_id"], findings[tagged]["pulumi_stack"]) == ("nlp-r7", "train-nlp-r7")
-    assert "run_id" not in findings[untagged] and findings[untagged]["tags"] == {}
+    assert findings[tagged].tags == tags
+    assert (findings[tagged].run_id, findings[tagged].pulumi_stack) == ("nlp-r7", "train-nlp-r7")
+    assert "run_id" not in findings[untagged].to_json() and findings[untagged].tags == {}
 
 
 def test_only_running_gpu_instances_in_every_region_are_scanned(aws: None) -> None:
@@ -258,7 +263,7 @@ def test_only_running_gpu_instances_in_every_region_are_scanned(aws: None) -> No
 
     scan = scan_idle(["us-east-1", "us-west-2"], now=NOW)
 
-    assert [(f["resource_id"], f["region"]) for f in scan.findings] == [(west, "us-west-2")]
+    assert [(f.resource_id, f.region) for f in scan.findings] == [(west, "us-west-2")]
     assert scan.instances_scanned == 1
 
 

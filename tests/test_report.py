@@ -6,6 +6,7 @@ every expected figure is recomputed here from those line items.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,9 +25,11 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from finops import costs, delivery, report
+from finops import costs, delivery, inventory, report
 from finops.dashboard import plotly_js
+from finops.idle import IdleFinding
 from finops.sandbox.cost_explorer import CostExplorerEmulator, LineItem
+from finops.untagged import UntaggedFinding
 from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS
@@ -36,7 +39,8 @@ DAYS = 14
 PERIOD = report.report_period(DAYS, TODAY)
 UNTAGGED = report.UNTAGGED_LABEL
 
-IDLE = [
+# findings.json's idle and untagged entries, as the contract has them.
+IDLE_JSON = [
     {
         "resource_id": "i-0idle1",
         "region": "us-east-1",
@@ -63,7 +67,7 @@ IDLE = [
         "tags": {},
     },
 ]
-UNTAGGED_RESOURCES = [
+UNTAGGED_JSON = [
     {
         "arn": "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc",
         "resource_type": "ec2:instance",
@@ -82,6 +86,16 @@ UNTAGGED_RESOURCES = [
         "region": "us-west-2",
         "missing_tags": ["team"],
     },
+]
+IDLE = [
+    IdleFinding(**{key: value for key, value in finding.items() if key not in {"run_id", "pulumi_stack"}})
+    for finding in IDLE_JSON
+]
+UNTAGGED_RESOURCES = [
+    UntaggedFinding(
+        finding["arn"], finding["resource_type"], finding["region"], tuple(finding["missing_tags"])
+    )
+    for finding in UNTAGGED_JSON
 ]
 
 
@@ -252,8 +266,8 @@ def test_findings_follow_the_contract(built: report.Report) -> None:
     for key in ("total_usd", "by_team", "by_environment", "by_service", "untagged_usd", "untagged_share"):
         assert key in findings["spend"]
     assert "spot_savings_usd" in findings["spend"]
-    assert findings["idle"] == IDLE
-    assert findings["untagged"] == UNTAGGED_RESOURCES
+    assert findings["idle"] == IDLE_JSON
+    assert findings["untagged"] == UNTAGGED_JSON
     assert findings["reap"] == []
     assert findings["cost_explorer_requests"] == built.spend.requests > 0
     assert "missing" not in findings
@@ -274,6 +288,11 @@ def test_untagged_resources_are_joined_with_untagged_dollars(built: report.Repor
     assert joined[("EC2 - Other", "us-east-1")]["resource_types"] == {"ec2:volume": 1}
     assert joined[("Amazon Simple Storage Service", "us-west-2")]["resources"] == 1
     assert sum(row["resources"] for row in joined.values()) == len(UNTAGGED_RESOURCES)
+
+
+def test_every_scanned_kind_names_the_cost_explorer_service_its_spend_shows_under() -> None:
+    services = {t.kind: t.cost_service for t in inventory.untagged_scan_types()}
+    assert services and all(services.values()), services
 
 
 def test_join_without_untagged_dollars_does_not_show_zero_dollars() -> None:
@@ -348,7 +367,7 @@ def test_tag_values_cannot_break_out_of_the_page(line_items: list[LineItem], tmp
     hostile = "</script><script>alert(1)</script>"
     item = line_items[-1]
     evil = LineItem(**{**item.__dict__, "tags": {"team": hostile, "environment": "dev"}, "day": PERIOD.start})
-    idle = [{**IDLE[0], "tags": {"team": hostile}}]
+    idle = [dataclasses.replace(IDLE[0], tags={"team": hostile})]
     hostile_report = report.build_report(read_spend([*line_items, evil]), PERIOD, idle=idle, untagged=[])
     report.write_report(hostile_report, tmp_path)
     html = (tmp_path / "index.html").read_text()

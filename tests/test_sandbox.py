@@ -10,7 +10,9 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from finops import inventory
 from finops.sandbox import LineItem, Sandbox, SeedManifest, seed_account
+from finops.untagged import scan_untagged
 from mlp import aws
 from mlp.tags import DEFAULT_MANDATORY_TAGS, RUN_ID
 from tests.sandbox_fixtures import sandbox_fixture  # noqa: F401
@@ -317,6 +319,24 @@ def test_seeded_spend_is_consistent_with_the_account(manifest: SeedManifest) -> 
                 and item.tags == instance.tags
                 for item in manifest.line_items
             ), instance.name
+
+
+def test_the_seed_covers_every_kind_the_untagged_scan_checks(
+    sandbox: Sandbox, manifest: SeedManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in sandbox.environ().items():
+        monkeypatch.setenv(name, value)
+    regions = list(manifest.regions)
+    reported = {finding.arn for finding in scan_untagged(regions).findings}
+
+    for resource_type in inventory.untagged_scan_types():
+        kind = resource_type.kind
+        seeded = {r.arn for r in manifest.resources if r.resource_type == kind}
+        untagged = {r.arn for r in manifest.untagged if r.resource_type == kind}
+        assert seeded and untagged, f"finops/sandbox/seed.py seeds no untagged {kind}"
+        found = {r.arn for r in inventory.scan([kind], regions, manifest.account_id)}
+        assert seeded <= found, kind
+        assert untagged <= reported, kind
 
 
 def test_indexed_metric_data_answers_exactly_like_moto(manifest: SeedManifest) -> None:

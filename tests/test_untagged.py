@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from finops import untagged
-from finops.untagged import RESOURCE_TYPES, ec2_arn, scan_untagged
+from finops import inventory
+from finops.inventory.ec2 import ec2_arn
+from finops.untagged import scan_untagged
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 
 ACCOUNT = "123456789012"
@@ -179,7 +181,7 @@ class Account:
 
 def findings_by_arn(regions: list[str], **kwargs: Any) -> dict[str, tuple[str, list[str]]]:
     scan = scan_untagged(regions, **kwargs)
-    return {finding["arn"]: (finding["resource_type"], finding["missing_tags"]) for finding in scan.findings}
+    return {finding.arn: (finding.resource_type, list(finding.missing_tags)) for finding in scan.findings}
 
 
 def test_never_tagged_and_partly_tagged_resources_of_every_kind_are_found(aws: None) -> None:
@@ -191,7 +193,9 @@ def test_never_tagged_and_partly_tagged_resources_of_every_kind_are_found(aws: N
     found = findings_by_arn(["us-east-1"])
 
     assert found == account.expected
-    assert {resource_type for resource_type, _ in found.values()} == set(RESOURCE_TYPES)
+    assert {resource_type for resource_type, _ in found.values()} == {
+        t.kind for t in inventory.untagged_scan_types()
+    }
     partly = [missing for arn, (_, missing) in found.items() if "partly" in arn]
     assert partly and all(missing == PARTIAL_MISSING for missing in partly)
 
@@ -232,12 +236,24 @@ def test_each_region_reports_its_own_resources_and_buckets_once(aws: None) -> No
 
     scan = scan_untagged(["us-east-1", "us-west-2"])
 
-    arns = [finding["arn"] for finding in scan.findings]
+    arns = [finding.arn for finding in scan.findings]
     assert len(arns) == len(set(arns))
     assert set(arns) == set(east.expected) | set(west.expected)
-    regions = {finding["arn"]: finding["region"] for finding in scan.findings}
+    regions = {finding.arn: finding.region for finding in scan.findings}
     assert regions["arn:aws:s3:::west-bucket"] == "us-west-2"
     assert "arn:aws:s3:::elsewhere-bucket" not in regions
+
+
+def test_json_shape(aws: None) -> None:
+    Account().instance({})
+
+    payload = scan_untagged(["us-east-1"]).to_json()
+
+    assert set(payload) == {"required_tags", "findings"}
+    assert {tuple(finding) for finding in payload["findings"]} == {
+        ("arn", "resource_type", "region", "missing_tags")
+    }
+    assert all(finding["missing_tags"] == list(DEFAULT_MANDATORY_TAGS) for finding in payload["findings"])
 
 
 def test_custom_required_tags(aws: None) -> None:
@@ -248,7 +264,7 @@ def test_custom_required_tags(aws: None) -> None:
     scan = scan_untagged(["us-east-1"], required_tags=["team", "run-id"])
 
     assert scan.to_json()["required_tags"] == ["team", "run-id"]
-    assert {tuple(finding["missing_tags"]) for finding in scan.findings} == {("run-id",)}
+    assert {finding.missing_tags for finding in scan.findings} == {("run-id",)}
     assert len(scan.findings) == 2  # the first instance and its root volume
 
 
@@ -257,6 +273,14 @@ def test_correct_without_the_tagging_api(aws: None, monkeypatch: pytest.MonkeyPa
     account.every_kind("never", {})
     account.every_kind("partly", PARTIAL)
     account.every_kind("tagged", FULL)
-    monkeypatch.setattr(untagged, "_tags_from_tagging_api", lambda region, resource_types: {})
+    # Every registry module that asks the tagging API for tags in bulk gets an empty answer.
+    patched = [
+        module
+        for module in vars(inventory).values()
+        if isinstance(module, ModuleType) and hasattr(module, "tagging_api_tags")
+    ]
+    assert len(patched) > 1
+    for module in patched:
+        monkeypatch.setattr(module, "tagging_api_tags", lambda scope, resource_types: {})
 
     assert findings_by_arn(["us-east-1"]) == account.expected

@@ -2,8 +2,8 @@
 
 Two environments (dev, prod), three teams, two regions: busy and idle GPU training instances with the
 CloudWatch agent's GPU metric, one GPU instance with CPU telemetry only, one too young to judge,
-never-tagged and partly-tagged resources of every kind finops scans, the leftover volumes of a
-finished run, and 60 days of daily spend line items consistent with those tags.
+never-tagged and partly-tagged resources of every kind the untagged scan checks, the leftover volumes
+of a finished run, and 60 days of daily spend line items consistent with those tags.
 
 Idle instances are seeded so the expected idle hours do not depend on when the scan runs: each one
 either idles since before the scan's lookback, or turned idle exactly a whole number of hours before
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from finops import idle
+from finops import idle, inventory
+from finops.inventory.ec2 import ec2_arn
 from finops.sandbox.cost_explorer import ON_DEMAND, SAVINGS_PLANS, SPOT, LineItem
 from finops.sandbox.server import Sandbox
-from finops.untagged import ec2_arn
 from mlp import pricing, tags
 
 SEED = 20261123
@@ -92,9 +92,13 @@ class SeededInstance:
 
     @property
     def hourly_cost_usd(self) -> float:
-        hourly = idle.hourly_cost_usd(self.instance_type, spot=self.spot)
-        assert hourly is not None, f"the seed only launches priced instance types, not {self.instance_type}"
-        return hourly
+        """The list price, spot at the documented discount: what the scans must report for it."""
+        assert self.instance_type in pricing.EC2, (
+            f"the seed only launches priced types, not {self.instance_type}"
+        )
+        if self.spot:
+            return pricing.spot_hourly(self.instance_type)
+        return pricing.on_demand_hourly(self.instance_type)
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,8 @@ class _Seeder:
     ) -> SeededResource:
         resource = SeededResource(
             arn=arn,
-            resource_type=resource_type,
+            # A kind the registry does not declare fails here, not as a silent gap in the scans.
+            resource_type=inventory.resource_type(resource_type).kind,
             region=region,
             tags=dict(resource_tags),
             missing_tags=tuple(tags.missing_tags(resource_tags, tags.DEFAULT_MANDATORY_TAGS)),

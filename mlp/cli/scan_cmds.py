@@ -98,17 +98,17 @@ def _print_idle(scan: IdleScan) -> None:
                 column, justify="right" if column in {"max util %", "idle h", "$/h", "wasted"} else "left"
             )
         for finding in scan.findings:
-            util = finding["gpu_util_max"] if finding["telemetry"] == "gpu" else finding["cpu_util_max"]
-            owner = finding.get("run_id") or finding["tags"].get("team") or "(untagged)"
+            util = finding.gpu_util_max if finding.telemetry == "gpu" else finding.cpu_util_max
+            owner = finding.run_id or finding.tags.get("team") or "(untagged)"
             table.add_row(
-                finding["resource_id"],
-                finding["region"],
-                finding["instance_type"],
-                finding["telemetry"],
+                finding.resource_id,
+                finding.region,
+                finding.instance_type,
+                finding.telemetry,
                 f"{util:.1f}",
-                f"{finding['idle_hours']:.1f}",
-                _money(finding["hourly_cost_usd"]),
-                _money(finding["wasted_usd"]),
+                f"{finding.idle_hours:.1f}",
+                _money(finding.hourly_cost_usd),
+                _money(finding.wasted_usd),
                 owner,
             )
         table.add_section()
@@ -129,10 +129,5 @@ def _print_untagged(scan: UntaggedScan) -> None:
     table.add_column("resource", overflow="fold")
     table.add_column("missing tags")
     for finding in scan.findings:
-        table.add_row(
-            finding["resource_type"],
-            finding["region"],
-            finding["arn"],
-            ", ".join(finding["missing_tags"]),
-        )
+        table.add_row(finding.resource_type, finding.region, finding.arn, ", ".join(finding.missing_tags))
     console.print(table)
