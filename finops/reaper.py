@@ -282,9 +282,10 @@ class Reaper:
         return result
 
     def _plan(self, now: datetime, result: ReapResult) -> list[Candidate]:
+        listed = self.stacks.list_stacks()
         training = [
             summary
-            for summary in self.stacks.list_stacks()
+            for summary in listed
             if summary.name.startswith(TRAINING_STACK_PREFIX)
             and summary.name not in self.policy.environment_stacks
         ]
@@ -305,7 +306,9 @@ class Reaper:
                 continue
             if candidate is not None:
                 candidates.append(candidate)
-        candidates.extend(decide_orphans(owned, {s.name for s in training}, self.policy, now))
+        # Any stack of the name owns its resources, and an environment's never lose theirs.
+        owners = {summary.name for summary in listed} | self.policy.environment_stacks
+        candidates.extend(decide_orphans(owned, owners, self.policy, now))
         return [self._proven(candidate, owned, result) for candidate in candidates]
 
     def _facts(self, summary: StackSummary, owned: Mapping[str, Sequence[Resource]]) -> RunFacts:
@@ -408,10 +411,7 @@ def reap(
     )
     with aws.aws_errors("reaping training runs"):
         account_id = aws.caller_account_id(regions[0])
-        idle = {
-            finding["resource_id"]: IdleEvidence(finding["idle_hours"], finding["telemetry"])
-            for finding in scan_idle(regions).to_json()["findings"]
-        }
+        idle = {f.resource_id: IdleEvidence(f.idle_hours, f.telemetry) for f in scan_idle(regions).findings}
         teardown = RunTeardown(
             regions,
             account_id,
