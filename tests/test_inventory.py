@@ -228,10 +228,8 @@ def test_asg_delete_scales_to_zero_and_deletes_once_the_members_are_gone() -> No
     assert not set(members) & set(found("ec2:instance"))
 
 
-def test_asg_delete_refuses_while_members_remain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """AWS terminates a scaled-in group's members asynchronously (moto at once): still there, no force."""
-    name = create_auto_scaling_group(RUN_TAGS, desired=1)
-    group = only("autoscaling:autoScalingGroup", name)
+def _scale_in_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS terminates a scaled-in group's members asynchronously (moto at once): keep them there."""
     real_client = mlp_aws.client
 
     def client(service: str, region: str | None = None, **kwargs: Any) -> Any:
@@ -242,12 +240,33 @@ def test_asg_delete_refuses_while_members_remain(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(mlp_aws, "client", client)
 
-    with pytest.raises(RuntimeError, match=f"group {name} still has instances.*re-run the sweep"):
+
+def test_asg_delete_forces_only_over_members_of_its_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = create_auto_scaling_group(RUN_TAGS, desired=1)
+    group = only("autoscaling:autoScalingGroup", name)
+    _scale_in_pending(monkeypatch)
+
+    delete("autoscaling:autoScalingGroup", group)
+
+    monkeypatch.undo()
+    assert name not in found("autoscaling:autoScalingGroup")
+
+
+def test_asg_delete_refuses_a_member_attached_from_outside_its_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = create_auto_scaling_group(RUN_TAGS, desired=1)
+    group = only("autoscaling:autoScalingGroup", name)
+    outsider = create_instance(FOREIGN_TAGS)
+    boto3.client("autoscaling", region_name=REGION).attach_instances(
+        AutoScalingGroupName=name, InstanceIds=[outsider]
+    )
+    _scale_in_pending(monkeypatch)
+
+    with pytest.raises(RuntimeError, match=f"group {name} has member.*{outsider} not of its run"):
         delete("autoscaling:autoScalingGroup", group)
 
     monkeypatch.undo()
     assert name in found("autoscaling:autoScalingGroup")
-    assert len(asg_members(name)) == 1
+    assert outsider in found("ec2:instance")
 
 
 def test_instance_delete_takes_no_foreign_volume_with_it() -> None:

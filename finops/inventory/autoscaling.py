@@ -5,25 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import botocore.exceptions
-
 from finops.inventory.core import (
     Dependent,
     Resource,
     ResourceType,
     Scope,
     TagFilter,
-    error_code,
     filtered,
     if_exists,
     make_resource,
     pages,
     register,
+    same_run,
 )
-from finops.inventory.ec2 import COMPUTE_SERVICE, instance_dependents
-
-# What AWS answers when a group still has instances or activities and is deleted without ForceDelete.
-GROUP_BUSY_CODES = ("ResourceInUse", "ScalingActivityInProgress")
+from finops.inventory.ec2 import COMPUTE_SERVICE, instance_dependents, instances_by_id
+from mlp.tags import normalize_tags
 
 
 def _group(scope: Scope, name: str) -> dict[str, Any] | None:
@@ -65,18 +61,13 @@ def _dependents(scope: Scope, resource: Resource) -> list[Dependent]:
     return instance_dependents(scope, members, "member of the group")
 
 
-def _busy(name: str, members: list[str]) -> RuntimeError:
-    listed = f" ({', '.join(members)})" if members else ""
-    return RuntimeError(
-        f"group {name} still has instances{listed}; re-run the sweep once they have terminated"
-    )
-
-
 def _delete(scope: Scope, resource: Resource) -> None:
-    """Scale to zero and delete without ForceDelete: a group with members left is an error, never forced.
+    """Scale to zero, then delete; ForceDelete only over members that are, at that moment, the group's run's.
 
-    Scaling to zero is the group terminating its own members, which the caller has proven to be the
-    run's through `dependents`; whatever is still there when the delete is asked for makes it refuse.
+    AWS takes minutes to terminate members, and deleting a group with members needs ForceDelete, which
+    terminates whatever is in the group: so the members are read again right before it and every one
+    must carry the group's run id (the caller proved them through `dependents`; this closes the window
+    in which someone could have attached another instance). Any other member refuses the delete.
     """
     autoscaling = scope.client("autoscaling")
     name = resource.resource_id
@@ -85,20 +76,21 @@ def _delete(scope: Scope, resource: Resource) -> None:
             AutoScalingGroupName=name, MinSize=0, MaxSize=0, DesiredCapacity=0
         )
     )
-    if scaled is None:
-        return
-    group = _group(scope, name)
+    group = _group(scope, name) if scaled is not None else None
     if group is None:
         return
     members = [member["InstanceId"] for member in group.get("Instances", [])]
-    if members:
-        raise _busy(name, members)
-    try:
-        if_exists(lambda: autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name))
-    except botocore.exceptions.ClientError as error:
-        if error_code(error) in GROUP_BUSY_CODES:
-            raise _busy(name, []) from error
-        raise
+    described = instances_by_id(scope, members)
+    foreign = [
+        member
+        for member in members
+        if not same_run(resource.tags, normalize_tags(described.get(member, {}).get("Tags")))
+    ]
+    if foreign:
+        raise RuntimeError(f"group {name} has member(s) {', '.join(foreign)} not of its run; not deleting it")
+    if_exists(
+        lambda: autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=bool(members))
+    )
 
 
 register(
