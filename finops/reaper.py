@@ -306,8 +306,14 @@ class Reaper:
                 continue
             if candidate is not None:
                 candidates.append(candidate)
-        # Any stack of the name owns its resources, and an environment's never lose theirs.
+        # Any stack of the name owns its resources, even one whose file could not be read, and an
+        # environment's never lose theirs.
         owners = {summary.name for summary in listed} | self.policy.environment_stacks
+        owners |= {
+            stack
+            for stack in (f"{TRAINING_STACK_PREFIX}{run_id}" for run_id in owned)
+            if stack not in owners and self.stacks.has_stack(stack)
+        }
         candidates.extend(decide_orphans(owned, owners, self.policy, now))
         return [self._proven(candidate, owned, result) for candidate in candidates]
 
