@@ -393,9 +393,13 @@ class World:
             ]
         if profile_arn:
             extra["IamInstanceProfile"] = {"Arn": profile_arn}
-        return self.client("ec2").run_instances(
+        instance = self.client("ec2").run_instances(
             ImageId=image, InstanceType="m6i.large", MinCount=1, MaxCount=1, SubnetId=subnet, **extra
-        )["Instances"][0]["InstanceId"]
+        )["Instances"][0]
+        if tags:
+            interfaces = [n["NetworkInterfaceId"] for n in instance.get("NetworkInterfaces", [])]
+            self.client("ec2").create_tags(Resources=interfaces, Tags=tag_list(tags))
+        return instance["InstanceId"]
 
     def attach_to_group(self, asg: str, instance_id: str) -> None:
         self.client("autoscaling").attach_instances(AutoScalingGroupName=asg, InstanceIds=[instance_id])
@@ -585,11 +589,12 @@ class FakePulumi:
     """The Automation API boundary: `destroy` deletes what the stack's run planted, as Pulumi would.
 
     `fail` maps a stack to the error its destroy raises; `leave` names ids a destroy leaves behind.
+    Without a world, `destroy` only records the call.
     """
 
     def __init__(
         self,
-        world: World,
+        world: World | None,
         root: Path | None = None,
         *,
         fail: Mapping[str, str] | None = None,
@@ -605,7 +610,7 @@ class FakePulumi:
         self.calls.append(("destroy", stack))
         if stack in self.fail:
             raise RuntimeError(self.fail[stack])
-        for run in self.world.runs:
+        for run in self.world.runs if self.world else []:
             if run.tags.get("pulumi-stack") == stack:
                 self.world.delete_run(run, leave=self.leave)
 

@@ -22,6 +22,7 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 import finops.reaper
+from finops.idle import IdleFinding, IdleScan
 from finops.sandbox import Sandbox
 from infra.config import load_stack_config
 from infra.training import automation
@@ -29,6 +30,7 @@ from infra.training.automation import StackExists
 from infra.training.lifecycle import launch
 from infra.training.request import build_request
 from mlp.cli import app
+from mlp.errors import UserError
 from mlp.tags import format_expires_at
 from tests.conftest import REPO_ROOT
 from tests.reaper_world import (
@@ -321,12 +323,24 @@ def test_a_slack_outage_is_an_error_and_the_reaping_goes_on(
     assert not run.ids() & set(snapshot())
 
 
-def idle_scan(findings: list[dict[str, Any]]) -> Any:
-    class Scan:
-        def to_json(self) -> dict[str, Any]:
-            return {"window_hours": 6, "threshold_pct": 5, "findings": findings}
-
-    return lambda regions, **_: Scan()
+def idle_scan(run: Any, telemetry: str) -> Any:
+    """What the idle-GPU scan would find: the run's instances idle for 5 h, judged on `telemetry`."""
+    findings = [
+        IdleFinding(
+            resource_id=instance,
+            region=REGION,
+            instance_type="g5.xlarge",
+            telemetry=telemetry,
+            gpu_util_max=1.0 if telemetry == "gpu" else None,
+            cpu_util_max=1.0 if telemetry == "cpu" else None,
+            idle_hours=5.0,
+            hourly_cost_usd=1.006,
+            wasted_usd=5.03,
+            tags=run.tags,
+        )
+        for instance in run.instances
+    ]
+    return lambda regions, **_: IdleScan(window_hours=6, threshold_pct=5, findings=findings)
 
 
 @pytest.mark.parametrize(("telemetry", "action"), [("cpu", "skip"), ("gpu", "destroy")])
@@ -340,11 +354,7 @@ def test_idle_is_destroyed_only_on_gpu_telemetry(
 ) -> None:
     run = world.plant_run("idle", expires_at=LIVE, instances=2)
     add_stack(state, "train-idle", run.tags)
-    findings = [
-        {"resource_id": instance, "idle_hours": 5.0, "telemetry": telemetry, "region": REGION}
-        for instance in run.instances
-    ]
-    monkeypatch.setattr(finops.reaper, "scan_idle", idle_scan(findings))
+    monkeypatch.setattr(finops.reaper, "scan_idle", idle_scan(run, telemetry))
 
     code, payload, _ = reap(state, "--apply")
     assert code == 0, payload
@@ -451,7 +461,7 @@ def test_launching_onto_an_existing_stack_touches_nothing() -> None:
     )
     backend = ExistingStack()
     torn_down: list[str] = []
-    with pytest.raises(StackExists, match="already exists"):
+    with pytest.raises(UserError, match="already exists") as raised:
         launch(
             request,
             lambda: None,
@@ -463,6 +473,7 @@ def test_launching_onto_an_existing_stack_touches_nothing() -> None:
             log=lambda line: None,
             teardown=lambda: torn_down.append("teardown"),  # type: ignore[arg-type,return-value]
         )
+    assert isinstance(raised.value, StackExists)
     assert backend.calls == [("deploy", "train-r1")] and torn_down == []
 
 
