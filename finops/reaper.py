@@ -225,7 +225,8 @@ class ReapResult:
 
     @property
     def failed(self) -> bool:
-        return bool(self.errors) or self.leaked
+        """Exit 1: an error, a leak, or a refused run (it keeps billing until a person looks)."""
+        return bool(self.errors) or self.leaked or any(c.action == "refuse" for c in self.candidates)
 
     def to_json(self) -> dict[str, Any]:
         return {

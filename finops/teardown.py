@@ -16,6 +16,7 @@ from typing import Any
 from finops import inventory
 from finops.costs import tag_value_cost_usd
 from finops.inventory import Resource, Scope
+from finops.locks import locks_for
 from finops.ownership import RunProof, prove_run
 from finops.run_resources import find_run_resources, is_terminating
 from infra.training.automation import StackBackend
@@ -148,11 +149,16 @@ def run_cost_usd(run_id: str, now: datetime | None = None) -> float | None:
     return tag_value_cost_usd(RUN_ID, run_id, today - RUN_COST_LOOKBACK, today + timedelta(days=1))
 
 
-def teardown_for(regions: Sequence[str], *, log: Log) -> RunTeardown:
+def destroy_named_run(
+    stack: str, run_id: str, backend: StackBackend, *, regions: Sequence[str], backend_url: str, log: Log
+) -> Receipt:
     """The teardown a user asks for by naming the run (`mlp train destroy`, `launch --wait`).
 
-    Naming the run is the opt-in for prod; the ownership proofs still apply in full.
+    It holds the same per-stack lock as the reaper, so the two never act on one stack at once. Naming
+    the run is the opt-in for prod; the ownership proofs still apply in full.
     """
-    return RunTeardown(
+    teardown = RunTeardown(
         regions, aws.caller_account_id(regions[0]), prod_opt_in=True, run_cost=run_cost_usd, log=log
     )
+    with locks_for(backend_url, lambda: aws.client("s3")).hold(stack) as lease:
+        return teardown.destroy_stack(stack, run_id, backend, lease.check)

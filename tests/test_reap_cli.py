@@ -129,7 +129,8 @@ def test_a_foreign_instance_in_the_group_refuses_the_whole_run(
     world.attach_to_group(run.asg, stranger)
     before = snapshot()
 
-    _, payload, _ = reap(state, "--apply")
+    code, payload, _ = reap(state, "--apply")
+    assert code == 1  # a refused run keeps billing until a person looks
     candidate = candidates(payload)["train-orph"]
     assert candidate["action"] == "refuse" and stranger in candidate["why"]
     assert payload["receipts"] == []
@@ -146,7 +147,8 @@ def test_a_role_shared_with_other_profiles_refuses_the_run(
     live_profile = world.foreign_profile(run.role, live.tags, name="busy-extra")
     before = snapshot()
 
-    _, payload, _ = reap(state, "--apply")
+    code, payload, _ = reap(state, "--apply")
+    assert code == 1  # a refused run keeps billing until a person looks
     candidate = candidates(payload)["train-orph"]
     assert candidate["action"] == "refuse"
     assert prod_profile in candidate["why"] and live_profile in candidate["why"]
@@ -162,7 +164,8 @@ def test_a_launch_template_used_by_another_group_refuses_the_run(
     serving = world.foreign_group(run.launch_template, {**PROD_TAGS, "ephemeral": "false"})
     before = snapshot()
 
-    _, payload, _ = reap(state, "--apply")
+    code, payload, _ = reap(state, "--apply")
+    assert code == 1  # a refused run keeps billing until a person looks
     candidate = candidates(payload)["train-orph"]
     assert candidate["action"] == "refuse" and serving in candidate["why"]
     assert snapshot() == before
@@ -176,7 +179,8 @@ def test_a_prod_volume_deleted_on_termination_refuses_the_run(
     data = world.foreign_volume(run.instances[0], PROD_TAGS, delete_on_termination=True)
     before = snapshot()
 
-    _, payload, _ = reap(state, "--apply")
+    code, payload, _ = reap(state, "--apply")
+    assert code == 1  # a refused run keeps billing until a person looks
     candidate = candidates(payload)["train-orph"]
     assert candidate["action"] == "refuse" and data in candidate["why"]
     assert snapshot() == before

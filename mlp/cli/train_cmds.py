@@ -135,7 +135,7 @@ def launch(
     backend: BackendOption = None,
 ) -> None:
     """Deploy the new stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
-    from finops.teardown import teardown_for
+    from finops.teardown import destroy_named_run
     from infra.training.automation import PulumiAutomationBackend, backend_url
     from infra.training.lifecycle import launch as launch_run
     from infra.training.program import build_training_run
@@ -143,7 +143,8 @@ def launch(
     from mlp.aws import aws_errors, client
 
     request, _ = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
-    stacks = PulumiAutomationBackend(backend_url(backend))
+    url = backend_url(backend)
+    stacks = PulumiAutomationBackend(url)
     cost = estimate_cost(request, client("ec2", request.environment.region, max_attempts=2))
     check_budget(request, cost)
     for line in _cost_lines(request, cost):
@@ -160,8 +161,8 @@ def launch(
             sleep=time.sleep,
             log=log,
             poll_seconds=poll_seconds,
-            teardown=lambda: teardown_for([region], log=log).destroy_stack(
-                request.stack, request.run_id, stacks
+            teardown=lambda: destroy_named_run(
+                request.stack, request.run_id, stacks, regions=[region], backend_url=url, log=log
             ),
         )
     log(f"{result.stack}: {result.why}")
@@ -264,7 +265,7 @@ def destroy(
     backend: BackendOption = None,
 ) -> None:
     """Destroy and remove a run's stack (dry-run by default) once its resources are proven its own; checkpoints stay."""
-    from finops.teardown import teardown_for
+    from finops.teardown import destroy_named_run
     from infra.training.automation import PulumiAutomationBackend, backend_url
     from infra.training.lifecycle import destroy_run, run_regions
     from infra.training.state import DiyStateBackend
@@ -277,9 +278,14 @@ def destroy(
             reader,
             run_id,
             apply=apply,
-            teardown=lambda stack: teardown_for(
-                run_regions(reader, stack, parse_regions(regions) if regions else None), log=log
-            ).destroy_stack(stack, run_id, PulumiAutomationBackend(url)),
+            teardown=lambda stack: destroy_named_run(
+                stack,
+                run_id,
+                PulumiAutomationBackend(url),
+                regions=run_regions(reader, stack, parse_regions(regions) if regions else None),
+                backend_url=url,
+                log=log,
+            ),
         )
     log(message)
     if receipt is not None:
