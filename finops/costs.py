@@ -16,10 +16,20 @@ one view, never across views:
   per-key `key$` buckets overlap, so their union needs its own query); joined with the untagged
   resources by service in the report.
 
-Finished days (not `Estimated`, and older than the first estimated day) are cached on disk per view,
-so a nightly run asks only for the days it has not seen. A view that still fails after retries is
-left out of the frame and named in `Spend.missing`: the report says what is missing instead of
-showing zeros.
+Cache rule: Cost Explorer may restate a day until its month's bill is final, which happens some days
+into the next month. So a day is cached on disk (per view) only when it is *final*: older than the
+first day of the previous billing month (relative to today, UTC), not `Estimated`, and older than
+the first estimated day. Final days are served from the cache for good; the finished days of the
+current and previous month are asked again on every run, so a restatement reaches the next report.
+
+Request budget: every GetCostAndUsage call counts (every page, and every retried attempt, since the
+budget must bound what can be billed), at `REQUEST_PRICE_USD` each. When the budget is reached, or
+Cost Explorer repeats a page token it already gave for the same request (it would page for ever),
+that view stops; the views still readable within the budget (from the cache, or with the requests
+left) are read, and the total never exceeds the budget. A view that stops, or still fails after
+retries, is left out of the frame and named in `Spend.missing` with why and what it spent: the
+report says what is missing instead of showing zeros. Nothing of a view is cached unless all of it
+was read.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +48,16 @@ import botocore.exceptions
 import pandas as pd
 
 import mlp.aws
+from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ml-platform" / "cost-explorer"
 CACHE_DIR_ENV = "MLP_COST_CACHE_DIR"
 # What Cost Explorer charges for each request (every page counts).
 REQUEST_PRICE_USD = 0.01
+# $2 a run at most: a month of nightly reports stays under $60 even if Cost Explorer misbehaves.
+DEFAULT_MAX_REQUESTS = 200
+MAX_REQUESTS_OPTION = "--max-ce-requests"
 # How the `key$` bucket (spend without the tag) is labelled in breakdowns.
 UNTAGGED_LABEL = "(untagged)"
 # Cost Explorer's INSTANCE_TYPE value for spend that is not an instance (storage, requests, ...).
@@ -158,10 +172,44 @@ class Spend:
     missing: list[MissingPart] = field(default_factory=list)
     # Views read in full; a view absent here is absent from the frame, never partly present.
     complete_views: set[str] = field(default_factory=set)
+    max_requests: int = DEFAULT_MAX_REQUESTS
 
     @property
     def tag_keys(self) -> tuple[str, ...]:
         return report_tag_keys(self.mandatory_tags)
+
+    @property
+    def cost_usd(self) -> float:
+        """What the requests of this read cost at most (a throttled attempt may not be billed)."""
+        return request_cost_usd(self.requests)
+
+
+def request_cost_usd(requests: int) -> float:
+    return round(requests * REQUEST_PRICE_USD, 2)
+
+
+def spent(requests: int) -> str:
+    """`3 requests ($0.03)`: how the messages state what Cost Explorer was paid."""
+    return f"{requests} request{'' if requests == 1 else 's'} (${request_cost_usd(requests):,.2f})"
+
+
+def validate_max_requests(max_requests: int) -> int:
+    """The request budget as the user gave it; a budget of nothing would read nothing."""
+    if max_requests < 1:
+        raise UserError(
+            f"{MAX_REQUESTS_OPTION} {max_requests}: use a positive number of Cost Explorer requests "
+            f"(${REQUEST_PRICE_USD:.2f} each; default {DEFAULT_MAX_REQUESTS})"
+        )
+    return max_requests
+
+
+def first_unsettled_day(today: date) -> date:
+    """The first day Cost Explorer may still restate: the first of the previous month.
+
+    The previous month's bill is final only some days into this month, so both months stay open.
+    """
+    previous_month_end = today.replace(day=1) - timedelta(days=1)
+    return previous_month_end.replace(day=1)
 
 
 def report_tag_keys(mandatory_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS) -> tuple[str, ...]:
@@ -255,7 +303,7 @@ class DayResult:
 
 
 class SpendCache:
-    """Finished days of each view as one JSON file per day, under a per-account namespace."""
+    """Final days of each view as one JSON file per day, under a per-account namespace."""
 
     def __init__(self, directory: Path, namespace: str) -> None:
         self.directory = directory / namespace
@@ -277,13 +325,21 @@ class SpendCache:
         partial.write_text(json.dumps({"Groups": result.groups}))
         partial.replace(path)  # atomic: a crash never leaves a half-written day behind
 
+    def discard(self, view: CostView, day: date) -> None:
+        # A day cached before it was final (by an older rule) would otherwise be served once it is.
+        self._path(view, day).unlink(missing_ok=True)
+
 
 class FetchFailed(Exception):
-    """A view could not be read even after retries; the message says why."""
+    """A view could not be read (failing after retries, out of budget, endless paging); says why."""
 
 
 class CostExplorerReader:
-    """Reads views day by day: from the cache when finished, else from Cost Explorer, counting requests."""
+    """Reads views day by day: final days from the cache, the rest from Cost Explorer within a budget.
+
+    `requests` counts every call sent (retried attempts too) and never exceeds `max_requests`.
+    `today` (UTC) decides which days are final, see `first_unsettled_day`.
+    """
 
     def __init__(
         self,
@@ -294,45 +350,72 @@ class CostExplorerReader:
         max_attempts: int = 6,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 20.0,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        today: date | None = None,
     ) -> None:
+        if max_requests < 1:
+            raise ValueError(f"max_requests must be positive, not {max_requests}")
         self.client = client
         self.cache = cache
         self.sleep = sleep
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.max_requests = max_requests
+        self.today = today or datetime.now(UTC).date()
         self.requests = 0
         self.retries = 0
         self.cached_view_days = 0
+        self._view_requests_from = 0
+
+    @property
+    def first_unsettled_day(self) -> date:
+        return first_unsettled_day(self.today)
 
     def read_view(self, view: CostView, start: date, end: date) -> dict[date, DayResult]:
+        """Every day of [start, end) of one view, or FetchFailed; caches final days only when all is read."""
+        self._view_requests_from = self.requests
         days = days_between(start, end)
+        unsettled_from = self.first_unsettled_day
         results: dict[date, DayResult] = {}
         if self.cache is not None:
             for day in days:
+                if day >= unsettled_from:
+                    self.cache.discard(view, day)
+                    continue
                 cached = self.cache.load(view, day)
                 if cached is not None:
                     results[day] = cached
                     self.cached_view_days += 1
+        fetched: dict[date, DayResult] = {}
         for range_start, range_end in contiguous_ranges([day for day in days if day not in results]):
-            fetched = self._fetch_range(view, range_start, range_end)
-            self._cache_finished(view, fetched)
-            results.update(fetched)
+            fetched.update(self._fetch_range(view, range_start, range_end))
+        # Only after the whole view was read: a day from a view that failed half-way may lack groups.
+        self._cache_final(view, fetched)
+        results.update(fetched)
         return results
 
-    def _cache_finished(self, view: CostView, fetched: dict[date, DayResult]) -> None:
+    def _cache_final(self, view: CostView, fetched: dict[date, DayResult]) -> None:
         if self.cache is None:
             return
         estimated_days = [day for day, result in fetched.items() if result.estimated]
         first_estimated = min(estimated_days) if estimated_days else None
+        unsettled_from = self.first_unsettled_day
         for day, result in fetched.items():
-            if not result.estimated and (first_estimated is None or day < first_estimated):
+            if result.estimated or day >= unsettled_from:
+                continue
+            if first_estimated is None or day < first_estimated:
                 self.cache.store(view, day, result)
+
+    @property
+    def _view_spent(self) -> str:
+        return spent(self.requests - self._view_requests_from)
 
     def _fetch_range(self, view: CostView, start: date, end: date) -> dict[date, DayResult]:
         request = {**view.request(), "TimePeriod": {"Start": start.isoformat(), "End": end.isoformat()}}
         results: dict[date, DayResult] = {}
         page_token: str | None = None
+        seen_tokens: set[str] = set()
         while True:
             if page_token:
                 request["NextPageToken"] = page_token
@@ -345,12 +428,28 @@ class CostExplorerReader:
             page_token = page.get("NextPageToken")
             if not page_token:
                 return results
+            if page_token in seen_tokens:
+                # Following it again would page for ever, at $0.01 a page.
+                raise FetchFailed(
+                    f"Cost Explorer repeated a page token; stopped after {self._view_spent} on this view"
+                )
+            seen_tokens.add(page_token)
+
+    def _check_budget(self) -> None:
+        if self.requests >= self.max_requests:
+            raise FetchFailed(
+                f"request budget of {self.max_requests} reached ({spent(self.requests)} in all, "
+                f"{self._view_spent} on this view); raise {MAX_REQUESTS_OPTION} to read it"
+            )
 
     def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(1, self.max_attempts + 1):
+            self._check_budget()
+            # Counted before the call: a failed or throttled attempt may still be billed.
+            self.requests += 1
             try:
                 with mlp.aws.aws_errors("reading Cost Explorer"):
-                    page = self.client.get_cost_and_usage(**request)
+                    return self.client.get_cost_and_usage(**request)
             except botocore.exceptions.ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = error.get("Code", "")
@@ -359,14 +458,9 @@ class CostExplorerReader:
                     raise FetchFailed(
                         f"Cost Explorer refused the request ({code}: {error.get('Message', '')})"
                     ) from exc
-                failure = f"Cost Explorer kept failing ({code or status}) after {self.max_attempts} attempts"
+                failure = f"Cost Explorer kept failing ({code or status})"
             except RETRYABLE_TRANSPORT_ERRORS as exc:
-                failure = (
-                    f"Cost Explorer unreachable ({type(exc).__name__}) after {self.max_attempts} attempts"
-                )
-            else:
-                self.requests += 1
-                return page
+                failure = f"Cost Explorer unreachable ({type(exc).__name__})"
             if attempt < self.max_attempts:
                 self.retries += 1
                 self.sleep(min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds))
@@ -426,7 +520,11 @@ def read_spend(
     mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     on_view: Callable[[CostView], None] | None = None,
 ) -> Spend:
-    """Every view of `plan_views` over [start, end); failed views become `missing` parts."""
+    """Every view of `plan_views` over [start, end); failed views become `missing` parts.
+
+    A view that fails does not stop the others: those still readable within the reader's request
+    budget are read.
+    """
     rows: list[dict[str, Any]] = []
     missing: list[MissingPart] = []
     complete: set[str] = set()
@@ -450,6 +548,7 @@ def read_spend(
         cached_view_days=reader.cached_view_days,
         missing=missing,
         complete_views=complete,
+        max_requests=reader.max_requests,
     )
 
 
@@ -475,12 +574,18 @@ def fetch_spend(
     use_cache: bool = True,
     sleep: Callable[[float], None] = time.sleep,
     on_view: Callable[[CostView], None] | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    today: date | None = None,
 ) -> Spend:
-    """Spend of [start, end) from the account's Cost Explorer, through the on-disk cache."""
+    """Spend of [start, end) from the account's Cost Explorer, through the on-disk cache.
+
+    At most `max_requests` GetCostAndUsage calls; `today` (UTC, default now) decides which days are
+    final enough to cache.
+    """
     # Retries are ours (counted, with injectable sleep), so botocore must not retry behind our back.
     client = mlp.aws.client("ce", mlp.aws.COST_EXPLORER_REGION, max_attempts=1)
     cache = SpendCache(cache_dir or default_cache_dir(), cache_namespace(client)) if use_cache else None
-    reader = CostExplorerReader(client, cache=cache, sleep=sleep)
+    reader = CostExplorerReader(client, cache=cache, sleep=sleep, max_requests=max_requests, today=today)
     return read_spend(reader, start, end, mandatory_tags=mandatory_tags, on_view=on_view)
 
 

@@ -686,6 +686,7 @@ def run_nightly(
     show_progress: bool = False,
     now: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    max_ce_requests: int = costs.DEFAULT_MAX_REQUESTS,
 ) -> Report:
     """The nightly job: read spend, scan idle GPUs and untagged resources, write the report files."""
     moment = now or datetime.now(UTC)
@@ -701,6 +702,8 @@ def run_nightly(
             use_cache=use_cache,
             sleep=sleep,
             on_view=lambda view: steps.step(f"Cost Explorer: {view.name}"),
+            max_requests=max_ce_requests,
+            today=moment.date(),
         )
         steps.step(f"Idle GPUs in {', '.join(regions)}")
         idle, idle_missing = guarded_scan("idle GPUs", lambda: scan_idle(list(regions), now=moment).findings)

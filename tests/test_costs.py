@@ -1,5 +1,7 @@
 """Cost Explorer reading: views, paging, untagged buckets, Estimated days, retries, cache, request counts.
 
+(Faults of Cost Explorer itself, the request budget and restatements: tests/test_costs_faults.py.)
+
 Cost Explorer is the sandbox's emulator (the one the demo serves over HTTP) behind a boto3-shaped
 client, over line items made here, so every expectation is a sum over those line items.
 """
@@ -25,6 +27,8 @@ from mlp.tags import DEFAULT_MANDATORY_TAGS
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 TODAY = NOW.date()
+# Days before this one are final (before the previous billing month of TODAY): the only ones cached.
+FIRST_UNSETTLED = date(2026, 10, 1)
 SERVICES = ("Amazon Elastic Compute Cloud - Compute", "Amazon Simple Storage Service")
 REGIONS = ("us-east-1", "us-west-2")
 PURCHASES = (
@@ -111,11 +115,21 @@ def line_items() -> list[LineItem]:
     return make_line_items()
 
 
-@pytest.fixture
-def client(line_items: list[LineItem]) -> EmulatedCostExplorer:
+def emulated_client(line_items: list[LineItem]) -> EmulatedCostExplorer:
     emulator = CostExplorerEmulator(page_size=23)
     emulator.load(line_items, NOW)
     return EmulatedCostExplorer(emulator)
+
+
+@pytest.fixture
+def client(line_items: list[LineItem]) -> EmulatedCostExplorer:
+    return emulated_client(line_items)
+
+
+@pytest.fixture
+def history_client() -> EmulatedCostExplorer:
+    """Spend back to September: some days before FIRST_UNSETTLED, so final and cached."""
+    return emulated_client(make_line_items(days=75))
 
 
 class SleepRecorder:
@@ -130,6 +144,7 @@ def read(
     client: Any, start: date, end: date, cache_dir: Path | None = None, **reader_options: Any
 ) -> costs.Spend:
     cache = costs.SpendCache(cache_dir, "test-account") if cache_dir is not None else None
+    reader_options.setdefault("today", TODAY)
     reader = costs.CostExplorerReader(client, cache=cache, sleep=SleepRecorder(), **reader_options)
     return costs.read_spend(reader, start, end)
 
@@ -268,8 +283,11 @@ def test_estimated_days_are_flagged(client: EmulatedCostExplorer) -> None:
     assert estimated_days == {first_estimated, first_estimated + timedelta(days=1)}
 
 
-def test_second_run_asks_only_for_days_not_cached(client: EmulatedCostExplorer, tmp_path: Path) -> None:
-    start, end = TODAY - timedelta(days=30), TODAY
+def test_second_run_asks_only_for_days_not_cached(
+    history_client: EmulatedCostExplorer, tmp_path: Path
+) -> None:
+    client = history_client
+    start, end = TODAY - timedelta(days=70), TODAY
     first = read(client, start, end, cache_dir=tmp_path)
     first_calls = len(client.calls)
     client.calls.clear()
@@ -278,10 +296,10 @@ def test_second_run_asks_only_for_days_not_cached(client: EmulatedCostExplorer, 
 
     assert second.requests < first.requests
     assert second.requests == len(client.calls)
-    first_estimated = min(first.frame.loc[first.frame["x_Estimated"], "ChargePeriodStart"].dt.date)
+    # Final days come from the cache; October and November may still be restated, so are asked again.
     asked_from = {date.fromisoformat(call["TimePeriod"]["Start"]) for call in client.calls}
-    assert asked_from == {first_estimated}
-    assert second.cached_view_days == (first_estimated - start).days * len(
+    assert asked_from == {FIRST_UNSETTLED}
+    assert second.cached_view_days == (FIRST_UNSETTLED - start).days * len(
         costs.plan_views(first.mandatory_tags)
     )
     columns = ["x_CostView", "ChargePeriodStart", "BilledCost", "Tags"]
@@ -290,8 +308,9 @@ def test_second_run_asks_only_for_days_not_cached(client: EmulatedCostExplorer, 
     assert first_calls == first.requests
 
 
-def test_unreadable_cache_file_is_asked_again(client: EmulatedCostExplorer, tmp_path: Path) -> None:
-    start, end = TODAY - timedelta(days=6), TODAY - timedelta(days=3)
+def test_unreadable_cache_file_is_asked_again(history_client: EmulatedCostExplorer, tmp_path: Path) -> None:
+    client = history_client
+    start, end = FIRST_UNSETTLED - timedelta(days=6), FIRST_UNSETTLED - timedelta(days=3)
     read(client, start, end, cache_dir=tmp_path)
     corrupted = sorted(tmp_path.rglob(f"{start.isoformat()}.json"))
     assert corrupted
@@ -309,13 +328,14 @@ def test_unreadable_cache_file_is_asked_again(client: EmulatedCostExplorer, tmp_
 def test_throttling_is_retried_with_exponential_backoff(client: EmulatedCostExplorer) -> None:
     client.emulator.throttle_next(3)
     sleep = SleepRecorder()
-    reader = costs.CostExplorerReader(client, sleep=sleep, backoff_seconds=0.5)
+    reader = costs.CostExplorerReader(client, sleep=sleep, backoff_seconds=0.5, today=TODAY)
     spend = costs.read_spend(reader, TODAY - timedelta(days=3), TODAY)
 
     assert spend.missing == []
     assert sleep.delays == [0.5, 1.0, 2.0]
     assert spend.retries == 3
-    assert spend.requests == len(client.calls) - 3  # throttled attempts are not billed pages
+    # Throttled attempts count too: the request budget bounds every call that may be billed.
+    assert spend.requests == len(client.calls) == len(costs.plan_views()) + 3
 
 
 def test_a_view_still_failing_after_retries_is_named_missing(client: EmulatedCostExplorer) -> None:

@@ -88,9 +88,20 @@ def report_command(
         ),
     ] = None,
     required_tags: RequiredTagsOption = None,
+    max_ce_requests: Annotated[
+        int,
+        typer.Option(
+            "--max-ce-requests",
+            help="Most Cost Explorer requests (each one billed) the report may make; "
+            "views beyond it are named missing.",
+        ),
+    ] = 200,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
+    from finops.costs import validate_max_requests
     from finops.report import REPORT_FILES, run_nightly
+
+    validate_max_requests(max_ce_requests)
 
     region_list = parse_regions(regions)
     # Delivery targets are checked before the long job so a typo costs seconds, not a whole run.
@@ -104,6 +115,7 @@ def report_command(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),
+        max_ce_requests=max_ce_requests,
     )
     _warn_missing(report)
     if target is not None:
