@@ -30,9 +30,10 @@ TRAINING_TAGS: tuple[str, ...] = (RUN_ID, EXPIRES_AT, EPHEMERAL)
 # Kubernetes workloads carry these as labels for per-workload cost allocation.
 WORKLOAD_LABELS: tuple[str, ...] = (TEAM, PROJECT)
 
-# AWS tag rules: keys 1-128 chars, values 0-256 chars, no "aws:" prefix.
-_TAG_KEY = re.compile(r"^(?!aws:)[\w.:/=+\-@ ]{1,128}$")
-_TAG_VALUE = re.compile(r"^[\w.:/=+\-@ ]{0,256}$")
+# AWS tag rules: keys 1-128 chars, values 0-256 chars, no "aws:" prefix in any case. Used with
+# fullmatch: `$` would also accept a trailing newline.
+_TAG_KEY = re.compile(r"(?!(?i:aws:))[\w.:/=+\-@ ]{1,128}")
+_TAG_VALUE = re.compile(r"[\w.:/=+\-@ ]{0,256}")
 
 
 def normalize_tags(value: Any) -> dict[str, str]:
@@ -65,9 +66,9 @@ def missing_tags(tags: Any, required: Iterable[str]) -> list[str]:
 
 def invalid_tag(key: str, value: str) -> str | None:
     """Why a tag key/value pair would be refused by AWS, or None when it is fine."""
-    if not _TAG_KEY.match(key):
+    if not _TAG_KEY.fullmatch(key):
         return f"tag key {key!r} must be 1-128 characters of letters, digits, spaces and _.:/=+-@ (no 'aws:')"
-    if not _TAG_VALUE.match(value):
+    if not _TAG_VALUE.fullmatch(value):
         return f"tag {key!r} value {value!r} must be at most 256 characters of letters, digits, spaces and _.:/=+-@"
     return None
 

@@ -32,7 +32,7 @@ CASES = [
     (
         "dev",
         lambda raw: raw.update({"aws:region": "mars-1"}),
-        "ml-platform:region: 'mars-1' is not an AWS region like us-east-1",
+        "aws:region: 'mars-1' is not an AWS region like us-east-1",
     ),
     (
         "dev",
@@ -86,7 +86,8 @@ CASES = [
     (
         "dev",
         lambda raw: raw["ml-platform:budgets"].update(alertEmails=["not-an-email"]),
-        "ml-platform:budgets.alertEmails: String should match pattern",
+        "ml-platform:budgets.alertEmails: 'not-an-email' is not an e-mail address: write one like "
+        "finops@example.com",
     ),
 ]
 

@@ -63,7 +63,7 @@ def _request(
     from infra.config import parse_stack_config, read_stack_file
     from infra.training.request import build_request
 
-    raw = read_stack_file(env)
+    raw = read_stack_file(env, option="--env")
     config = parse_stack_config(env, raw)
     request = build_request(
         config,
