@@ -80,10 +80,10 @@ def load_plan(path: Path) -> dict[str, Any]:
 
 
 def validate_plan(document: Any, source: str) -> dict[str, Any]:
-    """Check the DESIGN.md plan shape; `source` names the plan in the error."""
+    """Check the plan JSON shape (docs/plan-json.md); `source` names the plan in the error."""
     if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
         raise UserError(
-            f'{source}: not a plan: expected an object with a "resources" list (DESIGN.md, Plan JSON)'
+            f'{source}: not a plan: expected an object with a "resources" list (see docs/plan-json.md)'
         )
     for index, resource in enumerate(document["resources"]):
         where = f"{source}: resources[{index}]"
@@ -192,7 +192,7 @@ def evaluate_plan(
     *,
     clock: Callable[[], datetime] = utc_now,
 ) -> CheckResult:
-    """Every policy of the pack over every resource of `plan` (DESIGN.md plan JSON)."""
+    """Every policy of the pack over every resource of `plan` (the plan JSON of docs/plan-json.md)."""
     pack_rules = rules(clock)
     settings = split_pack_config(pack_config or {}, pack_rules)
     view = _PlanView(plan)

@@ -18,6 +18,7 @@ from mlp.tags import training_tags
 
 RUN_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 MIN_INSTANCE_TYPES = 3
+IMAGE = re.compile(r"[^\s\x00-\x1f\x7f]{1,4096}")
 
 
 def stack_name(run_id: str) -> str:
@@ -135,6 +136,14 @@ def build_request(
         )
     if not command.strip():
         raise UserError("--command: give the training command to run")
+    if "\x00" in command:
+        # User data is a shell script: a NUL byte would cut the command short.
+        raise UserError("--command: must not contain a NUL character")
+    if image is not None and not IMAGE.fullmatch(image):
+        raise UserError(
+            f"--image {image[:60]!r}: give a container image reference like "
+            "public.ecr.aws/docker/library/python:3.12-slim (no spaces or control characters)"
+        )
     request = RunRequest(
         environment=environment,
         run_id=run_id,
