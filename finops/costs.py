@@ -462,6 +462,7 @@ class CostExplorerReader:
             except RETRYABLE_TRANSPORT_ERRORS as exc:
                 failure = f"Cost Explorer unreachable ({type(exc).__name__})"
             if attempt < self.max_attempts:
+                self._check_budget()  # never wait for a retry there is no request left for
                 self.retries += 1
                 self.sleep(min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds))
         raise FetchFailed(f"{failure} after {self.max_attempts} attempts")
