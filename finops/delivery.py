@@ -43,10 +43,13 @@ class S3Target:
 
 def parse_s3_uri(uri: str) -> S3Target:
     """`s3://bucket/prefix` (prefix optional); the prefix always ends with `/` when present."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        raise UserError(f"--s3-uri {uri!r}: not a URI ({exc}); use the form s3://bucket/prefix") from exc
     if parts.scheme != "s3" or not parts.netloc:
         raise UserError(f"--s3-uri {uri!r}: use the form s3://bucket/prefix")
-    if not _BUCKET_NAME.match(parts.netloc):
+    if not _BUCKET_NAME.fullmatch(parts.netloc) or ".." in parts.netloc:
         raise UserError(
             f"--s3-uri {uri!r}: {parts.netloc!r} is not a valid bucket name (3-63 of a-z 0-9 . -)"
         )
@@ -88,13 +91,22 @@ def _reason(exc: Exception) -> str:
 
 
 def validate_webhook(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise UserError(
-            f"--slack-webhook / {SLACK_WEBHOOK_ENV}: not an http(s) URL; use the incoming webhook URL "
-            "Slack gave you (https://hooks.slack.com/services/...)"
-        )
-    return url
+    """The webhook URL as given, once it parses as http(s) with a host (and a numeric port if any).
+
+    The URL is a secret: messages name what is wrong with it, never the URL itself.
+    """
+    fix = "use the incoming webhook URL Slack gave you (https://hooks.slack.com/services/...)"
+    where = f"--slack-webhook / {SLACK_WEBHOOK_ENV}"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:  # e.g. "http://[::1/..." (an unclosed IPv6 bracket)
+        raise UserError(f"{where}: not a URL ({exc}); {fix}") from exc
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UserError(f"{where}: not an http(s) URL; {fix}")
+    if any(ch.isspace() for ch in url.strip()):
+        raise UserError(f"{where}: the URL contains whitespace; {fix}")
+    return url.strip()
 
 
 def slack_text(markdown: str, *, full_report: str = "report.md") -> str:

@@ -1,16 +1,26 @@
 """`mlp`: one console script; each command only parses its options and delegates.
 
-Commands live beside this file by area (infra, train, finops). Every error meant for the user is a
-`UserError`: one line on stderr, exit code 2, no traceback.
+Commands live beside this file by area (infra, train, finops). Exit codes, for every command:
+
+0  done, nothing to report against (findings of `mlp idle`/`mlp untagged` are information)
+1  the command's verdict: policy violations, leaks or failed teardowns, a report with missing parts
+2  the user's to fix: a flag, a config value, credentials, an endpoint (one line on stderr);
+   also typer's own usage errors
+3  a bug in mlp: one line naming the log file that holds the traceback (`mlp --debug` prints it)
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 
+from mlp.cli import common
 from mlp.errors import UserError
+
+INTERNAL_ERROR_EXIT = 3
+USER_ERROR_EXIT = 2
 
 app = typer.Typer(
     name="mlp",
@@ -22,17 +32,35 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(debug: common.DebugOption = False) -> None:
     """ml-platform: tagged spot GPU infrastructure on AWS and the FinOps loop that keeps it cheap."""
+    if debug:
+        common.enable_debug()
 
 
 # Imported for their side effect of registering commands on `app`.
 from mlp.cli import infra_cmds, policy_cmds, reap_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: run one command and exit with the code of the contract above."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app()
+        app(args=args, prog_name="mlp")
     except UserError as exc:
+        if common.debug_enabled():
+            common.print_traceback(exc)
         print(f"mlp: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # the last line of defence: no traceback reaches the user by accident
+        from mlp.aws import describe_aws_error
+
+        line = describe_aws_error(exc)
+        if line is not None:
+            if common.debug_enabled():
+                common.print_traceback(exc)
+            # An endpoint or region error no command wrapped is still the user's to fix.
+            print(f"mlp: error: {line}", file=sys.stderr)
+            sys.exit(USER_ERROR_EXIT)
+        print(common.internal_error(exc, args), file=sys.stderr)
+        sys.exit(INTERNAL_ERROR_EXIT)

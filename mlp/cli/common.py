@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -60,3 +66,85 @@ def print_json(payload: Any) -> None:
 def log(message: str) -> None:
     """Progress and diagnostics: always stderr, so stdout stays parseable."""
     print(message, file=sys.stderr)
+
+
+DEBUG_ENV = "MLP_DEBUG"
+DebugOption = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        envvar=DEBUG_ENV,
+        show_envvar=True,
+        help="On an internal error, print the traceback instead of writing it to a log file.",
+    ),
+]
+# Flags whose value is a secret: kept out of the log file.
+SECRET_FLAGS = ("--slack-webhook",)
+_debug = False
+
+
+def enable_debug() -> None:
+    global _debug
+    _debug = True
+
+
+def debug_enabled() -> bool:
+    """`--debug`, or MLP_DEBUG set to a true value (read directly too: errors can precede parsing)."""
+    return _debug or os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def log_directory() -> Path:
+    """Where internal-error logs go: $XDG_CACHE_HOME (or ~/.cache)/ml-platform/logs."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "ml-platform" / "logs"
+
+
+def redact_args(args: Sequence[str]) -> list[str]:
+    redacted: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            redacted.append("<redacted>")
+            hide_next = False
+        elif arg in SECRET_FLAGS:
+            redacted.append(arg)
+            hide_next = True
+        elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+            redacted.append(arg.split("=", 1)[0] + "=<redacted>")
+        else:
+            redacted.append(arg)
+    return redacted
+
+
+def write_error_log(error: BaseException, args: Sequence[str]) -> Path | None:
+    """The traceback in a new log file; a temporary directory when the cache is not writable."""
+    moment = datetime.now(UTC)
+    name = f"mlp-{moment:%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    text = f"mlp {' '.join(redact_args(args))}\nat {moment.isoformat()} in {os.getcwd()}\n\n" + "".join(
+        traceback.format_exception(error)
+    )
+    for directory in (log_directory(), Path(tempfile.gettempdir()) / "ml-platform-logs"):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def print_traceback(error: BaseException) -> None:
+    traceback.print_exception(error, file=sys.stderr)
+
+
+def internal_error(error: BaseException, args: Sequence[str]) -> str:
+    """The one line for a bug: its type and message, and where the traceback is (or the traceback)."""
+    from mlp.errors import describe
+
+    if debug_enabled():
+        print_traceback(error)
+        return f"mlp: internal error (a bug): {describe(error)}"
+    path = write_error_log(error, args)
+    where = f"traceback in {path}" if path else "no log could be written; rerun with --debug"
+    return f"mlp: internal error (a bug): {describe(error)}; {where}"

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from finops.idle import DEFAULT_THRESHOLD_PCT, DEFAULT_WINDOW_HOURS, IdleScan, scan_idle, validate_thresholds
 from finops.untagged import UntaggedScan, scan_untagged
-from mlp.aws import parse_regions
 from mlp.cli import app
 from mlp.cli.common import (
     FormatOption,
@@ -21,6 +20,10 @@ from mlp.cli.common import (
     parse_required_tags,
     print_json,
 )
+from mlp.preflight import check_scan
+
+# As finops.report words it (not imported: that module pulls in pandas, and this command starts fast).
+NO_LIST_PRICE = "no list price"
 
 
 @app.command("idle")
@@ -36,7 +39,7 @@ def idle_command(
 ) -> None:
     """Running GPU instances idle over the window, with the dollars they wasted."""
     validate_thresholds(window_hours, threshold_pct)
-    region_list = parse_regions(regions)
+    region_list = check_scan(regions)
     log(f"scanning GPU instances in {', '.join(region_list)} ...")
     scan = scan_idle(region_list, window_hours=window_hours, threshold_pct=threshold_pct)
     log(f"{scan.instances_scanned} running GPU instances; {scan.cloudwatch_calls} GetMetricData calls")
@@ -54,7 +57,7 @@ def untagged_command(
 ) -> None:
     """Resources missing mandatory cost tags, including never-tagged ones."""
     required = parse_required_tags(required_tags)
-    region_list = parse_regions(regions)
+    region_list = check_scan(regions)
     log(f"scanning resources in {', '.join(region_list)} for tags {', '.join(required)} ...")
     scan = scan_untagged(region_list, required)
     log(f"{scan.resources_scanned} resources scanned, {len(scan.findings)} missing tags")
@@ -71,7 +74,7 @@ def _console() -> Console:
 
 
 def _money(value: float | None) -> str:
-    return "?" if value is None else f"${value:,.2f}"
+    return NO_LIST_PRICE if value is None else f"${value:,.2f}"
 
 
 def _print_idle(scan: IdleScan) -> None:
@@ -112,7 +115,10 @@ def _print_idle(scan: IdleScan) -> None:
                 owner,
             )
         table.add_section()
-        table.add_row("total", "", "", "", "", "", "", _money(scan.wasted_usd), f"{len(scan.findings)} idle")
+        unpriced = sum(1 for finding in scan.findings if finding.wasted_usd is None)
+        count = f"{len(scan.findings)} idle" + (f", {unpriced} with {NO_LIST_PRICE}" if unpriced else "")
+        # The total sums the priced instances only; the count says how many it leaves out.
+        table.add_row("total", "", "", "", "", "", "", _money(scan.wasted_usd), count)
         console.print(table)
     for skipped in scan.not_judged:
         console.print(f"not judged: {skipped['resource_id']} ({skipped['region']}): {skipped['reason']}")
