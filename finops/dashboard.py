@@ -158,9 +158,12 @@ def _untagged_dollars(report: Report) -> Chart:
 
 
 def _untagged_resources(report: Report) -> Chart:
+    from finops.report import UNTAGGED_SCAN  # finops.report imports this module
+
     title = "Resources missing mandatory tags"
     if not report.untagged:
-        return Chart("untagged-resources", title, note="Every scanned resource carries the mandatory tags.")
+        note = report.scan_note(UNTAGGED_SCAN) or "Every scanned resource carries the mandatory tags."
+        return Chart("untagged-resources", title, note=note)
     counts = Counter(finding.resource_type for finding in report.untagged)
     names = sorted(counts, key=lambda name: counts[name])
     figure = go.Figure(
@@ -170,10 +173,19 @@ def _untagged_resources(report: Report) -> Chart:
 
 
 def _idle(report: Report) -> Chart:
+    from finops.report import IDLE_SCAN, NO_LIST_PRICE  # finops.report imports this module
+
     title = "Idle GPU waste"
+    gaps = report.scan_note(IDLE_SCAN)
     if not report.idle:
-        return Chart("idle", title, note="No idle GPU instances.")
-    findings = sorted(report.idle, key=lambda finding: finding.wasted_usd or 0.0)
+        return Chart("idle", title, note=gaps or "No idle GPU instances.")
+    # A bar of $0 would read as "costs nothing": unpriced instances are counted in words instead.
+    findings = sorted(
+        (finding for finding in report.idle if finding.wasted_usd is not None),
+        key=lambda finding: finding.wasted_usd or 0.0,
+    )
+    if not findings:
+        return Chart("idle", title, note=f"{len(report.idle)} idle GPU instances, all with {NO_LIST_PRICE}.")
     labels = [f"{finding.resource_id} ({finding.instance_type})" for finding in findings]
     teams = [finding.tags.get(TEAM, "untagged") for finding in findings]
     figure = go.Figure(
@@ -250,6 +262,8 @@ def charts(report: Report) -> list[Chart]:
 
 
 def _environment() -> jinja2.Environment:
+    from finops.report import NO_LIST_PRICE  # finops.report imports this module
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -259,11 +273,15 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters["usd"] = lambda value: "n/a" if value is None else f"${value:,.2f}"
     environment.filters["pct"] = lambda value: "n/a" if value is None else f"{value * 100:.1f}%"
+    # A finding's own dollars: None there means no list price, not a missing part.
+    environment.filters["price"] = lambda value: NO_LIST_PRICE if value is None else f"${value:,.2f}"
     return environment
 
 
 def render_dashboard(report: Report) -> str:
     """The whole page as one string: plotly.js inline once, then every chart and table."""
+    from finops.report import IDLE_SCAN, LEFTOVERS_SCAN, NO_LIST_PRICE, UNTAGGED_SCAN  # imports this module
+
     template = _environment().get_template("dashboard.html.j2")
     tiles = charts(report)
     figures = ",".join(f'"{chart.div_id}":{chart.figure}' for chart in tiles if chart.figure is not None)
@@ -276,4 +294,6 @@ def render_dashboard(report: Report) -> str:
         plotly_js=plotly_js(),
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
         idle_sorted=sorted(report.idle, key=lambda finding: -(finding.wasted_usd or 0.0)),
+        gaps={scan: report.scan_note(scan) for scan in (IDLE_SCAN, UNTAGGED_SCAN, LEFTOVERS_SCAN)},
+        no_list_price=NO_LIST_PRICE,
     )

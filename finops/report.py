@@ -1,9 +1,13 @@
-"""The nightly report: spend, idle GPUs and untagged resources assembled into DESIGN.md's files.
+"""The nightly report: spend, idle GPUs and untagged resources assembled into the report's files.
 
 `run_nightly` is the job (Cost Explorer, then the scans, then the files); `analyze_spend` and
 `build_report` are pure over a FOCUS frame, so the report of a million cost rows is built without AWS.
 Money follows Cost Explorer's UnblendedCost (FOCUS BilledCost, what the invoice says); the amortized
 total is reported beside it.
+
+The report is made of parts: each Cost Explorer view, and each region's idle scan and untagged scan,
+and the expired-run leftovers. A part that fails (after retries) is named in `missing` and every
+other part is still written: the Cost Explorer requests are paid for by then.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import botocore.exceptions
+import botocore.parsers
 import pandas as pd
 
 from finops import costs, inventory
@@ -35,7 +40,7 @@ from finops.dashboard import render_dashboard
 from finops.idle import IdleFinding, scan_idle
 from finops.reaper import expired_run_leftovers
 from finops.untagged import UntaggedFinding, scan_untagged
-from mlp import pricing
+from mlp import aws, pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
@@ -44,8 +49,41 @@ RUN_RATE_DAYS = 7
 MAX_DAYS = 180  # the previous period is read too, and Cost Explorer keeps 13 months
 
 REPORT_FILES = ("index.html", "report.md", "costs.focus.csv", "findings.json")
+NO_LIST_PRICE = "no list price"
+
+# The scans of the report, by the key `ScanMissing.scan` carries.
+IDLE_SCAN = "idle"
+UNTAGGED_SCAN = "untagged"
+LEFTOVERS_SCAN = "leftovers"
+SCAN_TITLES = {
+    IDLE_SCAN: "idle GPUs",
+    UNTAGGED_SCAN: "untagged resources",
+    LEFTOVERS_SCAN: "expired training-run leftovers",
+}
 
 Finding = TypeVar("Finding")
+
+
+@dataclass(frozen=True)
+class ScanMissing(MissingPart):
+    """One scan's part that is missing, for one region ("" when the whole scan is)."""
+
+    scan: str = ""
+    region: str = ""
+    # A word or two for a dashboard tile: "unreachable", "access denied", "failed".
+    status: str = "failed"
+
+    def to_json(self) -> dict[str, str]:
+        payload = super().to_json()
+        payload["scan"] = self.scan
+        if self.region:
+            payload["region"] = self.region
+        return payload
+
+    @property
+    def short(self) -> str:
+        """ "us-west-2 unreachable", or "scan failed" when no region is involved."""
+        return f"{self.region} {self.status}" if self.region else f"scan {self.status}"
 
 
 @dataclass(frozen=True)
@@ -377,7 +415,22 @@ class Report:
 
     @property
     def idle_wasted_usd(self) -> float:
-        return float(sum(finding.wasted_usd or 0.0 for finding in self.idle))
+        """Dollars wasted by the idle GPUs that have a list price (the others are counted apart)."""
+        return float(sum(finding.wasted_usd for finding in self.idle if finding.wasted_usd is not None))
+
+    @property
+    def idle_unpriced(self) -> int:
+        """Idle GPUs of an instance type without a list price: in the report, not in the dollars."""
+        return sum(1 for finding in self.idle if finding.wasted_usd is None)
+
+    def scan_gaps(self, scan: str) -> list[ScanMissing]:
+        """The missing parts of one scan (`IDLE_SCAN`, ...): failed regions, or the whole scan."""
+        return [part for part in self.analysis.missing if isinstance(part, ScanMissing) and part.scan == scan]
+
+    def scan_note(self, scan: str) -> str | None:
+        """ "n/a: us-west-2 unreachable" when part of the scan is missing, else None."""
+        gaps = self.scan_gaps(scan)
+        return "n/a: " + ", ".join(part.short for part in gaps) if gaps else None
 
     def focus_rows(self) -> pd.DataFrame:
         """The report period's rows of every view, as written to costs.focus.csv."""
@@ -457,6 +510,36 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def _price(value: float | None, unit: str = "") -> str:
+    """A finding's dollars; an instance type without a list price says so instead of "$0"."""
+    return NO_LIST_PRICE if value is None else f"${value:,.2f}{unit}"
+
+
+def idle_summary(count: int, wasted_usd: float, unpriced: int, note: str | None = None) -> str:
+    """ "3 instances, $12.34 wasted while idle (1 with no list price, not in the total)"."""
+    text = f"{count} instances, ${wasted_usd:,.2f} wasted while idle"
+    if unpriced:
+        text += f" ({unpriced} with {NO_LIST_PRICE}, not in the total)"
+    if note:
+        text += f"; {note}"
+    return text
+
+
+def _idle_summary(report: Report) -> str:
+    return idle_summary(
+        len(report.idle), report.idle_wasted_usd, report.idle_unpriced, report.scan_note(IDLE_SCAN)
+    )
+
+
+def _gap_lines(report: Report, scan: str) -> list[str]:
+    """A section's warning when part of its scan is missing: its rows are not the whole picture."""
+    gaps = report.scan_gaps(scan)
+    if not gaps:
+        return []
+    named = "; ".join(f"{part.part} ({part.reason})" for part in gaps)
+    return [f"**Missing: {named}**; the rows below leave it out.", ""]
+
+
 def render_markdown(report: Report) -> str:
     """report.md: the figures of the dashboard as text (also what goes to Slack)."""
     analysis, spend = report.analysis, report.findings["spend"]
@@ -482,7 +565,7 @@ def render_markdown(report: Report) -> str:
         f"{len(report.untagged)} resources missing mandatory tags",
         f"- Spot: {_usd(analysis.spot_usd)} ({_pct(analysis.spot_share)} of instance spend), "
         f"saving {_usd(analysis.spot_savings_usd)} against on-demand prices",
-        f"- Idle GPUs: {len(report.idle)} instances, {_usd(report.idle_wasted_usd)} wasted while idle",
+        f"- Idle GPUs: {_idle_summary(report)}",
     ]
     if forecast is not None:
         lines.append(
@@ -533,6 +616,7 @@ def render_markdown(report: Report) -> str:
         ]
         lines += [*_table(("Dimension", "Name", "Previous", "Current", "Change"), rows), ""]
     lines += ["## Untagged spend and resources by service", ""]
+    lines += _gap_lines(report, UNTAGGED_SCAN)
     if report.untagged_joined:
         rows = [
             (
@@ -549,6 +633,7 @@ def render_markdown(report: Report) -> str:
     else:
         lines += ["Nothing untagged.", ""]
     lines += ["## Idle GPU instances", ""]
+    lines += _gap_lines(report, IDLE_SCAN)
     if report.idle:
         rows = [
             (
@@ -558,17 +643,17 @@ def render_markdown(report: Report) -> str:
                 finding.tags.get(TEAM, UNTAGGED_LABEL),
                 finding.telemetry,
                 f"{finding.idle_hours:.1f}",
-                _usd(finding.wasted_usd),
+                _price(finding.hourly_cost_usd, "/h"),
+                _price(finding.wasted_usd),
             )
             for finding in sorted(report.idle, key=lambda item: -(item.wasted_usd or 0.0))
         ]
-        lines += [
-            *_table(("Instance", "Region", "Type", "Team", "Telemetry", "Idle hours", "Wasted"), rows),
-            "",
-        ]
+        headers = ("Instance", "Region", "Type", "Team", "Telemetry", "Idle hours", "Cost", "Wasted")
+        lines += [*_table(headers, rows), ""]
     else:
         lines += ["No idle GPU instances.", ""]
     lines += ["## Training runs left billing after expiry", ""]
+    lines += _gap_lines(report, LEFTOVERS_SCAN)
     if report.leftovers:
         rows = [
             (
@@ -585,6 +670,7 @@ def render_markdown(report: Report) -> str:
     else:
         lines += ["No expired training run owns anything.", ""]
     lines += ["## Resources missing mandatory tags", ""]
+    lines += _gap_lines(report, UNTAGGED_SCAN)
     if report.untagged:
         rows = [
             (finding.arn, finding.resource_type, finding.region, ", ".join(finding.missing_tags))
@@ -615,14 +701,32 @@ def make_out_dir(out_dir: Path) -> None:
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """Write DESIGN.md's four files into `out_dir` (created if needed); returns their paths."""
+    """Write the report's four files into `out_dir` (created if needed); returns their paths.
+
+    findings.json goes first: the machine-read file is the one a half-full disk must not lose.
+    """
     make_out_dir(out_dir)
     paths = [out_dir / name for name in REPORT_FILES]
     html, markdown, csv, findings = paths
-    html.write_text(render_dashboard(report), encoding="utf-8")
-    markdown.write_text(render_markdown(report), encoding="utf-8")
-    write_focus_csv(report.focus_rows(), csv)
-    findings.write_text(json.dumps(report.findings, indent=2, default=str) + "\n", encoding="utf-8")
+    writers: list[tuple[Path, Callable[[], None]]] = [
+        (
+            findings,
+            lambda: findings.write_text(
+                json.dumps(report.findings, indent=2, default=str) + "\n", encoding="utf-8"
+            ),
+        ),
+        (markdown, lambda: markdown.write_text(render_markdown(report), encoding="utf-8")),
+        (csv, lambda: write_focus_csv(report.focus_rows(), csv)),
+        (html, lambda: html.write_text(render_dashboard(report), encoding="utf-8")),
+    ]
+    for path, write in writers:
+        try:
+            write()
+        except OSError as exc:
+            raise UserError(
+                f"--out {out_dir}: writing {path.name} failed ({exc.strerror or exc}); free space or "
+                "choose another directory"
+            ) from exc
     return paths
 
 
@@ -665,14 +769,109 @@ class Steps:
         self._progress.update(self._task, description=description)
 
 
+# What a scan may fail with that is AWS's or the network's, not a bug: the part goes missing.
+SCAN_FAILURES: tuple[type[Exception], ...] = (
+    UserError,
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    botocore.parsers.ResponseParserError,
+)
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """The reason a part is missing, and its short status for the dashboard."""
+    cause = exc.__cause__ if isinstance(exc, UserError) and exc.__cause__ is not None else exc
+    if isinstance(exc, aws.AwsUnreachable):
+        return exc.reason, "unreachable"
+    down = aws.unreachable(cause)
+    if down is not None:
+        return down.reason, "unreachable"
+    if isinstance(cause, botocore.exceptions.ClientError):
+        code = cause.response.get("Error", {}).get("Code", "")
+        status = "access denied" if code in ACCESS_DENIED_CODES else "failed"
+        return f"the scan failed: {' '.join(str(cause).split())}", status
+    return f"the scan failed: {' '.join(str(exc).split())}", "failed"
+
+
 def guarded_scan(
-    what: str, scan: Callable[[], Sequence[Finding]]
+    what: str, scan: Callable[[], Sequence[Finding]], *, kind: str = "", region: str = ""
 ) -> tuple[list[Finding] | None, list[MissingPart]]:
-    """Run one scan; AWS failures that are not the user's to fix leave that part missing."""
+    """Run one scan part; AWS and network failures (after retries) leave that part missing, named."""
     try:
         return list(scan()), []
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        return None, [MissingPart(what, f"the scan failed: {exc}")]
+    except SCAN_FAILURES as exc:
+        reason, status = _failure(exc)
+        return None, [ScanMissing(what, reason, scan=kind, region=region, status=status)]
+
+
+@dataclass
+class ScanResults:
+    """The scans of every region; a region that failed is in `missing`, its findings absent."""
+
+    idle: list[IdleFinding] = field(default_factory=list)
+    untagged: list[UntaggedFinding] = field(default_factory=list)
+    leftovers: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[MissingPart] = field(default_factory=list)
+
+
+def scan_regions(
+    regions: Sequence[str],
+    moment: datetime,
+    *,
+    mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
+    on_step: Callable[[str], None] = lambda description: None,
+) -> ScanResults:
+    """Idle and untagged scans region by region, then the leftovers of every region that answered."""
+    results = ScanResults()
+    unreachable: list[str] = []
+    for region in regions:
+        on_step(f"Idle GPUs in {region}")
+        idle, lost = guarded_scan(
+            f"{SCAN_TITLES[IDLE_SCAN]} in {region}",
+            lambda region=region: scan_idle([region], now=moment).findings,
+            kind=IDLE_SCAN,
+            region=region,
+        )
+        results.idle += idle or []
+        results.missing += lost
+        on_step(f"Untagged resources in {region}")
+        untagged, lost_too = guarded_scan(
+            f"{SCAN_TITLES[UNTAGGED_SCAN]} in {region}",
+            lambda region=region: scan_untagged([region], required_tags=tuple(mandatory_tags)).findings,
+            kind=UNTAGGED_SCAN,
+            region=region,
+        )
+        results.untagged += untagged or []
+        results.missing += lost_too
+        if any(isinstance(part, ScanMissing) and part.status == "unreachable" for part in [*lost, *lost_too]):
+            unreachable.append(region)
+    results.idle.sort(key=lambda finding: (-(finding.wasted_usd or 0.0), finding.resource_id))
+    results.untagged.sort(key=lambda finding: (finding.region, finding.resource_type, finding.arn))
+
+    # A run's resources are grouped across regions, so the leftovers are one scan over the regions
+    # that answered; an unreachable region's share is named missing instead of waiting on it again.
+    reachable = [region for region in regions if region not in unreachable]
+    for region in unreachable:
+        results.missing.append(
+            ScanMissing(
+                f"{SCAN_TITLES[LEFTOVERS_SCAN]} in {region}",
+                f"not scanned: {region} did not answer the scans above",
+                scan=LEFTOVERS_SCAN,
+                region=region,
+                status="unreachable",
+            )
+        )
+    if reachable:
+        on_step(f"Expired training runs in {', '.join(reachable)}")
+        leftovers, lost = guarded_scan(
+            SCAN_TITLES[LEFTOVERS_SCAN],
+            lambda: expired_run_leftovers(reachable, moment),
+            kind=LEFTOVERS_SCAN,
+        )
+        results.leftovers = leftovers or []
+        results.missing += lost
+    return results
 
 
 def run_nightly(
@@ -688,12 +887,15 @@ def run_nightly(
     sleep: Callable[[float], None] = time.sleep,
     max_ce_requests: int = costs.DEFAULT_MAX_REQUESTS,
 ) -> Report:
-    """The nightly job: read spend, scan idle GPUs and untagged resources, write the report files."""
+    """The nightly job: read spend, scan idle GPUs and untagged resources, write the report files.
+
+    `mlp report` runs `mlp.preflight.check_report` first, so flags are checked before any request.
+    """
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
     views = costs.plan_views(mandatory_tags)
-    with Steps(show_progress, total=len(views) + 4) as steps:
+    with Steps(show_progress, total=len(views) + 2 * len(regions) + 2) as steps:
         spend = costs.fetch_spend(
             period.fetch_start,
             period.end,
@@ -705,26 +907,16 @@ def run_nightly(
             max_requests=max_ce_requests,
             today=moment.date(),
         )
-        steps.step(f"Idle GPUs in {', '.join(regions)}")
-        idle, idle_missing = guarded_scan("idle GPUs", lambda: scan_idle(list(regions), now=moment).findings)
-        steps.step(f"Untagged resources in {', '.join(regions)}")
-        untagged, untagged_missing = guarded_scan(
-            "untagged resources",
-            lambda: scan_untagged(list(regions), required_tags=tuple(mandatory_tags)).findings,
-        )
-        steps.step(f"Expired training runs in {', '.join(regions)}")
-        leftovers, leftovers_missing = guarded_scan(
-            "expired training-run leftovers", lambda: expired_run_leftovers(list(regions), moment)
-        )
+        scans = scan_regions(regions, moment, mandatory_tags=mandatory_tags, on_step=steps.step)
         steps.step("Writing the report")
         report = build_report(
             spend,
             period,
-            idle=idle,
-            untagged=untagged,
-            leftovers=leftovers,
+            idle=scans.idle,
+            untagged=scans.untagged,
+            leftovers=scans.leftovers,
             required_tags=mandatory_tags,
-            scan_missing=[*idle_missing, *untagged_missing, *leftovers_missing],
+            scan_missing=scans.missing,
             generated_at=moment,
         )
         write_report(report, out_dir)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finops import delivery
-from mlp.aws import parse_regions
 from mlp.cli import app
 from mlp.cli.common import (
     FormatOption,
@@ -39,7 +39,7 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         f"  total spend        {usd(spend['total_usd'])}",
         f"  untagged spend     {usd(spend['untagged_usd'])}, {len(report.untagged)} untagged resources",
         f"  spot savings       {usd(spend['spot_savings_usd'])}",
-        f"  idle GPUs          {len(report.idle)}, {usd(report.idle_wasted_usd)} wasted",
+        f"  idle GPUs          {_idle_line(report)}",
         f"  expired runs       {len(report.leftovers)} still own resources, "
         f"${sum(run['hourly_cost_usd'] for run in report.leftovers):,.4f}/h (mlp reap)",
         f"  Cost Explorer      {report.spend.requests} requests, "
@@ -49,6 +49,14 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
     lines.append(f"Dashboard: {(out_dir / 'index.html').resolve()}")
     return lines
+
+
+def _idle_line(report: Report) -> str:
+    from finops.report import IDLE_SCAN, idle_summary
+
+    return idle_summary(
+        len(report.idle), report.idle_wasted_usd, report.idle_unpriced, report.scan_note(IDLE_SCAN)
+    )
 
 
 def _warn_missing(report: Report) -> None:
@@ -99,19 +107,28 @@ def report_command(
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
     from finops.costs import validate_max_requests
-    from finops.report import REPORT_FILES, run_nightly
+    from finops.report import REPORT_FILES, report_period, run_nightly
+    from mlp.preflight import check_report
 
     validate_max_requests(max_ce_requests)
 
-    region_list = parse_regions(regions)
-    # Delivery targets are checked before the long job so a typo costs seconds, not a whole run.
-    target = delivery.parse_s3_uri(s3_uri) if s3_uri else None
-    webhook = delivery.validate_webhook(slack_webhook) if slack_webhook else None
+    mandatory_tags = parse_required_tags(required_tags)
+    report_period(days, date.today())  # --days first: the cheapest flag to get wrong
+    # Every flag, directory and the credentials are checked before the first paid request.
+    plan = check_report(
+        regions=regions,
+        out=out,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        s3_uri=s3_uri,
+        slack_webhook=slack_webhook,
+    )
+    target, webhook = plan.s3_target, plan.webhook
     report = run_nightly(
         days,
         out,
-        regions=region_list,
-        mandatory_tags=parse_required_tags(required_tags),
+        regions=plan.regions,
+        mandatory_tags=mandatory_tags,
         cache_dir=cache_dir,
         use_cache=not no_cache,
         show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),
@@ -128,6 +145,9 @@ def report_command(
         print_json(report.findings)
     else:
         typer.echo("\n".join(_summary(report, out)))
+    if report.analysis.missing:
+        # The files are written, but a report with holes is not tonight's report: say so to cron.
+        raise typer.Exit(1)
 
 
 @app.command("demo")
