@@ -35,7 +35,7 @@ app = typer.Typer(
 def _root(debug: common.DebugOption = False) -> None:
     """ml-platform: tagged spot GPU infrastructure on AWS and the FinOps loop that keeps it cheap."""
     if debug:
-        common.enable_debug()
+        common.set_debug(True)
 
 
 # Imported for their side effect of registering commands on `app`.
@@ -45,6 +45,7 @@ from mlp.cli import infra_cmds, policy_cmds, reap_cmds, report_cmds, scan_cmds, 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run one command and exit with the code of the contract above."""
     args = list(sys.argv[1:] if argv is None else argv)
+    common.set_debug(False)  # per run: main may be called more than once in one process
     try:
         app(args=args, prog_name="mlp")
     except UserError as exc:

@@ -83,9 +83,9 @@ SECRET_FLAGS = ("--slack-webhook",)
 _debug = False
 
 
-def enable_debug() -> None:
+def set_debug(enabled: bool) -> None:
     global _debug
-    _debug = True
+    _debug = enabled
 
 
 def debug_enabled() -> bool:
