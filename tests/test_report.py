@@ -30,7 +30,7 @@ from finops.dashboard import plotly_js
 from finops.idle import IdleFinding
 from finops.sandbox.cost_explorer import CostExplorerEmulator, LineItem
 from finops.untagged import UntaggedFinding
-from mlp import pricing
+from mlp import aws, pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 from tests.test_costs import NOW, TODAY, EmulatedCostExplorer, SleepRecorder, make_line_items
@@ -329,6 +329,52 @@ def test_a_failed_scan_is_named_missing() -> None:
     findings, missing = report.guarded_scan("idle GPUs", failing_scan)
     assert findings is None
     assert [part.part for part in missing] == ["idle GPUs"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (
+            botocore.exceptions.EndpointConnectionError(endpoint_url="https://ec2.us-west-2.amazonaws.com"),
+            "unreachable",
+            "endpoint unreachable (EndpointConnectionError: https://ec2.us-west-2.amazonaws.com)",
+        ),
+        (
+            botocore.exceptions.ReadTimeoutError(endpoint_url="https://ec2.us-west-2.amazonaws.com"),
+            "unreachable",
+            "endpoint unreachable (ReadTimeoutError: https://ec2.us-west-2.amazonaws.com)",
+        ),
+        (
+            botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "DescribeInstances"),
+            "access denied",
+            "the scan failed",
+        ),
+    ],
+)
+def test_a_failed_region_is_one_named_part(error: Exception, status: str, reason: str) -> None:
+    def failing_scan() -> Any:
+        # As the scans raise it: the botocore error inside the command's one-line wrapper.
+        with aws.aws_errors("scanning GPU instances in us-west-2"):
+            raise error
+
+    _, missing = report.guarded_scan("idle GPUs in us-west-2", failing_scan, kind="idle", region="us-west-2")
+    [part] = missing
+    assert part.reason.startswith(reason)
+    assert part.status == status
+    assert part.to_json()["region"] == "us-west-2"
+
+    partial = report.build_report(read_spend([]), PERIOD, idle=[], untagged=[], scan_missing=missing)
+    assert partial.scan_note("idle") == f"n/a: us-west-2 {status}"
+    assert partial.scan_note("untagged") is None
+    assert partial.findings["missing"] == [part.to_json()]
+
+
+def test_a_bug_in_a_scan_is_not_hidden_as_a_missing_part() -> None:
+    def buggy_scan() -> Any:
+        raise KeyError("State")
+
+    with pytest.raises(KeyError):
+        report.guarded_scan("idle GPUs in us-east-1", buggy_scan)
 
 
 def test_write_report_writes_the_four_files(built: report.Report, tmp_path: Path) -> None:
