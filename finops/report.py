@@ -782,11 +782,9 @@ ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "Unaut
 def _failure(exc: Exception) -> tuple[str, str]:
     """The reason a part is missing, and its short status for the dashboard."""
     cause = exc.__cause__ if isinstance(exc, UserError) and exc.__cause__ is not None else exc
-    if isinstance(exc, aws.AwsUnreachable):
-        return exc.reason, "unreachable"
-    down = aws.unreachable(cause)
+    down = exc if isinstance(exc, aws.AwsUnreachable) else aws.unreachable(cause)
     if down is not None:
-        return down.reason, "unreachable"
+        return down.reason, down.status
     if isinstance(cause, botocore.exceptions.ClientError):
         code = cause.response.get("Error", {}).get("Code", "")
         status = "access denied" if code in ACCESS_DENIED_CODES else "failed"

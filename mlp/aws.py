@@ -50,11 +50,13 @@ _ACTION_ATTRIBUTE = "mlp_action"
 class AwsUnreachable(UserError):
     """The endpoint did not answer (or not like AWS) even after botocore's retries."""
 
-    def __init__(self, message: str, *, endpoint: str, reason: str) -> None:
+    def __init__(self, message: str, *, endpoint: str, reason: str, status: str = "unreachable") -> None:
         super().__init__(message)
         self.endpoint = endpoint
         # Short, for a report's missing part: "endpoint unreachable (EndpointConnectionError)".
         self.reason = reason
+        # A word for a dashboard tile: "unreachable", or "misconfigured" for a region or URL setting.
+        self.status = status
 
 
 def default_region() -> str:
@@ -168,6 +170,7 @@ def unreachable(exc: BaseException, action: str | None = None) -> AwsUnreachable
             f"{prefix}no AWS region configured; set AWS_REGION or pass --regions",
             endpoint="",
             reason="no region",
+            status="misconfigured",
         )
     if isinstance(exc, botocore.exceptions.InvalidRegionError):
         region = (getattr(exc, "kwargs", {}) or {}).get("region_name", "")
@@ -175,6 +178,7 @@ def unreachable(exc: BaseException, action: str | None = None) -> AwsUnreachable
             f"{prefix}{region!r} is not an AWS region name; fix --regions or AWS_REGION (e.g. us-east-1)",
             endpoint="",
             reason=f"invalid region {region!r}",
+            status="misconfigured",
         )
     if isinstance(exc, ValueError) and str(exc).startswith("Invalid endpoint"):
         # botocore's own words for an AWS_ENDPOINT_URL it cannot use.
@@ -182,6 +186,7 @@ def unreachable(exc: BaseException, action: str | None = None) -> AwsUnreachable
             f"{prefix}{exc}; set {ENDPOINT_ENV} to a URL like http://127.0.0.1:5000 or unset it",
             endpoint=os.environ.get(ENDPOINT_ENV, ""),
             reason=str(exc),
+            status="misconfigured",
         )
     return None
 
