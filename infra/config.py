@@ -811,9 +811,10 @@ class _StackFileLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:
-            # e.g. an integer longer than Python converts; a YAML error here keeps it one line.
+            # e.g. an integer longer than Python converts (4300 digits); a YAML error keeps it one line.
+            reason = "too long a number" if "digits" in str(exc) else str(exc)
             raise _StackFileError(
-                f"cannot read the value {_shown(node.value)} ({exc})", node.start_mark
+                f"cannot read the value {_shown(node.value)} ({reason})", node.start_mark
             ) from None
 
 
@@ -839,8 +840,10 @@ def _parse_stack_document(name: str, data: bytes) -> Any:
         raise ConfigError(
             f"{name}: not UTF-8 (byte {exc.start + 1} is {data[exc.start : exc.start + 1]!r}); save it as UTF-8"
         ) from None
-    loader = _StackFileLoader(text)
+    loader: _StackFileLoader | None = None
     try:
+        # The reader refuses control characters as soon as it is built, so that is inside the try too.
+        loader = _StackFileLoader(text)
         return loader.get_single_data()
     except _StackFileError as exc:
         raise ConfigError(_one_line(f"{name}: {_yaml_problem(exc)}")) from None
@@ -848,8 +851,12 @@ def _parse_stack_document(name: str, data: bytes) -> Any:
         raise ConfigError(
             _one_line(f"{name}: not valid YAML: {_yaml_problem(exc)}; fix the file's syntax")
         ) from None
+    except (ValueError, OverflowError):
+        # The scanner converts directive numbers (`%YAML 1.1`) itself, outside any node.
+        raise ConfigError(f"{name}: not valid YAML: a number too long to read; shorten it") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_stack_file(
