@@ -51,6 +51,12 @@ def test_a_valid_request_carries_the_training_tags(dev) -> None:
         ({"run_id": "Bert_FT"}, "--run-id 'Bert_FT': use 1-40 lowercase letters"),
         ({"run_id": "a" * 41}, "--run-id"),
         ({"run_id": "-lead"}, "--run-id '-lead'"),
+        # `$` in a pattern matches before a trailing newline; the id must match in full.
+        ({"run_id": "abc\n"}, "--run-id 'abc\\n': use 1-40 lowercase letters"),
+        ({"run_id": "abc\ndef"}, "--run-id 'abc\\ndef'"),
+        ({"image": "python:3.12 slim"}, "--image 'python:3.12 slim': give a container image reference"),
+        ({"image": ""}, "--image '': give a container image reference"),
+        ({"command": "python\x00 train.py"}, "--command: must not contain a NUL character"),
         ({"instance_types": ["g5.xlarge", "g6.xlarge"]}, "--instance-types: give at least 3 types"),
         (
             {"instance_types": ["g5.xlarge", "g6.xlarge", "p5.48xlarge"]},
