@@ -461,6 +461,11 @@ class CostExplorerReader:
                 failure = f"Cost Explorer kept failing ({code or status})"
             except RETRYABLE_TRANSPORT_ERRORS as exc:
                 failure = f"Cost Explorer unreachable ({type(exc).__name__})"
+            except mlp.aws.AwsUnreachable as exc:
+                if exc.status != "unreachable":
+                    raise
+                # botocore has already retried the connection: this view is a missing part, the rest goes on.
+                raise FetchFailed(f"Cost Explorer {exc.reason}") from exc
             if attempt < self.max_attempts:
                 self._check_budget()  # never wait for a retry there is no request left for
                 self.retries += 1

@@ -374,3 +374,18 @@ def test_a_budget_that_is_not_positive_fails_fast_with_one_line(value: str, tmp_
     assert result.stderr.startswith(f"mlp: error: --max-ce-requests {value}: ")
     assert result.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_endpoint_is_that_view_missing_and_the_others_are_read() -> None:
+    unreachable = botocore.exceptions.EndpointConnectionError(
+        endpoint_url="https://ce.us-east-1.amazonaws.com"
+    )
+    client = ScriptedCostExplorer({TEAM_VIEW.name: [unreachable]})
+
+    spend = read(client, *RECENT)
+
+    # The environment breakdown is read from the same team+environment view.
+    assert set(missing_reasons(spend)) == {"spend by team", "spend by environment"}
+    assert "unreachable" in missing_reasons(spend)["spend by team"]
+    assert len(client.calls_of(TEAM_VIEW)) == 1  # botocore already retried the connection
+    assert spend.requests == len(VIEWS)

@@ -9,13 +9,13 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from finops import report
+from finops import costs, report
 from finops.sandbox import Sandbox, SeedManifest
 from mlp import pricing
 from mlp.tags import DEFAULT_MANDATORY_TAGS
@@ -134,7 +134,13 @@ def test_a_second_night_asks_cost_explorer_only_for_unsettled_days(
 ) -> None:
     first, _ = first_run
     second = run_report(sandbox, seeded, tmp_path / "again", cache_dir)
-    assert 0 < second["cost_explorer_requests"] < first["cost_explorer_requests"]
+    start, end = (date.fromisoformat(first["period"][key]) for key in ("start", "end"))
+    # The report reads the previous period too; only days before the previous month are final.
+    some_day_final = start - (end - start) < costs.first_unsettled_day(seeded.now.date())
+    if some_day_final:
+        assert 0 < second["cost_explorer_requests"] < first["cost_explorer_requests"]
+    else:
+        assert second["cost_explorer_requests"] == first["cost_explorer_requests"]
     assert second["spend"]["total_usd"] == first["spend"]["total_usd"]
     assert second["spend"]["by_team"] == first["spend"]["by_team"]
 
