@@ -480,6 +480,7 @@ def build_report(
         "untagged": [finding.to_json() for finding in untagged_list],
         "reap": list(leftovers or []),
         "cost_explorer_requests": spend.requests,
+        "cost_explorer_usd": spend.cost_usd,
     }
     if analysis.missing:
         findings["missing"] = [part.to_json() for part in analysis.missing]

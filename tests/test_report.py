@@ -270,6 +270,7 @@ def test_findings_follow_the_contract(built: report.Report) -> None:
     assert findings["untagged"] == UNTAGGED_JSON
     assert findings["reap"] == []
     assert findings["cost_explorer_requests"] == built.spend.requests > 0
+    assert findings["cost_explorer_usd"] == pytest.approx(built.spend.requests * 0.01)
     assert "missing" not in findings
     json.dumps(findings)  # plain JSON types only
 

@@ -42,7 +42,7 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         f"  idle GPUs          {_idle_line(report)}",
         f"  expired runs       {len(report.leftovers)} still own resources, "
         f"${sum(run['hourly_cost_usd'] for run in report.leftovers):,.4f}/h (mlp reap)",
-        f"  Cost Explorer      {report.spend.requests} requests, "
+        f"  Cost Explorer      {report.spend.requests} requests (${report.spend.cost_usd:,.2f}), "
         f"{report.spend.cached_view_days} view-days cached",
     ]
     if spend["forecast"]:
