@@ -1,7 +1,7 @@
 """Run a Pulumi program offline under Pulumi's own mocks and record the resource graph.
 
 This is `mlp plan` and `mlp train plan`: the real program, the stack's real config, no CLI, no
-credentials, no network. The result is the plan JSON of DESIGN.md, which `mlp check --plan` reads.
+credentials, no network. The result is the plan JSON (docs/plan-json.md), which `mlp check --plan` reads.
 """
 
 from __future__ import annotations
@@ -146,12 +146,12 @@ def plan_environment(config: StackConfig, raw_config: dict[str, Any]) -> PlanRes
 
 
 def load_and_plan(stack: str, project_dir: Path | None = None) -> tuple[StackConfig, dict[str, Any]]:
-    """The validated config and the plan JSON (DESIGN.md) of `Pulumi.<stack>.yaml`."""
+    """The validated config and the plan JSON (docs/plan-json.md) of `Pulumi.<stack>.yaml`."""
     raw = read_stack_file(stack, project_dir)
     config = parse_stack_config(stack, raw)
     return config, plan_environment(config, raw).to_json()
 
 
 def plan_stack(stack: str, project_dir: Path | None = None) -> dict[str, Any]:
-    """The plan JSON (DESIGN.md) of `Pulumi.<stack>.yaml`; raises UserError for bad config."""
+    """The plan JSON (docs/plan-json.md) of `Pulumi.<stack>.yaml`; raises UserError for bad config."""
     return load_and_plan(stack, project_dir)[1]

@@ -1,6 +1,6 @@
 """The cost-tag schema: the one definition of the mandatory tags, used by infra, policy and finops.
 
-Keys and defaults are the contract of DESIGN.md. A stack may override the key list through
+Keys and defaults are the documented contract. A stack may override the key list through
 `ml-platform:mandatoryTags`; the training tags are always added on top for ephemeral stacks.
 """
 

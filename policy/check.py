@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -17,17 +16,12 @@ from typing import Any
 from infra.config import load_stack_config
 from infra.plan import load_and_plan
 from mlp.errors import UserError
-from policy.evaluate import CheckResult, evaluate_plan, load_plan
+from policy.evaluate import CheckResult, evaluate_plan, load_plan, read_json_file
 from policy.pack import pack_config_for_stack, policy_settings, utc_now
 
 
 def read_pack_config(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"--pack-config {path}: cannot read it ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--pack-config {path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    document = read_json_file(path, "--pack-config")
     if not isinstance(document, dict):
         raise UserError(f"--pack-config {path}: expected an object of policy name -> settings")
     return document

@@ -61,21 +61,24 @@ class CheckResult:
         }
 
 
+def read_json_file(path: Path, flag: str, hint: str = "") -> Any:
+    """A JSON file named by a flag; unreadable, non-UTF-8, malformed or absurdly deep is one UserError line."""
+    suffix = f"; {hint}" if hint else ""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot read it ({exc.strerror}){suffix}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{flag} {path}: not UTF-8 (byte {exc.start}){suffix}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{flag} {path}: not JSON (line {exc.lineno}: {exc.msg}){suffix}") from None
+    except RecursionError:
+        raise UserError(f"{flag} {path}: nested too deeply to be a plan or pack config{suffix}") from None
+
+
 def load_plan(path: Path) -> dict[str, Any]:
     """Read and validate a plan JSON file; any problem is one UserError line naming the file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(
-            f"--plan {path}: cannot read it ({exc.strerror}); pass a plan JSON from `mlp plan --format json`"
-        ) from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"--plan {path}: not JSON (line {exc.lineno}: {exc.msg}); "
-            "pass a plan from `mlp plan --format json`"
-        ) from None
+    document = read_json_file(path, "--plan", "pass a plan JSON from `mlp plan --format json`")
     return validate_plan(document, f"--plan {path}")
 
 

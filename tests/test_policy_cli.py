@@ -193,3 +193,28 @@ def test_a_training_run_plan_passes_against_its_environment(
     assert report["violations"] == [], err
     assert code == 0
     assert any(r["type"] == "aws:autoscaling/group:Group" for r in json.loads(plan_json)["resources"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe{}", "not UTF-8 (byte 0)"), (b"[" * 5000 + b"]" * 5000, "nested too deeply")],
+)
+@pytest.mark.parametrize("flag", ["--plan", "--pack-config"])
+def test_undecodable_or_deep_json_files_are_one_line(
+    flag: str,
+    content: bytes,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "file.json"
+    path.write_bytes(content)
+    args = (
+        ["check", "--plan", str(path)] if flag == "--plan" else ["check", "--plan", str(PLANS / "bad.json")]
+    )
+    if flag == "--pack-config":
+        args += ["--pack-config", str(path)]
+    code, out, err = run_mlp(args, monkeypatch, capsys)
+    assert (code, out, err.count("\n")) == (2, "", 1)
+    assert err.startswith(f"mlp: error: {flag} {path}: {message}")
