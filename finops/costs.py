@@ -466,6 +466,9 @@ class CostExplorerReader:
                     raise
                 # botocore has already retried the connection: this view is a missing part, the rest goes on.
                 raise FetchFailed(f"Cost Explorer {exc.reason}") from exc
+            except UserError as exc:
+                # Credentials that expire mid-run: what was read is kept, this view is named missing.
+                raise FetchFailed(str(exc)) from exc
             if attempt < self.max_attempts:
                 self._check_budget()  # never wait for a retry there is no request left for
                 self.retries += 1

@@ -389,3 +389,17 @@ def test_an_unreachable_endpoint_is_that_view_missing_and_the_others_are_read() 
     assert "unreachable" in missing_reasons(spend)["spend by team"]
     assert len(client.calls_of(TEAM_VIEW)) == 1  # botocore already retried the connection
     assert spend.requests == len(VIEWS)
+
+
+def test_credentials_expiring_mid_run_keep_what_was_read() -> None:
+    expired = itertools.repeat(client_error("ExpiredTokenException"))
+    client = ScriptedCostExplorer({view.name: expired for view in OTHER_VIEWS})
+
+    spend = read(client, *RECENT)
+
+    reasons = missing_reasons(spend)
+    assert "spend by team" not in reasons and len(spend.frame) > 0
+    assert reasons and all(
+        "AWS rejected the credentials (ExpiredTokenException)" in why for why in reasons.values()
+    )
+    assert spend.requests == len(client.calls) == len(VIEWS)  # each refused view asked once, never retried
