@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= build/demo
 ARTIFACTS ?= test-artifacts
 
-.PHONY: install demo test test-fast lint fmt bench chromium clean
+.PHONY: install demo test test-fast lint fmt bench chromium shellcheck clean
 
 install: $(STAMP)
 
@@ -22,10 +22,16 @@ chromium:
 	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
 	    else echo "chromium missing and not root: the browser test will be skipped" >&2; fi; }
 
+# ShellCheck lints the rendered training boot script in the tests; Debian's package, installed when missing.
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null); \
+	    else echo "shellcheck missing and not root: the boot-script lint test will be skipped" >&2; fi; }
+
 demo: $(STAMP)
 	$(BIN)/mlp demo --out $(DEMO_OUT)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium shellcheck
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
