@@ -364,6 +364,7 @@ class CostExplorerReader:
         self.max_requests = max_requests
         self.today = today or datetime.now(UTC).date()
         self.requests = 0
+        self.answered = 0
         self.retries = 0
         self.cached_view_days = 0
         self._view_requests_from = 0
@@ -449,7 +450,9 @@ class CostExplorerReader:
             self.requests += 1
             try:
                 with mlp.aws.aws_errors("reading Cost Explorer"):
-                    return self.client.get_cost_and_usage(**request)
+                    response = self.client.get_cost_and_usage(**request)
+                self.answered += 1
+                return response
             except botocore.exceptions.ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = error.get("Code", "")
@@ -467,6 +470,8 @@ class CostExplorerReader:
                 # botocore has already retried the connection: this view is a missing part, the rest goes on.
                 raise FetchFailed(f"Cost Explorer {exc.reason}") from exc
             except UserError as exc:
+                if not self.answered:
+                    raise  # refused from the first request: the user's to fix, nothing was read
                 # Credentials that expire mid-run: what was read is kept, this view is named missing.
                 raise FetchFailed(str(exc)) from exc
             if attempt < self.max_attempts:
