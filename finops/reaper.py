@@ -426,11 +426,12 @@ def reap(
             run_cost=lambda run_id: run_cost_usd(run_id, moment),
             log=log,
         )
+        s3 = aws.client("s3")
 
         def completion(summary: StackSummary) -> Completion | None:
             run_id = normalize_tags(summary.tags).get(RUN_ID, "")
             bucket = reader.outputs(summary.name).get("checkpointBucket")
-            return read_completion(aws.client("s3"), bucket, run_id) if bucket and run_id else None
+            return read_completion(s3, bucket, run_id) if bucket and run_id else None
 
         reaper = Reaper(
             reader,

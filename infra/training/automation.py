@@ -189,7 +189,4 @@ class PulumiAutomationBackend:
         ]
 
     def outputs(self, stack: str) -> dict[str, Any]:
-        handle = self._auto.select_stack(
-            stack_name=stack, project_name=PROJECT, program=lambda: None, opts=self._options
-        )
-        return {key: output.value for key, output in handle.outputs().items()}
+        return {key: output.value for key, output in self._stack(stack, lambda: None).outputs().items()}
