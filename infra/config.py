@@ -170,7 +170,22 @@ def _ipv4_cidr(value: str) -> ipaddress.IPv4Network:
 
 
 def _public_access_cidr(value: str) -> str:
-    _ipv4_cidr(value)
+    if _ipv4_cidr(value).prefixlen == 0:
+        raise ValueError(
+            f"{_shown(value)} opens the API endpoint to the whole internet; list your offices' or VPN's CIDRs"
+        )
+    return value
+
+
+def _ecr_repository(value: str) -> str:
+    """A private ECR repository, by ARN or by name in the stack's own account and region."""
+    arn = re.fullmatch(r"arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/(.+)", value)
+    name = arn.group(1) if arn else value
+    if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*", name) or len(name) > 256:
+        raise ValueError(
+            f"{_shown(value)} is not an ECR repository: give a name like team/trainer or an ARN like "
+            "arn:aws:ecr:us-east-1:123456789012:repository/team/trainer"
+        )
     return value
 
 
@@ -279,6 +294,19 @@ SubnetId = Annotated[
     ),
 ]
 Ipv4Cidr = Annotated[str, AfterValidator(_public_access_cidr)]
+EcrRepository = Annotated[str, AfterValidator(_ecr_repository)]
+ImageReference = Annotated[
+    str,
+    _matching(
+        r"[^\s\x00-\x1f\x7f]{3,4096}",
+        "must be a container image reference like public.ecr.aws/docker/library/python:3.12-slim or "
+        "repository@sha256:<digest> (3-4096 characters, no spaces or control characters)",
+    ),
+]
+# CloudWatch Logs takes only these retention periods.
+LogRetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653
+]
 EndpointService = Annotated[str, AfterValidator(_interface_endpoint)]
 TeamName = Annotated[str, _matching(_LABEL_VALUE, "is not a team name: a team " + _LABEL_WORDS)]
 Email = Annotated[
@@ -306,6 +334,8 @@ class NetworkConfig(_Model):
         "sts",
         "logs",
     )
+    # VPC flow logs (all traffic) go to a KMS-encrypted log group kept this long.
+    flow_log_retention_days: LogRetentionDays = 90
     existing_vpc_id: VpcId | None = None
     existing_private_subnet_ids: Annotated[tuple[SubnetId, ...], AfterValidator(_distinct)] = ()
 
@@ -383,14 +413,7 @@ class GpuNodeGroupConfig(NodeGroupConfig):
 
 
 class ModelServerConfig(_Model):
-    image: Annotated[
-        str,
-        _matching(
-            r"[^\s\x00-\x1f\x7f]{3,4096}",
-            "must be a container image reference like public.ecr.aws/docker/library/python:3.12-slim "
-            "(3-4096 characters, no spaces or control characters)",
-        ),
-    ] = "public.ecr.aws/docker/library/python:3.12-slim"
+    image: ImageReference = "public.ecr.aws/docker/library/python:3.12-slim"
     # Empty: the image's own entrypoint (e.g. Triton, vLLM); set it for a stand-in server.
     command: tuple[str, ...] = ()
     health_path: Annotated[
@@ -421,6 +444,11 @@ class ServingConfig(_Model):
     cpu_node_group: NodeGroupConfig = NodeGroupConfig()
     gpu_node_group: GpuNodeGroupConfig = GpuNodeGroupConfig()
     model_server: ModelServerConfig = ModelServerConfig()
+    # The node DaemonSets' images; pin them by digest (repository@sha256:...) to make rollouts exact.
+    device_plugin_image: ImageReference = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+    cloudwatch_agent_image: ImageReference = (
+        "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300052.0b1024"
+    )
     namespace: Annotated[
         str,
         _matching(
@@ -446,6 +474,12 @@ class TrainingConfig(_Model):
         ),
     ] = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
     root_volume_gb: Int = Field(200, ge=50, le=16000)
+    # Session Manager shell access to run instances: only the ssmmessages/UpdateInstanceInformation it needs.
+    session_manager: Bool = False
+    # Private ECR repositories trainer images come from (names in the stack's account and region, or ARNs).
+    image_repositories: Annotated[tuple[EcrRepository, ...], AfterValidator(_distinct)] = Field(
+        (), max_length=50
+    )
     # Only with this set may the reaper destroy prod training stacks.
     reap_prod: Bool = False
 
@@ -553,6 +587,13 @@ class StackConfig(_Model):
                 )
             if self.serving.gpu_node_group.enabled and self.serving.gpu_node_group.capacity_type == "SPOT":
                 raise _KeyedError("serving.gpuNodeGroup.capacityType", "prod serving nodes must be ON_DEMAND")
+        if self.serving.endpoint_public_access and not self.serving.public_access_cidrs:
+            # AWS reads an empty list as 0.0.0.0/0.
+            raise _KeyedError(
+                "serving.publicAccessCidrs",
+                "a public API endpoint needs the CIDRs allowed to reach it (an empty list opens it to "
+                "the whole internet); list them or set endpointPublicAccess: false",
+            )
         return self
 
     @property

@@ -376,7 +376,7 @@ STACK_FILE_CASES = [
     pytest.param(
         _dev_text(_set("ml-platform:network", "vpcCdr", value="10.40.0.0/16")),
         "ml-platform:network.vpcCdr: unknown key; did you mean vpcCidr? valid keys here: "
-        "availabilityZones, existingPrivateSubnetIds, existingVpcId, interfaceEndpoints, natGateways, vpcCidr",
+        "availabilityZones, existingPrivateSubnetIds, existingVpcId, flowLogRetentionDays, interfaceEndpoints, natGateways, vpcCidr",
         id="unknown-key",
     ),
     pytest.param(
