@@ -50,3 +50,8 @@ def irsa_assume_role_policy(
 
 def managed_policy_arn(name: str) -> str:
     return f"arn:aws:iam::aws:policy/{name}"
+
+
+# Every training run's roles and instance profiles live under this IAM path, so a policy can bound
+# what may touch run identities (the reaper's, a key policy) by path instead of by name.
+RUN_ROLE_PATH = "/ml-platform/runs/"
