@@ -72,6 +72,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 "parent": request.parent if request.parent and request.parent != self.root_urn else None,
                 "provider": _provider_urn(request.provider),
                 "protect": bool(request.protect),
+                "retainOnDelete": bool(request.retainOnDelete),
+                # Explicit `depends_on` and input-derived dependencies alike, as the engine orders deletes.
+                "dependencies": sorted(set(request.dependencies)),
                 "inputs": _redact_secrets(inputs),
                 # Which resources each input came from: policies follow these links (bucket -> its settings).
                 "propertyDependencies": {
