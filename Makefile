@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= build/demo
 ARTIFACTS ?= test-artifacts
 
-.PHONY: install demo test test-fast lint fmt bench chromium shellcheck clean
+# Scanners whose pins clash with the project's own get a venv each, beside the project's.
+SCANNERS := $(VENV)/scanners
+CHECKOV := $(SCANNERS)/checkov/bin/checkov
+
+.PHONY: install demo test test-fast lint fmt bench chromium shellcheck scanners clean
 
 install: $(STAMP)
 
@@ -28,10 +32,18 @@ shellcheck:
 	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null); \
 	    else echo "shellcheck missing and not root: the boot-script lint test will be skipped" >&2; fi; }
 
+# checkov scans the Kubernetes manifests the plans render, in the tests.
+scanners: $(CHECKOV)
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(SCANNERS)/checkov
+	$(SCANNERS)/checkov/bin/python -m pip install --quiet --upgrade pip
+	$(SCANNERS)/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
+
 demo: $(STAMP)
 	$(BIN)/mlp demo --out $(DEMO_OUT)
 
-test: $(STAMP) chromium shellcheck
+test: $(STAMP) chromium shellcheck scanners
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
