@@ -9,6 +9,10 @@ ARTIFACTS ?= test-artifacts
 # Scanners whose pins clash with the project's own get a venv each, beside the project's.
 SCANNERS := $(VENV)/scanners
 CHECKOV := $(SCANNERS)/checkov/bin/checkov
+FOCUS_VALIDATOR := $(SCANNERS)/focus/bin/focus-validator
+# The FinOps Foundation's validator needs Python 3.12 or newer.
+PYTHON_FOR_FOCUS ?= $(shell for candidate in python3.13 python3.12 /root/.pyenv/versions/3.1[23]*/bin/python; do \
+  $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$candidate; break; }; done)
 
 .PHONY: install demo test test-fast lint fmt bench chromium shellcheck scanners clean
 
@@ -32,13 +36,19 @@ shellcheck:
 	  { if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null); \
 	    else echo "shellcheck missing and not root: the boot-script lint test will be skipped" >&2; fi; }
 
-# checkov scans the Kubernetes manifests the plans render, in the tests.
-scanners: $(CHECKOV)
+# checkov scans the Kubernetes manifests the plans render; focus-validator the report's FOCUS files.
+scanners: $(CHECKOV) $(FOCUS_VALIDATOR)
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(SCANNERS)/checkov
 	$(SCANNERS)/checkov/bin/python -m pip install --quiet --upgrade pip
 	$(SCANNERS)/checkov/bin/python -m pip install --quiet 'checkov==3.3.30'
+
+$(FOCUS_VALIDATOR):
+	@test -n "$(PYTHON_FOR_FOCUS)" || { echo "focus-validator needs Python 3.12+: install python3.12 or set PYTHON_FOR_FOCUS" >&2; exit 2; }
+	$(PYTHON_FOR_FOCUS) -m venv $(SCANNERS)/focus
+	$(SCANNERS)/focus/bin/python -m pip install --quiet --upgrade pip
+	$(SCANNERS)/focus/bin/python -m pip install --quiet 'focus-validator==2.2.1'
 
 demo: $(STAMP)
 	$(BIN)/mlp demo --out $(DEMO_OUT)
