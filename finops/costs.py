@@ -173,6 +173,11 @@ class Spend:
     # Views read in full; a view absent here is absent from the frame, never partly present.
     complete_views: set[str] = field(default_factory=set)
     max_requests: int = DEFAULT_MAX_REQUESTS
+    # Which cost source answered: "cost-explorer", or "focus" (the account's FOCUS export).
+    source: str = "cost-explorer"
+    # The FOCUS export's own line items of [start, end) (its columns, tags normalised), when the source
+    # has line items; Cost Explorer has none, and the FOCUS file is derived from one of its views.
+    line_items: pd.DataFrame | None = None
 
     @property
     def tag_keys(self) -> tuple[str, ...]:
