@@ -67,9 +67,10 @@ def build_environment(config: StackConfig) -> None:
     workloads = ServingWorkloads(
         "serving-workloads",
         ServingWorkloadsArgs(
-            namespace=config.serving.namespace,
-            model_server=config.serving.model_server,
+            config=config.serving,
             gpu_nodes=serving.gpu_enabled,
+            vpc_cidr=network.vpc_cidr,
+            feature_store_port=config.feature_store.port,
             tags=config.resource_tags,
         ),
         pulumi.ResourceOptions(providers={"kubernetes": kubernetes}),

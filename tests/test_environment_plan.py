@@ -188,6 +188,8 @@ def test_kubernetes_workloads_are_labelled_and_gpu_aware(planned: tuple) -> None
         "PodDisruptionBudget",
         "DaemonSet",
         "ConfigMap",
+        "ServiceAccount",
+        "NetworkPolicy",
     }
     for item in workloads:
         labels = item["inputs"]["metadata"]["labels"]

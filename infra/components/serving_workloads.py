@@ -2,6 +2,14 @@
 
 Every workload carries the `team` and `project` labels (pods included), which is what per-workload
 cost allocation (split cost allocation data, Kubecost) groups by.
+
+Hardening: the serving namespace enforces the `restricted` Pod Security Standard and denies all
+traffic but the model server's own (a default-deny NetworkPolicy plus allows); no pod mounts a
+Kubernetes API token, because none calls the API. The GPU node agents need host paths and the
+host network, which no level short of `privileged` admits, so they get a namespace of their own
+rather than loosening the serving namespace. NetworkPolicies here are plain `networking.k8s.io/v1`:
+on EKS the VPC CNI enforces them once its network-policy agent is enabled (`enableNetworkPolicy`
+in the vpc-cni add-on configuration); without an enforcing agent they are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -13,30 +21,67 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.serving_cluster import GPU_NODE_LABEL, GPU_TAINT
-from infra.config import ModelServerConfig
+from infra.config import ServingConfig
 from mlp.gpu_metrics import cloudwatch_agent_config_json
 from mlp.tags import WORKLOAD_LABELS
 
 MODEL_SERVER = "model-server"
-DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
-CLOUDWATCH_AGENT_IMAGE = "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300052.0b1024"
+DEVICE_PLUGIN_APP = "nvidia-device-plugin"
 GPU_METRICS_APP = "cloudwatch-agent-gpu"
-SYSTEM_NAMESPACE = "kube-system"
+# Where the GPU node agents run: their host access needs the `privileged` Pod Security level.
+NODE_AGENTS_NAMESPACE = "gpu-node-agents"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
+NAME_LABEL = "app.kubernetes.io/name"
+PSA_LABEL = "pod-security.kubernetes.io"
+MODEL_SERVER_UID = 10001
+HTTPS_PORT = 443
+DNS_PORT = 53
+# Scratch space under read-only root filesystems.
+SCRATCH_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+SCRATCH_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+def container_security(*, read_only_root: bool = True) -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 @dataclass(frozen=True)
 class ServingWorkloadsArgs:
-    namespace: str
-    model_server: ModelServerConfig
+    # Namespace, model server, DaemonSet images and the Kubernetes version the PSA labels pin.
+    config: ServingConfig
     gpu_nodes: bool
+    # The model server's sources (load balancer targets, in-cluster clients: pod IPs are VPC IPs
+    # under the VPC CNI) and the feature store it reads live in this CIDR.
+    vpc_cidr: pulumi.Input[str]
+    feature_store_port: int
     # The environment's tags; the workload labels are taken from them.
     tags: Mapping[str, str]
 
 
+def pod_security_labels(level: str, version: str) -> dict[str, str]:
+    """Pod Security admission at `level` for enforce, audit and warn, pinned to the cluster's version.
+
+    Pinning the version keeps a control-plane upgrade from changing what is admitted; the
+    version follows `serving.kubernetesVersion`, so it moves with the cluster.
+    """
+    return {
+        f"{PSA_LABEL}/{mode}{suffix}": value
+        for mode in ("enforce", "audit", "warn")
+        for suffix, value in (("", level), ("-version", version))
+    }
+
+
+def _selector(app: str) -> dict[str, dict[str, str]]:
+    return {"matchLabels": {NAME_LABEL: app}}
+
+
 class ServingWorkloads(pulumi.ComponentResource):
-    """Namespace, model server (Deployment, Service, HPA, PDB) and the NVIDIA device plugin.
+    """Namespaces, model server (Deployment, Service, HPA, PDB, NetworkPolicies) and the GPU node agents.
 
     Outputs: `namespace`, `service_name`.
     """
@@ -48,16 +93,18 @@ class ServingWorkloads(pulumi.ComponentResource):
         self, name: str, args: ServingWorkloadsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("ml-platform:infra:ServingWorkloads", name, None, opts)
+        self._name = name
+        self._labels = {key: args.tags[key] for key in WORKLOAD_LABELS}
+        self._psa_version = f"v{args.config.kubernetes_version}"
         child = pulumi.ResourceOptions(parent=self)
-        labels = {key: args.tags[key] for key in WORKLOAD_LABELS}
-        server = args.model_server
+        server = args.config.model_server
         gpu = server.gpu and args.gpu_nodes
-        app_labels = {"app.kubernetes.io/name": MODEL_SERVER, **labels}
+        app_labels = {NAME_LABEL: MODEL_SERVER, **self._labels}
 
-        namespace = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata={"name": args.namespace, "labels": labels}, opts=child
-        )
-        metadata = {"name": MODEL_SERVER, "namespace": namespace.metadata["name"], "labels": app_labels}
+        namespace = self._namespace("ns", args.config.namespace, "restricted")
+        namespace_name = namespace.metadata["name"]
+        metadata = {"name": MODEL_SERVER, "namespace": namespace_name, "labels": app_labels}
+        service_account = self._service_account(MODEL_SERVER, namespace_name, app_labels)
 
         resources: dict[str, dict[str, str]] = {
             "requests": {"cpu": server.cpu, "memory": server.memory},
@@ -68,9 +115,13 @@ class ServingWorkloads(pulumi.ComponentResource):
             resources["limits"][GPU_RESOURCE] = "1"
         probe = {"path": server.health_path, "port": "http"}
         pod_spec = {
+            "serviceAccountName": service_account.metadata["name"],
+            "automountServiceAccountToken": False,
             "securityContext": {
                 "runAsNonRoot": True,
-                "runAsUser": 10001,
+                "runAsUser": MODEL_SERVER_UID,
+                "runAsGroup": MODEL_SERVER_UID,
+                "fsGroup": MODEL_SERVER_UID,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [
@@ -78,23 +129,21 @@ class ServingWorkloads(pulumi.ComponentResource):
                     "name": MODEL_SERVER,
                     "image": server.image,
                     **({"command": list(server.command)} if server.command else {}),
-                    "ports": [{"name": "http", "containerPort": server.port}],
+                    "ports": [{"name": "http", "containerPort": server.port, "protocol": "TCP"}],
                     "resources": resources,
                     "readinessProbe": {"httpGet": probe, "periodSeconds": 5, "failureThreshold": 3},
                     "livenessProbe": {"httpGet": probe, "initialDelaySeconds": 15, "periodSeconds": 10},
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": container_security(),
+                    "volumeMounts": [SCRATCH_MOUNT],
                 }
             ],
+            "volumes": [SCRATCH_VOLUME],
             "topologySpreadConstraints": [
                 {
                     "maxSkew": 1,
                     "topologyKey": "topology.kubernetes.io/zone",
                     "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": MODEL_SERVER}},
+                    "labelSelector": _selector(MODEL_SERVER),
                 }
             ],
         }
@@ -107,7 +156,7 @@ class ServingWorkloads(pulumi.ComponentResource):
             metadata=metadata,
             spec={
                 "replicas": server.min_replicas,
-                "selector": {"matchLabels": {"app.kubernetes.io/name": MODEL_SERVER}},
+                "selector": _selector(MODEL_SERVER),
                 "template": {"metadata": {"labels": app_labels}, "spec": pod_spec},
             },
             # The HPA owns the replica count after the first deploy.
@@ -118,8 +167,8 @@ class ServingWorkloads(pulumi.ComponentResource):
             metadata=metadata,
             spec={
                 "type": "ClusterIP",
-                "selector": {"app.kubernetes.io/name": MODEL_SERVER},
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+                "selector": {NAME_LABEL: MODEL_SERVER},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
             },
             opts=child,
         )
@@ -152,101 +201,205 @@ class ServingWorkloads(pulumi.ComponentResource):
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-model-server",
             metadata=metadata,
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": MODEL_SERVER}}},
+            spec={"maxUnavailable": 1, "selector": _selector(MODEL_SERVER)},
             opts=child,
         )
+        self._default_deny("ns", namespace_name)
+        self._model_server_network_policy(metadata, server.port, args.vpc_cidr, args.feature_store_port)
         if args.gpu_nodes:
-            self._device_plugin(name, labels)
-            self._gpu_metrics(name, labels)
+            agents = self._namespace("node-agents-ns", NODE_AGENTS_NAMESPACE, "privileged")
+            agents_name = agents.metadata["name"]
+            # The device plugin needs no network (it talks to the kubelet over a Unix socket) and the
+            # CloudWatch agent runs in the host's network namespace, which NetworkPolicies do not
+            # reach: deny everything for any other pod that ends up here.
+            self._default_deny("node-agents-ns", agents_name)
+            self._device_plugin(agents_name, args.config.device_plugin_image)
+            self._gpu_metrics(agents_name, args.config.cloudwatch_agent_image)
 
-        self.namespace = namespace.metadata["name"]
+        self.namespace = namespace_name
         self.service_name = service.metadata["name"]
         self.register_outputs({"namespace": self.namespace, "service_name": self.service_name})
 
+    def _namespace(self, suffix: str, name: str, pod_security_level: str) -> k8s.core.v1.Namespace:
+        return k8s.core.v1.Namespace(
+            f"{self._name}-{suffix}",
+            metadata={
+                "name": name,
+                "labels": {**self._labels, **pod_security_labels(pod_security_level, self._psa_version)},
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _service_account(
+        self, app: str, namespace: pulumi.Input[str], labels: Mapping[str, str]
+    ) -> k8s.core.v1.ServiceAccount:
+        """A workload's own identity, without an API token: none of these workloads calls the API."""
+        return k8s.core.v1.ServiceAccount(
+            f"{self._name}-{app}",
+            metadata={"name": app, "namespace": namespace, "labels": dict(labels)},
+            automount_service_account_token=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _default_deny(self, suffix: str, namespace: pulumi.Input[str]) -> None:
+        """No ingress or egress for any pod of `namespace` unless another policy allows it."""
+        k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-{suffix}-default-deny",
+            metadata={"name": "default-deny", "namespace": namespace, "labels": self._labels},
+            spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _model_server_network_policy(
+        self, metadata: Mapping, port: int, vpc_cidr: pulumi.Input[str], feature_store_port: int
+    ) -> None:
+        from_vpc = [{"ipBlock": {"cidr": vpc_cidr}}]
+        k8s.networking.v1.NetworkPolicy(
+            f"{self._name}-model-server",
+            metadata=dict(metadata),
+            spec={
+                "podSelector": _selector(MODEL_SERVER),
+                "policyTypes": ["Ingress", "Egress"],
+                # Load balancer targets, in-cluster clients and the kubelet's probes all come from the VPC.
+                "ingress": [{"from": from_vpc, "ports": [{"protocol": "TCP", "port": port}]}],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                                },
+                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                            }
+                        ],
+                        "ports": [
+                            {"protocol": "UDP", "port": DNS_PORT},
+                            {"protocol": "TCP", "port": DNS_PORT},
+                        ],
+                    },
+                    {"to": from_vpc, "ports": [{"protocol": "TCP", "port": feature_store_port}]},
+                    # S3 answers on public addresses (reached through the gateway endpoint) that no
+                    # fixed CIDR names, and STS for IRSA may be an interface endpoint in the VPC or
+                    # public: HTTPS goes anywhere, everything else stays denied.
+                    {
+                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                        "ports": [{"protocol": "TCP", "port": HTTPS_PORT}],
+                    },
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _gpu_node_daemonset(
         self,
-        name: str,
         app: str,
-        labels: Mapping[str, str],
+        namespace: pulumi.Input[str],
         container: dict,
         volume: dict,
         *,
         host_network: bool = False,
+        read_only_root: bool = True,
     ) -> k8s.apps.v1.DaemonSet:
-        """A system DaemonSet on every GPU node (selected and tolerated), with one container and volume."""
-        app_labels = {"app.kubernetes.io/name": app, **labels}
+        """A node agent on every GPU node (selected and tolerated), as root, with one container and volume.
+
+        Root because both agents need it: the device plugin creates its socket in the kubelet's
+        root-owned device-plugins directory, and the CloudWatch agent's shared config
+        (`run_as_user: root`, as on the training fleets) makes it run as root. All capabilities are
+        still dropped, so root here cannot override file permissions or touch the host beyond its mount.
+        """
+        app_labels = {NAME_LABEL: app, **self._labels}
+        service_account = self._service_account(app, namespace, app_labels)
         return k8s.apps.v1.DaemonSet(
-            f"{name}-{app}",
-            metadata={"name": app, "namespace": SYSTEM_NAMESPACE, "labels": app_labels},
+            f"{self._name}-{app}",
+            metadata={"name": app, "namespace": namespace, "labels": app_labels},
             spec={
-                "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
+                "selector": _selector(app),
                 "updateStrategy": {"type": "RollingUpdate"},
                 "template": {
                     "metadata": {"labels": app_labels},
                     "spec": {
+                        "serviceAccountName": service_account.metadata["name"],
+                        "automountServiceAccountToken": False,
                         "priorityClassName": "system-node-critical",
                         "hostNetwork": host_network,
                         "nodeSelector": {GPU_NODE_LABEL: "true"},
                         "tolerations": [GPU_TOLERATION],
+                        "securityContext": {
+                            "runAsNonRoot": False,
+                            "runAsUser": 0,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
                         "containers": [
                             {
                                 "name": app,
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "securityContext": container_security(read_only_root=read_only_root),
                                 **container,
+                                "volumeMounts": [*container["volumeMounts"], SCRATCH_MOUNT],
                             }
                         ],
-                        "volumes": [volume],
+                        "volumes": [volume, SCRATCH_VOLUME],
                     },
                 },
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _device_plugin(self, name: str, labels: Mapping[str, str]) -> None:
+    def _device_plugin(self, namespace: pulumi.Input[str], image: str) -> None:
+        # Mounts only the kubelet's device-plugins directory: it registers over the kubelet's socket
+        # there and never calls the Kubernetes API.
         self._gpu_node_daemonset(
-            name,
-            "nvidia-device-plugin",
-            labels,
+            DEVICE_PLUGIN_APP,
+            namespace,
             {
-                "image": DEVICE_PLUGIN_IMAGE,
+                "image": image,
                 "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"cpu": "200m", "memory": "128Mi"},
+                },
                 "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
             },
-            {"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}},
+            {
+                "name": "device-plugin",
+                "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"},
+            },
         )
 
-    def _gpu_metrics(self, name: str, labels: Mapping[str, str]) -> None:
+    def _gpu_metrics(self, namespace: pulumi.Input[str], image: str) -> None:
         """The CloudWatch agent on GPU nodes, publishing the same GPU metrics as the training fleets.
 
         Without it the idle-GPU scan could only judge serving GPU nodes on CPU, and a busy inference
         GPU behind an idle CPU would look idle. The node role already carries CloudWatchAgentServerPolicy.
+        Its config collects `nvidia_gpu` only (no Container Insights, no Kubernetes metadata), so it
+        needs no Kubernetes API access.
         """
         config = k8s.core.v1.ConfigMap(
-            f"{name}-{GPU_METRICS_APP}",
-            metadata={"name": GPU_METRICS_APP, "namespace": SYSTEM_NAMESPACE, "labels": dict(labels)},
+            f"{self._name}-{GPU_METRICS_APP}",
+            metadata={"name": GPU_METRICS_APP, "namespace": namespace, "labels": self._labels},
             data={"cwagentconfig.json": cloudwatch_agent_config_json()},
             opts=pulumi.ResourceOptions(parent=self),
         )
         self._gpu_node_daemonset(
-            name,
             GPU_METRICS_APP,
-            labels,
+            namespace,
             {
-                "image": CLOUDWATCH_AGENT_IMAGE,
+                "image": image,
                 # The NVIDIA container runtime mounts nvidia-smi for these; the agent's nvidia_gpu plugin calls it.
                 "env": [
                     {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
                     {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"},
                     {"name": "RUN_IN_CONTAINER", "value": "True"},
                 ],
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "200m", "memory": "256Mi"},
+                },
                 "volumeMounts": [{"name": "config", "mountPath": "/etc/cwagentconfig", "readOnly": True}],
             },
             {"name": "config", "configMap": {"name": config.metadata["name"]}},
             # The host's network namespace: the agent resolves ${aws:InstanceId} from the node's IMDS.
             host_network=True,
+            # At start the agent translates its JSON config into files under
+            # /opt/aws/amazon-cloudwatch-agent/etc, beside files the image ships there.
+            read_only_root=False,
         )
