@@ -60,6 +60,7 @@ def build_environment(config: StackConfig) -> None:
             vpc_id=network.vpc_id,
             subnet_ids=network.private_subnet_ids,
             client_security_group_ids=[serving.cluster_security_group_id, network.training_security_group_id],
+            auth_secret_recovery_days=30 if config.is_prod else 7,
         ),
         on_aws,
     )
@@ -104,6 +105,7 @@ def build_environment(config: StackConfig) -> None:
     pulumi.export("featureStoreReaderEndpoint", feature_store.reader_endpoint)
     pulumi.export("featureStorePort", feature_store.port)
     pulumi.export("featureStoreSecurityGroupId", feature_store.security_group_id)
-    pulumi.export("featureStoreAuthToken", feature_store.auth_token)
+    # The ARN, not the token: a training stack's StackReference would keep any exported value in its state.
+    pulumi.export("featureStoreAuthSecretArn", feature_store.auth_secret_arn)
     pulumi.export("costAlertTopicArn", governance.alert_topic_arn)
     pulumi.export("training", json.loads(config.training.model_dump_json(by_alias=True)))

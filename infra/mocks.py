@@ -109,6 +109,15 @@ class PlanMocks(pulumi.runtime.Mocks):
         elif typ == "aws:sns/topic:Topic":
             topic = state.get("name") or f"{name}-{_hex(name, 7)}"
             state.update(name=topic, arn=f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{topic}")
+        elif typ == "aws:cloudwatch/logGroup:LogGroup":
+            group = state.get("name") or f"{name}-{_hex(name, 7)}"
+            resource_id = group
+            state.update(name=group, arn=f"arn:aws:logs:{self.region}:{ACCOUNT_ID}:log-group:{group}")
+        elif typ == "aws:secretsmanager/secret:Secret":
+            secret = state.get("name") or f"{name}-{_hex(name, 7)}"
+            # Secrets Manager appends six random characters to every secret's ARN.
+            resource_id = f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{secret}-{_hex(name, 6)}"
+            state.update(name=secret, arn=resource_id)
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state.update(latestVersion=1, defaultVersion=1, arn=arn)
         else:

@@ -1,7 +1,8 @@
 """CheckpointBucket: where training runs keep their checkpoints, under `runs/<run-id>/`.
 
 It lives in the environment stack, never in a training stack, so destroying a run's stack cannot
-take its checkpoints with it; in prod it is also protected and retained on delete.
+take its checkpoints with it; in prod it is also protected and retained on delete. Its KMS key is
+retained on delete everywhere (and protected in prod), since the bucket's objects may outlive the stack.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import CheckpointConfig
+from infra.kms import ViaServiceUse, customer_managed_key
 from infra.training.checkpoints import RUNS_PREFIX
 
 
@@ -59,12 +61,17 @@ class CheckpointBucket(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         config = args.config
 
-        key = aws.kms.Key(
+        # The bucket is never force-destroyed, so its objects can outlive any `pulumi destroy`: the key
+        # must too, in every environment, or a destroy that fails on a non-empty bucket would still
+        # schedule the key for deletion and leave those checkpoints unreadable.
+        key = customer_managed_key(
             f"{name}-key",
+            parent=self,
             description=f"ml-platform {args.environment} checkpoint encryption",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            # Training run roles' kms:Decrypt / GenerateDataKey work on checkpoint objects through S3 only.
+            uses=[ViaServiceUse("s3")],
+            protect=args.protect,
+            retain_on_delete=True,
         )
         aws.kms.Alias(
             f"{name}-key",
@@ -78,7 +85,10 @@ class CheckpointBucket(pulumi.ComponentResource):
             bucket_prefix=f"mlp-{args.environment}-checkpoints-",
             # Never delete checkpoints with the stack: a non-empty bucket makes the destroy fail instead.
             force_destroy=False,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+            # Deleted (when empty) before the key is touched, never after it.
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=[key]
+            ),
         )
         ownership = aws.s3.BucketOwnershipControls(
             f"{name}-ownership",

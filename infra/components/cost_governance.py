@@ -10,10 +10,41 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import BudgetsConfig
+from infra.kms import (
+    PUBLISHER_ACTIONS,
+    KeyScope,
+    ServiceUse,
+    SourceArn,
+    account_scope,
+    customer_managed_key,
+    source_conditions,
+)
 from mlp.tags import ENVIRONMENT, PULUMI_STACK, RUN_ID, TEAM
 
-# Services that publish budget and anomaly alerts into the topic.
-ALERT_PUBLISHERS = ("budgets.amazonaws.com", "costalerts.amazonaws.com")
+# Budgets and Cost Anomaly Detection publish into the topic, each only for this account. AWS documents a
+# source ARN (global: no region) for Budgets; for Cost Anomaly Detection only the source account.
+ALERT_PUBLISHERS = (
+    ServiceUse(
+        "AllowBudgets", "budgets.amazonaws.com", PUBLISHER_ACTIONS, SourceArn("budgets", "*", regional=False)
+    ),
+    ServiceUse("AllowCostAnomalyDetection", "costalerts.amazonaws.com", PUBLISHER_ACTIONS),
+)
+
+
+def alert_topic_policy(topic_arn: str, scope: KeyScope) -> str:
+    """Each publisher may publish, for this account's budgets and anomaly subscriptions only."""
+    statements = [
+        {
+            "Sid": publisher.sid,
+            "Effect": "Allow",
+            "Principal": {"Service": publisher.principal},
+            "Action": "SNS:Publish",
+            "Resource": topic_arn,
+            "Condition": source_conditions(scope, publisher.source),
+        }
+        for publisher in ALERT_PUBLISHERS
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 @dataclass(frozen=True)
@@ -53,26 +84,21 @@ class CostGovernance(pulumi.ComponentResource):
                     f"{name}-tag-{key}", tag_key=key, status="Active", opts=child
                 )
 
-        # Alerts carry amounts, not data; the AWS-managed SNS key cannot be used by Budgets, so no SSE here.
-        topic = aws.sns.Topic(f"{name}-alerts", name=f"mlp-{environment}-cost-alerts", opts=child)
+        # The AWS-managed SNS key cannot be used by Budgets, so the topic has a key of its own.
+        key = customer_managed_key(
+            f"{name}-alerts",
+            parent=self,
+            description=f"ml-platform {environment} cost alerts topic",
+            uses=ALERT_PUBLISHERS,
+        )
+        topic = aws.sns.Topic(
+            f"{name}-alerts", name=f"mlp-{environment}-cost-alerts", kms_master_key_id=key.arn, opts=child
+        )
         aws.sns.TopicPolicy(
             f"{name}-alerts",
             arn=topic.arn,
-            policy=topic.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "AllowCostAlerts",
-                                "Effect": "Allow",
-                                "Principal": {"Service": list(ALERT_PUBLISHERS)},
-                                "Action": "SNS:Publish",
-                                "Resource": arn,
-                            }
-                        ],
-                    }
-                )
+            policy=pulumi.Output.all(topic.arn, account_scope(self)).apply(
+                lambda values: alert_topic_policy(*values)
             ),
             opts=child,
         )

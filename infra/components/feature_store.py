@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from infra.config import FeatureStoreConfig
+from infra.kms import GRANTING_SERVICE_ACTIONS, ViaServiceUse, customer_managed_key
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,24 @@ class FeatureStoreArgs:
     subnet_ids: pulumi.Input[Sequence[str]]
     # Only these security groups (serving nodes, training fleets) may reach the Redis port.
     client_security_group_ids: Sequence[pulumi.Input[str]]
+    # How long a deleted AUTH-token secret can still be restored.
+    auth_secret_recovery_days: int
 
 
 class FeatureStore(pulumi.ComponentResource):
-    """Redis with AUTH, TLS and at-rest encryption in private subnets; multi-AZ failover in prod.
+    """Redis with AUTH, TLS and at-rest encryption (own KMS key) in private subnets; multi-AZ failover in prod.
 
-    Outputs: `primary_endpoint`, `reader_endpoint`, `port`, `security_group_id`, `auth_token` (secret).
+    The AUTH token lives in a Secrets Manager secret; clients read it there with
+    `secretsmanager:GetSecretValue` on `auth_secret_arn`, so no stack output carries it.
+
+    Outputs: `primary_endpoint`, `reader_endpoint`, `port`, `security_group_id`, `auth_secret_arn`.
     """
 
     primary_endpoint: pulumi.Output[str]
     reader_endpoint: pulumi.Output[str]
     port: int
     security_group_id: pulumi.Output[str]
-    auth_token: pulumi.Output[str]
+    auth_secret_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("ml-platform:infra:FeatureStore", name, None, opts)
@@ -72,6 +78,22 @@ class FeatureStore(pulumi.ComponentResource):
             special=False,
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
         )
+        auth_secret = aws.secretsmanager.Secret(
+            f"{name}-auth-token",
+            name=f"mlp/{args.environment}/feature-store/auth-token",
+            description=f"ml-platform {args.environment} feature store (Redis) AUTH token",
+            recovery_window_in_days=args.auth_secret_recovery_days,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-auth-token", secret_id=auth_secret.id, secret_string=token.result, opts=child
+        )
+        at_rest_key = customer_managed_key(
+            f"{name}-at-rest",
+            parent=self,
+            description=f"ml-platform {args.environment} feature store encryption at rest",
+            uses=[ViaServiceUse("elasticache", GRANTING_SERVICE_ACTIONS)],
+        )
         failover = config.num_nodes >= 2
         group = aws.elasticache.ReplicationGroup(
             f"{name}",
@@ -85,6 +107,7 @@ class FeatureStore(pulumi.ComponentResource):
             automatic_failover_enabled=failover,
             multi_az_enabled=args.multi_az and failover,
             at_rest_encryption_enabled=True,
+            kms_key_id=at_rest_key.arn,
             transit_encryption_enabled=True,
             auth_token=token.result,
             subnet_group_name=subnet_group.name,
@@ -100,13 +123,13 @@ class FeatureStore(pulumi.ComponentResource):
         self.reader_endpoint = group.reader_endpoint_address
         self.port = config.port
         self.security_group_id = security_group.id
-        self.auth_token = pulumi.Output.secret(token.result)
+        self.auth_secret_arn = auth_secret.arn
         self.register_outputs(
             {
                 "primary_endpoint": self.primary_endpoint,
                 "reader_endpoint": self.reader_endpoint,
                 "port": self.port,
                 "security_group_id": self.security_group_id,
-                "auth_token": self.auth_token,
+                "auth_secret_arn": self.auth_secret_arn,
             }
         )

@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.config import NetworkConfig
+from infra.kms import KeyScope, LogsUse, SourceArn, account_scope, customer_managed_key, source_conditions
 
 HTTPS = 443
+FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
+FLOW_LOG_WRITE_ACTIONS = (
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "logs:DescribeLogGroups",
+    "logs:DescribeLogStreams",
+)
+
+
+def flow_logs_trust_policy(scope: KeyScope) -> str:
+    """VPC Flow Logs may assume the role, only for this account's flow logs."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": FLOW_LOGS_SERVICE},
+                    "Action": "sts:AssumeRole",
+                    "Condition": source_conditions(scope, SourceArn("ec2", "vpc-flow-log/*")),
+                }
+            ],
+        }
+    )
+
+
+def flow_logs_write_policy(log_group_arn: str) -> str:
+    """Writing flow-log streams into one log group, and nothing else."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": list(FLOW_LOG_WRITE_ACTIONS),
+                    "Resource": [log_group_arn, f"{log_group_arn}:*"],
+                }
+            ],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -22,6 +64,8 @@ class NetworkArgs:
 
 class Network(pulumi.ComponentResource):
     """Private subnets for nodes, caches and training fleets; NAT or endpoints for their egress.
+
+    All traffic of the VPC, created or existing, is flow-logged to a KMS-encrypted log group.
 
     Outputs: `vpc_id`, `vpc_cidr`, `private_subnet_ids`, `training_security_group_id` (egress-only
     group every training fleet instance joins, so the feature store can admit it by reference).
@@ -44,6 +88,8 @@ class Network(pulumi.ComponentResource):
                 id=args.config.existing_vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
             ).cidr_block
             self.private_subnet_ids = pulumi.Output.from_input(list(args.config.existing_private_subnet_ids))
+
+        self._flow_logs(name)
 
         training_sg = aws.ec2.SecurityGroup(
             f"{name}-training",
@@ -68,6 +114,45 @@ class Network(pulumi.ComponentResource):
                 "private_subnet_ids": self.private_subnet_ids,
                 "training_security_group_id": self.training_security_group_id,
             }
+        )
+
+    def _flow_logs(self, name: str) -> None:
+        environment = self._args.environment
+        log_group_name = f"/aws/vpc/mlp-{environment}/flow-logs"
+        key = customer_managed_key(
+            f"{name}-flow-logs",
+            parent=self,
+            description=f"ml-platform {environment} VPC flow logs",
+            uses=[LogsUse(log_group_name)],
+        )
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            name=log_group_name,
+            retention_in_days=self._args.config.flow_log_retention_days,
+            kms_key_id=key.arn,
+            opts=self._child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs",
+            assume_role_policy=account_scope(self).apply(flow_logs_trust_policy),
+            opts=self._child,
+        )
+        write = aws.iam.RolePolicy(
+            f"{name}-flow-logs",
+            role=role.id,
+            policy=log_group.arn.apply(flow_logs_write_policy),
+            opts=self._child,
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-logs",
+            vpc_id=self.vpc_id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=log_group.arn,
+            iam_role_arn=role.arn,
+            tags={"Name": f"mlp-{environment}"},
+            # Deliveries made before the role may write fail with a permissions error.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[write]),
         )
 
     def _create_vpc(self, name: str) -> None:

@@ -12,6 +12,14 @@ import pulumi_aws as aws
 
 from infra.config import NodeGroupConfig, ServingConfig
 from infra.iam import assume_role_policy, irsa_assume_role_policy, managed_policy_arn
+from infra.kms import (
+    EKS_SECRETS_ACTIONS,
+    GRANTING_SERVICE_ACTIONS,
+    LogsUse,
+    RoleUse,
+    ViaServiceUse,
+    customer_managed_key,
+)
 from infra.tagging import NODE_GROUP_TAG_KINDS, launch_tag_specifications
 
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
@@ -63,18 +71,29 @@ class ServingCluster(pulumi.ComponentResource):
             policy_arn=managed_policy_arn("AmazonEKSClusterPolicy"),
             opts=self._child,
         )
-        secrets_key = aws.kms.Key(
+        secrets_key = customer_managed_key(
             f"{name}-secrets",
+            parent=self,
             description=f"ml-platform {args.environment} EKS secrets envelope encryption",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            opts=self._child,
+            uses=[
+                RoleUse("AllowEksClusterRole", cluster_role.arn, EKS_SECRETS_ACTIONS),
+                # Whoever creates the cluster lets EKS take a grant on the key, through EKS only.
+                ViaServiceUse("eks", GRANTING_SERVICE_ACTIONS),
+            ],
+        )
+        log_group_name = f"/aws/eks/{cluster_name}/cluster"
+        logs_key = customer_managed_key(
+            f"{name}-logs",
+            parent=self,
+            description=f"ml-platform {args.environment} EKS control-plane logs",
+            uses=[LogsUse(log_group_name)],
         )
         # Created before the cluster so EKS logs into a group with a retention, not an unbounded one.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/aws/eks/{cluster_name}/cluster",
+            name=log_group_name,
             retention_in_days=args.log_retention_days,
+            kms_key_id=logs_key.arn,
             opts=self._child,
         )
         cluster = aws.eks.Cluster(
@@ -203,8 +222,9 @@ class ServingCluster(pulumi.ComponentResource):
             metadata_options={
                 "http_endpoint": "enabled",
                 "http_tokens": "required",
-                # Two hops so pods behind the node's network namespace can still reach IMDSv2.
-                "http_put_response_hop_limit": 2,
+                # One hop: pods in their own network namespace cannot reach the node role's credentials.
+                # Nothing needs them there: the VPC CNI uses IRSA and the CloudWatch agent runs hostNetwork.
+                "http_put_response_hop_limit": 1,
             },
             block_device_mappings=[
                 {
