@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from infra.config import StackConfig
 from mlp.errors import UserError
-from policy.rules import budget, network, s3, services, tagging, training
+from policy.rules import budget, encryption, kubernetes, network, s3, services, tagging, training
 from policy.rules.common import Rule
 
 PACK_NAME = "ml-platform"
@@ -29,17 +29,24 @@ def utc_now() -> datetime:
 
 
 def rules(clock: Callable[[], datetime] = utc_now) -> list[Rule]:
-    """Every rule of the pack, in the order the issue lists them."""
+    """Every rule of the pack: the issue's order, each security-posture rule beside its kin, the budget last."""
     return [
         tagging.RULE,
         training.training_fleet_rule(clock),
         training.TERMINATE_RULE,
+        training.TRAINING_ROLE_RULE,
         s3.BUCKET_RULE,
         s3.ACL_RULE,
         services.ELASTICACHE_RULE,
         services.EKS_RULE,
         services.INSTANCE_RULE,
+        services.IMDS_HOP_LIMIT_RULE,
+        encryption.KMS_KEY_POLICY_RULE,
+        encryption.SNS_ENCRYPTION_RULE,
         network.RULE,
+        network.FLOW_LOG_RULE,
+        kubernetes.POD_SECURITY_RULE,
+        kubernetes.NETWORK_POLICY_RULE,
         budget.RULE,
     ]
 

@@ -76,7 +76,7 @@ def test_compliant_plan_passes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     code, out, _ = run_mlp(
         ["check", "--plan", str(PLANS / "no-public-ingress" / "compliant.json")], monkeypatch, capsys
     )
-    assert (code, out) == (0, "5 resources checked: no violations\n")
+    assert (code, out) == (0, "6 resources checked: no violations\n")
 
 
 def test_advisory_violations_alone_exit_zero(

@@ -175,13 +175,20 @@ def test_bad_pack_config_is_one_clear_line(config: dict[str, Any], message: str)
 
 def test_every_policy_is_described_and_configurable_where_numbers_are_involved() -> None:
     policies = {rule.name: rule.policy() for rule in rules()}
-    assert len(policies) == 10
+    assert len(policies) == 17
     for name, policy in policies.items():
         assert policy.description and policy.severity is not None, name
         expected = EnforcementLevel.ADVISORY if name == "stack-monthly-budget" else EnforcementLevel.MANDATORY
         assert policy.enforcement_level == expected, name
     stack_level = {name for name, policy in policies.items() if isinstance(policy, StackValidationPolicy)}
-    assert stack_level == {"s3-bucket-security", "no-public-ingress", "stack-monthly-budget"}
+    assert stack_level == {
+        "training-role-managed-policies",
+        "s3-bucket-security",
+        "no-public-ingress",
+        "vpc-flow-logs",
+        "kubernetes-namespace-network-policy",
+        "stack-monthly-budget",
+    }
     assert all(isinstance(p, ResourceValidationPolicy) for n, p in policies.items() if n not in stack_level)
     schemas = {
         name: policy.config_schema.properties for name, policy in policies.items() if policy.config_schema
@@ -189,11 +196,15 @@ def test_every_policy_is_described_and_configurable_where_numbers_are_involved()
     assert set(schemas) == {
         "mandatory-cost-tags",
         "training-fleet-guardrails",
+        "training-role-managed-policies",
         "eks-cluster-hardening",
+        "kubernetes-pod-security",
         "stack-monthly-budget",
     }
     assert schemas["training-fleet-guardrails"]["maxGpusPerRun"]["default"] == 8
     assert schemas["mandatory-cost-tags"]["tags"]["default"][0] == "team"
+    assert schemas["training-role-managed-policies"]["allowedManagedPolicyArns"]["default"] == []
+    assert schemas["kubernetes-pod-security"]["apiWorkloads"]["default"] == []
 
 
 def test_a_stack_the_price_table_cannot_price_gets_a_budget_note_not_a_crash() -> None:

@@ -27,6 +27,30 @@ TAG_FIX = f"set every mandatory tag ({ALL_TAGS}) under ml-platform:tags or on th
 OPEN_FIX = "admit known CIDRs or security groups only; only HTTPS (443) into a load balancer may be open to the internet"
 SPOT_FIX = "training fleets outside prod (environment dev) are spot-only: request spot capacity only"
 M = "mandatory"
+CIDR_FIX = (
+    "a public API endpoint admits only listed CIDRs, none of them the whole internet: list your offices' or VPN's "
+    "(ml-platform:serving.publicAccessCidrs) or make it private (ml-platform:serving.endpointPublicAccess false)"
+)
+HOP_FIX = (
+    "set metadataOptions.httpPutResponseHopLimit 1 so only the instance itself, not its containers, reaches the "
+    "instance metadata service"
+)
+ROLE_FIX = (
+    "grant a training run only what it needs in an inline policy of its own, or allowlist the policy in "
+    "allowedManagedPolicyArns"
+)
+KEY_FIX = "write an explicit key policy granting kms:* only to named principals (the account root or roles)"
+WILDCARD_FIX = KEY_FIX + ", or narrow the wildcard principal with a Condition"
+FLOW_LOG_FIX = "add an aws.ec2.FlowLog with vpcId set to it (trafficType ALL)"
+DROP_FIX = 'drop every capability: include "ALL" (add back only what the container needs)'
+ESCALATION_FIX = "set allowPrivilegeEscalation: false"
+NETWORK_POLICY_FIX = (
+    "add a kubernetes NetworkPolicy in it: deny by default, then admit the traffic its workloads serve"
+)
+
+
+def automount_fix(workload: str) -> str:
+    return f"set it false; a workload that calls the Kubernetes API is listed by name ('{workload}') in apiWorkloads"
 
 
 def check(path: str, pack_config: dict[str, Any] | None = None) -> CheckResult:
@@ -38,12 +62,16 @@ def found(result: CheckResult) -> list[tuple[str, str, str, str]]:
     return [(v.policy, v.resource.rsplit("::", 1)[-1], v.level, v.message) for v in result.violations]
 
 
-# Only the budget fixtures are checked against this budget; the others keep the pack default.
-BUDGET = {"stack-monthly-budget": {"monthlyBudgetUsd": 100}}
+# Only the budget fixtures are checked against this budget, and only the pod-security fixtures with
+# an API workload allowlisted; the others keep the pack defaults.
+FIXTURE_PACK_CONFIG = {
+    "stack-monthly-budget": {"stack-monthly-budget": {"monthlyBudgetUsd": 100}},
+    "kubernetes-pod-security": {"kubernetes-pod-security": {"apiWorkloads": ["cluster-autoscaler"]}},
+}
 
 
 def pack_config_for(rule_name: str) -> dict[str, Any] | None:
-    return BUDGET if rule_name == "stack-monthly-budget" else None
+    return FIXTURE_PACK_CONFIG.get(rule_name)
 
 
 EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
@@ -152,6 +180,29 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
             'terminateInstancesOnDelete: "true" so destroying the request terminates its instances',
         ),
     ],
+    "training-role-managed-policies": [
+        (
+            "training-role-managed-policies",
+            "fleet-instance",
+            M,
+            "Role 'fleet-instance': managedPolicyArns is arn:aws:iam::aws:policy/AmazonS3FullAccess; "
+            + ROLE_FIX,
+        ),
+        (
+            "training-role-managed-policies",
+            "fleet-ssm",
+            M,
+            "RolePolicyAttachment 'fleet-ssm': policyArn is arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore on "
+            "training role 'fleet-instance'; " + ROLE_FIX,
+        ),
+        (
+            "training-role-managed-policies",
+            "eval-readonly",
+            M,
+            "PolicyAttachment 'eval-readonly': policyArn is arn:aws:iam::aws:policy/ReadOnlyAccess on training role "
+            "'eval-instance'; " + ROLE_FIX,
+        ),
+    ],
     "s3-bucket-security": [
         (
             "s3-bucket-security",
@@ -258,10 +309,31 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
         ),
         (
             "eks-cluster-hardening",
+            "serving-dev",
+            M,
+            "Cluster 'serving-dev': vpcConfig.publicAccessCidrs is not set (AWS then admits 0.0.0.0/0); "
+            + CIDR_FIX,
+        ),
+        (
+            "eks-cluster-hardening",
             "serving-prod",
             M,
             "Cluster 'serving-prod': vpcConfig.endpointPublicAccess/endpointPrivateAccess is true/true; in prod the "
             "API endpoint is private only: endpointPublicAccess false, endpointPrivateAccess true",
+        ),
+        (
+            "eks-cluster-hardening",
+            "serving-empty-cidrs",
+            M,
+            "Cluster 'serving-empty-cidrs': vpcConfig.publicAccessCidrs is [] (AWS then admits 0.0.0.0/0); "
+            + CIDR_FIX,
+        ),
+        (
+            "eks-cluster-hardening",
+            "serving-world-cidrs",
+            M,
+            "Cluster 'serving-world-cidrs': vpcConfig.publicAccessCidrs is ['203.0.113.0/24', '0.0.0.0/0']; "
+            + CIDR_FIX,
         ),
     ],
     "imdsv2-encrypted-ebs": [
@@ -299,6 +371,58 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
             "Volume 'datasets': encrypted is false; set encrypted: true (EBS volumes are encrypted)",
         ),
     ],
+    "imds-hop-limit": [
+        (
+            "imds-hop-limit",
+            "serving-nodes",
+            M,
+            "LaunchTemplate 'serving-nodes': metadataOptions.httpPutResponseHopLimit is 2; " + HOP_FIX,
+        ),
+        (
+            "imds-hop-limit",
+            "training",
+            M,
+            "LaunchTemplate 'training': metadataOptions.httpPutResponseHopLimit is not set (the AMI's default "
+            "applies); " + HOP_FIX,
+        ),
+    ],
+    "kms-key-policy": [
+        (
+            "kms-key-policy",
+            "checkpoints-key",
+            M,
+            "Key 'checkpoints-key': policy is not set (AWS's default key policy); " + KEY_FIX,
+        ),
+        (
+            "kms-key-policy",
+            "serving-secrets",
+            M,
+            "Key 'serving-secrets': policy is not JSON (Expecting value); " + KEY_FIX,
+        ),
+        (
+            "kms-key-policy",
+            "alerts-key",
+            M,
+            "Key 'alerts-key': policy.Statement[1] is 'kms:*' to Principal {AWS: '*'} without a Condition; "
+            + WILDCARD_FIX,
+        ),
+        (
+            "kms-key-policy",
+            "alerts-key",
+            M,
+            "Key 'alerts-key': policy.Statement[2] is ['kms:Decrypt', '*'] to Principal '*' without a Condition; "
+            + WILDCARD_FIX,
+        ),
+    ],
+    "sns-topic-encryption": [
+        (
+            "sns-topic-encryption",
+            "cost-alerts",
+            M,
+            "Topic 'cost-alerts': kmsMasterKeyId is not set; encrypt the topic with a customer KMS key whose policy "
+            "lets its publishers use it",
+        ),
+    ],
     "no-public-ingress": [
         (
             "no-public-ingress",
@@ -317,6 +441,109 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
             "workers-everything",
             M,
             "SecurityGroupRule 'workers-everything': cidrBlocks is all traffic from 0.0.0.0/0; " + OPEN_FIX,
+        ),
+    ],
+    "vpc-flow-logs": [
+        (
+            "vpc-flow-logs",
+            "network-vpc",
+            M,
+            "Vpc 'network-vpc': flow logs is not configured; " + FLOW_LOG_FIX,
+        ),
+        (
+            "vpc-flow-logs",
+            "ml-platform-dev",
+            M,
+            "stack: VPC 'vpc-0123456789abcdef0' (vpcId of SecurityGroup 'training') has no flow log; "
+            + FLOW_LOG_FIX,
+        ),
+    ],
+    "kubernetes-pod-security": [
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.automountServiceAccountToken is not set (defaults to "
+            "true); " + automount_fix("model-server"),
+        ),
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.initContainers[0].securityContext.capabilities.drop is "
+            "not set; " + DROP_FIX,
+        ),
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.initContainers[0].securityContext.allowPrivilegeEscalation "
+            "is not set (defaults to true); " + ESCALATION_FIX,
+        ),
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.containers[0].securityContext.capabilities.drop is "
+            "['NET_RAW']; " + DROP_FIX,
+        ),
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation "
+            "is true; " + ESCALATION_FIX,
+        ),
+        (
+            "kubernetes-pod-security",
+            "model-server",
+            M,
+            "Deployment 'model-server': spec.template.spec.securityContext.seccompProfile.type is not set (for "
+            "initContainers[0], containers[0]); set seccompProfile.type RuntimeDefault (or Localhost) on the pod "
+            "or on every container",
+        ),
+        (
+            "kubernetes-pod-security",
+            "backfill",
+            M,
+            "Job 'backfill': spec.template.spec.automountServiceAccountToken is true; "
+            + automount_fix("backfill"),
+        ),
+        (
+            "kubernetes-pod-security",
+            "backfill",
+            M,
+            "Job 'backfill': spec.template.spec.containers[0].securityContext.seccompProfile.type is 'Unconfined'; "
+            "use RuntimeDefault (or Localhost)",
+        ),
+        (
+            "kubernetes-pod-security",
+            "debug",
+            M,
+            "Pod 'debug': spec.containers[0].securityContext.capabilities.drop is not set; " + DROP_FIX,
+        ),
+        (
+            "kubernetes-pod-security",
+            "debug",
+            M,
+            "Pod 'debug': spec.containers[0].securityContext.allowPrivilegeEscalation is not set (defaults to true); "
+            + ESCALATION_FIX,
+        ),
+    ],
+    "kubernetes-namespace-network-policy": [
+        (
+            "kubernetes-namespace-network-policy",
+            "serving-ns",
+            M,
+            "Namespace 'serving-ns': network policy is not configured (workloads: model-server, feature-cache); "
+            + NETWORK_POLICY_FIX,
+        ),
+        (
+            "kubernetes-namespace-network-policy",
+            "batch-ns",
+            M,
+            "Namespace 'batch-ns': network policy is not configured (workloads: reindex); "
+            + NETWORK_POLICY_FIX,
         ),
     ],
     "stack-monthly-budget": [
@@ -444,3 +671,20 @@ def test_rules_are_plain_functions_and_weighted_capacity_counts_instances() -> N
         "Fleet 'burst': targetCapacitySpecification.totalTargetCapacity is 8 (8 GPUs with g5.12xlarge); "
         "stay within 4 GPUs per run: lower the capacity or use smaller instance types"
     ]
+
+
+def test_allowlisted_managed_policies_may_be_attached_to_training_roles() -> None:
+    ssm = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    config = {"training-role-managed-policies": {"allowedManagedPolicyArns": [ssm]}}
+    result = check("training-role-managed-policies/violating.json", config)
+    assert found(result) == [
+        expected for expected in EXPECTED["training-role-managed-policies"] if ssm not in expected[3]
+    ]
+
+
+def test_a_workload_mounts_a_service_account_token_only_when_allowlisted() -> None:
+    result = check("kubernetes-pod-security/compliant.json")
+    assert [(v.policy, v.resource.rsplit("::", 1)[-1]) for v in result.violations] == [
+        ("kubernetes-pod-security", "cluster-autoscaler")
+    ]
+    assert result.violations[0].message.endswith(automount_fix("cluster-autoscaler"))

@@ -1,8 +1,14 @@
-"""Rule 8: no security group admits the whole internet, except HTTPS (443) into a load balancer.
+"""Rule 8: no security group admits the whole internet, except HTTPS (443) into a load balancer; and
+every VPC the stack creates or places resources in has flow logs.
 
 Ingress comes in three shapes: inline `ingress` blocks of a security group, `aws.ec2.SecurityGroupRule`
 of type ingress and `aws.vpc.SecurityGroupIngressRule`. The last two point at their group through
 `securityGroupId`; a group is a load balancer's when a load balancer lists it in `securityGroups`.
+
+A flow log covers a VPC of the stack when its `vpcId` comes from that VPC (the engine's property
+dependencies, or a matching value). A stack on an existing VPC has no VPC resource, but its security
+groups and the like name the VPC by its literal id; that id needs a flow log with the same `vpcId`.
+Stacks that name no VPC (a training run, which lives in its environment's) need none.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from dataclasses import dataclass
 
 from pulumi_policy import Severity
 
-from policy.analyzer_view import display, items_of, lookup
+from policy.analyzer_view import display, items_of, lookup, peek
 from policy.rules.common import Resource, Rule, referenced, violation
 
 SECURITY_GROUP_TYPES = (
     "aws:ec2/securityGroup:SecurityGroup",
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
 )
+VPC_TYPE = "aws:ec2/vpc:Vpc"
+FLOW_LOG_TYPE = "aws:ec2/flowLog:FlowLog"
 SECURITY_GROUP_RULE_TYPE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE_TYPE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 LOAD_BALANCER_TYPES = (
@@ -123,5 +131,43 @@ RULE = Rule(
     description="No security group admits 0.0.0.0/0 or ::/0, except HTTPS (443) into a load balancer.",
     severity=Severity.CRITICAL,
     check=check_public_ingress,
+    stack_level=True,
+)
+
+
+FLOW_LOG_FIX = "add an aws.ec2.FlowLog with vpcId set to it (trafficType ALL)"
+
+
+def check_vpc_flow_logs(resources: Sequence[Resource], _config: None) -> Iterator[tuple[str | None, str]]:
+    vpcs = [r for r in resources if r.type == VPC_TYPE]
+    flow_logs = [r for r in resources if r.type == FLOW_LOG_TYPE]
+    for vpc in vpcs:
+        if not any(vpc in referenced(flow_log, "vpcId", [vpc]) for flow_log in flow_logs):
+            yield vpc.urn, violation(vpc, "flow logs", "not configured", FLOW_LOG_FIX)
+    logged_ids = {peek(flow_log.props, "vpcId") for flow_log in flow_logs}
+    # Existing VPCs: literal ids that none of the stack's VPCs answers to (unknowns are its own VPCs').
+    users: dict[str, Resource] = {}
+    for resource in resources:
+        vpc_id = peek(resource.props, "vpcId")
+        if (
+            resource.type != FLOW_LOG_TYPE
+            and isinstance(vpc_id, str)
+            and not referenced(resource, "vpcId", vpcs)
+        ):
+            users.setdefault(vpc_id, resource)
+    for vpc_id, user in users.items():
+        if vpc_id not in logged_ids:
+            yield (
+                None,
+                f"stack: VPC {vpc_id!r} (vpcId of {user.type.rsplit(':', 1)[-1]} '{user.name}') has no flow log; "
+                + FLOW_LOG_FIX,
+            )
+
+
+FLOW_LOG_RULE = Rule(
+    name="vpc-flow-logs",
+    description="Every VPC the stack creates or places resources in has a flow log.",
+    severity=Severity.MEDIUM,
+    check=check_vpc_flow_logs,
     stack_level=True,
 )

@@ -1,4 +1,5 @@
-"""Rules 5, 6 and 7: ElastiCache encryption and failover, EKS hardening, IMDSv2 and encrypted EBS."""
+"""Rules 5, 6 and 7: ElastiCache encryption and failover, EKS hardening (secrets, logs, endpoint access),
+IMDSv2 and encrypted EBS; and the IMDS hop limit of launch templates."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pydantic import Field
 
 from policy.analyzer_view import display, has_key, is_true, items_of, lookup
 from policy.rules.common import Resource, Rule, RuleConfig, violation
+from policy.rules.network import ANYWHERE
 
 REPLICATION_GROUP_TYPE = "aws:elasticache/replicationGroup:ReplicationGroup"
 CACHE_CLUSTER_TYPE = "aws:elasticache/cluster:Cluster"
@@ -96,8 +98,12 @@ def check_eks_cluster(resource: Resource, config: EksClusterConfig) -> Iterator[
             display(logs),
             f"enable control-plane logging for {', '.join(absent)}",
         )
+    yield from _endpoint_access_findings(resource)
+
+
+def _endpoint_access_findings(resource: Resource) -> Iterator[str]:
+    public = lookup(resource.props, "vpcConfig", "endpointPublicAccess", default=True)
     if resource.is_prod:
-        public = lookup(resource.props, "vpcConfig", "endpointPublicAccess", default=True)
         private = lookup(resource.props, "vpcConfig", "endpointPrivateAccess", default=False)
         if public is not False or private is not True:
             yield violation(
@@ -107,6 +113,22 @@ def check_eks_cluster(resource: Resource, config: EksClusterConfig) -> Iterator[
                 "in prod the API endpoint is private only: "
                 "endpointPublicAccess false, endpointPrivateAccess true",
             )
+        return
+    if public is False:
+        return
+    listed = lookup(resource.props, "vpcConfig", "publicAccessCidrs")
+    cidrs = [str(cidr) for cidr in items_of(listed)]
+    if cidrs and not any(cidr in ANYWHERE for cidr in cidrs):
+        return
+    yield violation(
+        resource,
+        "vpcConfig.publicAccessCidrs",
+        # An absent or empty list is no restriction: AWS then admits the whole internet.
+        display(listed) + ("" if cidrs else " (AWS then admits 0.0.0.0/0)"),
+        "a public API endpoint admits only listed CIDRs, none of them the whole internet: list your offices' "
+        "or VPN's (ml-platform:serving.publicAccessCidrs) or make it private "
+        "(ml-platform:serving.endpointPublicAccess false)",
+    )
 
 
 def _imds_findings(resource: Resource) -> Iterator[str]:
@@ -117,6 +139,22 @@ def _imds_findings(resource: Resource) -> Iterator[str]:
             "metadataOptions.httpTokens",
             display(tokens) + (" (IMDSv1 allowed)" if tokens in (None, "optional") else ""),
             'require IMDSv2: set metadataOptions.httpTokens "required"',
+        )
+
+
+def check_imds_hop_limit(resource: Resource, _config: None) -> Iterator[str]:
+    if resource.type != LAUNCH_TEMPLATE_TYPE:
+        return
+    # Unset means "no preference": the AMI's default applies, and EKS AMIs default to 2, which lets
+    # containers on the node reach the node role's credentials through IMDS.
+    hop_limit = lookup(resource.props, "metadataOptions", "httpPutResponseHopLimit")
+    if hop_limit != 1:
+        yield violation(
+            resource,
+            "metadataOptions.httpPutResponseHopLimit",
+            display(hop_limit) + (" (the AMI's default applies)" if hop_limit is None else ""),
+            "set metadataOptions.httpPutResponseHopLimit 1 so only the instance itself, not its containers, "
+            "reaches the instance metadata service",
         )
 
 
@@ -169,7 +207,8 @@ ELASTICACHE_RULE = Rule(
 EKS_RULE = Rule(
     name="eks-cluster-hardening",
     description=(
-        "EKS clusters encrypt secrets with KMS, log the control plane, and keep the prod endpoint private."
+        "EKS clusters encrypt secrets with KMS, log the control plane, keep the prod endpoint private and "
+        "admit only listed, non-world CIDRs to a public endpoint elsewhere."
     ),
     severity=Severity.HIGH,
     check=check_eks_cluster,
@@ -181,4 +220,11 @@ INSTANCE_RULE = Rule(
     description="Launch templates and instances require IMDSv2 and encrypt their EBS volumes.",
     severity=Severity.HIGH,
     check=check_instance_hardening,
+)
+
+IMDS_HOP_LIMIT_RULE = Rule(
+    name="imds-hop-limit",
+    description="Launch templates set the instance metadata hop limit to 1, so containers cannot reach IMDS.",
+    severity=Severity.HIGH,
+    check=check_imds_hop_limit,
 )

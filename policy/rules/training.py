@@ -1,15 +1,17 @@
 """Rules 2 and 3: training fleets are spot-only outside prod, allowlisted, GPU-capped and expire; fleets
-terminate their instances when destroyed.
+terminate their instances when destroyed; and training runs' roles carry no AWS-managed policy
+outside an allowlist.
 
 A training fleet is an ASG with a mixed-instances policy, an EC2 Fleet, a spot fleet request or a
 spot instance request that either carries the training tags (`run-id` / `ephemeral`) or asks for
-GPU instance types.
+GPU instance types. A training role is an IAM role with the training tags or under the runs' IAM path.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,16 +19,24 @@ from pulumi_policy import Severity
 from pydantic import Field
 
 from infra.config import TrainingConfig
+from infra.iam import RUN_ROLE_PATH
 from infra.tagging import ASG_TYPE
 from mlp import pricing
 from mlp.tags import EXPIRES_AT, RUN_ID, format_expires_at, is_ephemeral, parse_expires_at
 from policy.analyzer_view import display, is_true, items_of, lookup
-from policy.rules.common import Resource, Rule, RuleConfig, violation
+from policy.rules.common import Resource, Rule, RuleConfig, referenced, violation
 
 FLEET_TYPE = "aws:ec2/fleet:Fleet"
 SPOT_FLEET_TYPE = "aws:ec2/spotFleetRequest:SpotFleetRequest"
 SPOT_INSTANCE_TYPE = "aws:ec2/spotInstanceRequest:SpotInstanceRequest"
 FLEET_TYPES: tuple[str, ...] = (ASG_TYPE, FLEET_TYPE, SPOT_FLEET_TYPE, SPOT_INSTANCE_TYPE)
+ROLE_TYPE = "aws:iam/role:Role"
+ROLE_POLICY_ATTACHMENT_TYPE = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+POLICY_ATTACHMENT_TYPE = "aws:iam/policyAttachment:PolicyAttachment"
+# The property through which each attachment type names its role(s).
+ROLE_PROPS = {ROLE_POLICY_ATTACHMENT_TYPE: "role", POLICY_ATTACHMENT_TYPE: "roles"}
+# In every partition (aws, aws-cn, aws-us-gov) AWS-managed policies live in the account "aws".
+AWS_MANAGED_POLICY_ARN = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/")
 
 FLEET_RULE_NAME = "training-fleet-guardrails"
 _TRAINING_DEFAULTS = TrainingConfig.model_fields
@@ -138,10 +148,14 @@ def fleet_shape(resource: Resource) -> FleetShape | None:
     return None
 
 
-def is_training_fleet(resource: Resource, shape: FleetShape) -> bool:
+def has_training_tags(resource: Resource) -> bool:
     tags = resource.tags
+    return is_ephemeral(tags) or bool(tags.get(RUN_ID, "").strip())
+
+
+def is_training_fleet(resource: Resource, shape: FleetShape) -> bool:
     uses_gpus = any(pricing.is_gpu_instance_type(instance_type) for instance_type, _ in shape.options)
-    return is_ephemeral(tags) or bool(tags.get(RUN_ID, "").strip()) or uses_gpus
+    return has_training_tags(resource) or uses_gpus
 
 
 def _most_gpus(shape: FleetShape) -> tuple[int, str] | None:
@@ -247,6 +261,62 @@ def training_fleet_rule(clock: Callable[[], datetime]) -> Rule:
         config_model=TrainingFleetConfig,
     )
 
+
+class TrainingRolePoliciesConfig(RuleConfig):
+    allowed_managed_policy_arns: list[str] = Field(
+        [],
+        description="AWS-managed policy ARNs a training run's role may have attached.",
+    )
+
+
+def is_training_role(role: Resource) -> bool:
+    path = lookup(role.props, "path", default="")
+    return has_training_tags(role) or (isinstance(path, str) and path.startswith(RUN_ROLE_PATH))
+
+
+def _refused_managed_policies(arns: object, config: TrainingRolePoliciesConfig) -> list[str]:
+    listed = items_of(arns) or [arns]
+    return [
+        str(arn)
+        for arn in listed
+        if isinstance(arn, str)
+        and AWS_MANAGED_POLICY_ARN.match(arn)
+        and arn not in config.allowed_managed_policy_arns
+    ]
+
+
+def check_training_role_policies(
+    resources: Sequence[Resource], config: TrainingRolePoliciesConfig
+) -> Iterator[tuple[str | None, str]]:
+    training_roles = [r for r in resources if r.type == ROLE_TYPE and is_training_role(r)]
+    fix = (
+        "grant a training run only what it needs in an inline policy of its own, "
+        "or allowlist the policy in allowedManagedPolicyArns"
+    )
+    for role in training_roles:
+        refused = _refused_managed_policies(lookup(role.props, "managedPolicyArns"), config)
+        if refused:
+            yield role.urn, violation(role, "managedPolicyArns", ", ".join(refused), fix)
+    # Attachments carry no tags: they are a training run's when they point at a training role.
+    for attachment, role_prop in ((r, ROLE_PROPS[r.type]) for r in resources if r.type in ROLE_PROPS):
+        roles = referenced(attachment, role_prop, training_roles)
+        refused = _refused_managed_policies(lookup(attachment.props, "policyArn"), config)
+        if roles and refused:
+            names = ", ".join(f"'{role.name}'" for role in roles)
+            yield (
+                attachment.urn,
+                violation(attachment, "policyArn", f"{refused[0]} on training role {names}", fix),
+            )
+
+
+TRAINING_ROLE_RULE = Rule(
+    name="training-role-managed-policies",
+    description="Training runs' IAM roles carry no AWS-managed policy outside the allowlist.",
+    severity=Severity.HIGH,
+    check=check_training_role_policies,
+    config_model=TrainingRolePoliciesConfig,
+    stack_level=True,
+)
 
 TERMINATE_RULE = Rule(
     name="fleet-terminates-on-delete",
