@@ -47,6 +47,31 @@ def test_train_plan_prints_the_plan_json() -> None:
     assert any(item["type"] == "aws:autoscaling/group:Group" for item in plan["resources"])
 
 
+def test_train_plan_with_the_feature_store_grants_its_secret_only() -> None:
+    def policy(*flags: str) -> str:
+        result = _mlp("train", "plan", *RUN, *flags, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        [role_policy] = [
+            item
+            for item in json.loads(result.stdout)["resources"]
+            if item["type"] == "aws:iam/rolePolicy:RolePolicy"
+        ]
+        return role_policy["inputs"]["policy"]
+
+    assert "secretsmanager:GetSecretValue" in policy("--feature-store")
+    assert "secretsmanager" not in policy()
+
+
+def test_train_plan_refuses_a_private_ecr_image_not_configured() -> None:
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/trainer:1.4"
+    result = _mlp("train", "plan", *RUN, "--image", image)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mlp: error: --image {image}: ECR repository arn:aws:ecr:us-east-1:123456789012:repository/team/trainer "
+        "is not in dev's ml-platform:training.imageRepositories; add 'team/trainer' there or use a public image"
+    ]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -1,4 +1,4 @@
-"""Run requests are refused before anything deploys: ids, allowlist, GPU cap, hours, budget."""
+"""Run requests are refused before anything deploys: ids, allowlist, GPU cap, hours, budget, images."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from infra.config import load_stack_config, parse_stack_config, read_stack_file
-from infra.training.request import build_request, check_budget, estimate_cost
+from infra.training.request import build_request, check_budget, ecr_image, estimate_cost
 from mlp import pricing
 from mlp.errors import UserError
 from tests.conftest import REPO_ROOT
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TYPES = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
+ACCOUNT = "123456789012"
+TRAINER_IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/team/trainer:1.4"
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +127,69 @@ def test_a_run_over_budget_is_refused() -> None:
 def test_a_run_within_budget_passes(dev) -> None:
     request = _build(dev)
     check_budget(request, estimate_cost(request))
+
+
+def _with_repositories(*repositories: str):
+    raw = read_stack_file("dev", REPO_ROOT)
+    raw["ml-platform:training"]["imageRepositories"] = list(repositories)
+    return parse_stack_config("dev", raw)
+
+
+@pytest.mark.parametrize(
+    ("image", "region", "repository"),
+    [
+        (TRAINER_IMAGE, "us-east-1", "team/trainer"),
+        (f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/trainer@sha256:{'a' * 64}", "eu-west-1", "trainer"),
+        (f"{ACCOUNT}.dkr.ecr-fips.us-gov-west-1.amazonaws.com/t/x:2@sha256:ab", "us-gov-west-1", "t/x"),
+    ],
+)
+def test_private_ecr_images_name_their_registry_region_and_repository(
+    image: str, region: str, repository: str
+) -> None:
+    located = ecr_image(image)
+    assert located is not None
+    assert located.region == region and located.repository == repository and located.account == ACCOUNT
+    assert located.registry == image.split("/", 1)[0]
+    assert located.repository_arn == f"arn:aws:ecr:{region}:{ACCOUNT}:repository/{repository}"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [None, "public.ecr.aws/docker/library/python:3.12-slim", "python:3.12", "ghcr.io/org/trainer:1"],
+)
+def test_other_images_are_not_private_ecr(image: str | None) -> None:
+    assert ecr_image(image) is None
+
+
+def test_a_private_ecr_image_outside_image_repositories_is_refused(dev) -> None:
+    with pytest.raises(UserError) as error:
+        _build(dev, image=TRAINER_IMAGE)
+    assert str(error.value) == (
+        f"--image {TRAINER_IMAGE}: ECR repository arn:aws:ecr:us-east-1:{ACCOUNT}:repository/team/trainer "
+        "is not in dev's ml-platform:training.imageRepositories; add 'team/trainer' there or use a public image"
+    )
+
+
+def test_an_image_of_another_region_needs_its_arn() -> None:
+    image = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/team/trainer:1.4"
+    arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/team/trainer"
+    with pytest.raises(UserError, match=f"add '{arn}' there"):
+        _build(_with_repositories("team/trainer"), image=image)
+    assert _build(_with_repositories(arn), image=image).image == image
+
+
+@pytest.mark.parametrize(
+    "repositories", [("team/trainer",), (f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/team/trainer",)]
+)
+def test_a_configured_repository_admits_its_images(repositories: tuple[str, ...]) -> None:
+    assert _build(_with_repositories(*repositories), image=TRAINER_IMAGE).image == TRAINER_IMAGE
+
+
+def test_a_public_image_needs_no_repository(dev) -> None:
+    image = "public.ecr.aws/docker/library/python:3.12-slim"
+    assert _build(dev, image=image).image == image
+
+
+def test_the_feature_store_is_opt_in(dev) -> None:
+    assert _build(dev).feature_store is False
+    assert _build(dev, feature_store=True).feature_store is True

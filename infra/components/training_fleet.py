@@ -1,7 +1,8 @@
 """TrainingFleet: one training run's spot GPU instances, resuming from checkpoints when reclaimed.
 
 Everything here belongs to one run and dies with its stack; the checkpoints it writes live in the
-environment's bucket under `runs/<run-id>/`, the only prefix its instance role may touch.
+environment's bucket under `runs/<run-id>/`, the only prefix its instance role may touch. The role and
+its instance profile live under `RUN_ROLE_PATH` and carry no managed policy: every grant is inline.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.iam import assume_role_policy, managed_policy_arn
+from infra.iam import RUN_ROLE_PATH, assume_role_policy
 from infra.tagging import asg_tags, launch_tag_specifications
 from infra.training.checkpoints import RUNS_PREFIX
+from infra.training.request import repository_arn
 from infra.training.user_data import launch_template_user_data
 from mlp import gpu_metrics
 from mlp.tags import RUN_ID
@@ -30,6 +32,16 @@ INTERRUPTION_EVENTS = {
 }
 # An ASG's max instance lifetime is 0 or at least one day; shorter runs rely on the script's hard stop.
 MIN_INSTANCE_LIFETIME_SECONDS = 86_400
+# What the SSM agent needs for Session Manager shells, without AmazonSSMManagedInstanceCore's
+# ssm:GetParameter* on every parameter of the account.
+SESSION_MANAGER_ACTIONS = (
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ssm:UpdateInstanceInformation",
+)
+ECR_PULL_ACTIONS = ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability")
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,11 @@ class TrainingFleetArgs:
     user_data: pulumi.Input[str]
     # Mandatory + training tags (run-id, expires-at, ephemeral, pulumi-stack).
     tags: Mapping[str, str]
+    session_manager: bool = False
+    # `training.imageRepositories`: names in the stack's account and region, or ARNs.
+    image_repositories: Sequence[str] = ()
+    # The secret holding the feature store's AUTH token; None when the run does not use it.
+    feature_store_secret_arn: pulumi.Input[str] | None = None
 
 
 def asg_name(run_id: str) -> str:
@@ -58,49 +75,86 @@ def run_prefix(run_id: str) -> str:
     return f"{RUNS_PREFIX}{run_id}/"
 
 
-def instance_policy(run_id: str, bucket: str, kms_key_arn: str, region: str, account_id: str) -> str:
-    """What a run's instances may do: their run's prefix, the bucket key, their metrics, their ASG."""
+def instance_policy(
+    run_id: str,
+    bucket: str,
+    kms_key_arn: str,
+    region: str,
+    account_id: str,
+    *,
+    session_manager: bool = False,
+    image_repository_arns: Sequence[str] = (),
+    feature_store_secret_arn: str | None = None,
+) -> str:
+    """What a run's instances may do: their run's prefix, the bucket key, their metrics, their ASG;
+    and when asked, Session Manager, pulls from the image repositories, the feature store secret."""
     prefix = run_prefix(run_id)
-    return json.dumps(
+    statements: list[dict] = [
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "RunCheckpoints",
-                    "Effect": "Allow",
-                    "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                    "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
-                },
-                {
-                    "Sid": "ListRunPrefix",
-                    "Effect": "Allow",
-                    "Action": "s3:ListBucket",
-                    "Resource": f"arn:aws:s3:::{bucket}",
-                    "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-                },
-                {
-                    "Sid": "CheckpointKey",
-                    "Effect": "Allow",
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                    "Resource": kms_key_arn,
-                },
-                {
-                    "Sid": "GpuMetrics",
-                    "Effect": "Allow",
-                    "Action": "cloudwatch:PutMetricData",
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"cloudwatch:namespace": gpu_metrics.NAMESPACE}},
-                },
-                {
-                    "Sid": "StopOwnFleetWhenDone",
-                    "Effect": "Allow",
-                    "Action": "autoscaling:SetDesiredCapacity",
-                    "Resource": f"arn:aws:autoscaling:{region}:{account_id}:autoScalingGroup:*:autoScalingGroupName/{asg_name(run_id)}",
-                    "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{RUN_ID}": run_id}},
-                },
-            ],
-        }
-    )
+            "Sid": "RunCheckpoints",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+        },
+        {
+            "Sid": "ListRunPrefix",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+        },
+        {
+            "Sid": "CheckpointKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": kms_key_arn,
+        },
+        {
+            "Sid": "GpuMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": gpu_metrics.NAMESPACE}},
+        },
+        {
+            "Sid": "StopOwnFleetWhenDone",
+            "Effect": "Allow",
+            "Action": "autoscaling:SetDesiredCapacity",
+            "Resource": f"arn:aws:autoscaling:{region}:{account_id}:autoScalingGroup:*:autoScalingGroupName/{asg_name(run_id)}",
+            "Condition": {"StringEquals": {f"autoscaling:ResourceTag/{RUN_ID}": run_id}},
+        },
+    ]
+    if session_manager:
+        # Session Manager instead of SSH: no inbound port, no key pair on the instances.
+        statements.append(
+            {
+                "Sid": "SessionManager",
+                "Effect": "Allow",
+                "Action": list(SESSION_MANAGER_ACTIONS),
+                "Resource": "*",
+            }
+        )
+    if image_repository_arns:
+        statements += [
+            {
+                "Sid": "PullTrainerImages",
+                "Effect": "Allow",
+                "Action": list(ECR_PULL_ACTIONS),
+                "Resource": list(image_repository_arns),
+            },
+            # GetAuthorizationToken acts on no resource: "*" is the only form AWS accepts.
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        ]
+    if feature_store_secret_arn:
+        statements.append(
+            {
+                "Sid": "FeatureStoreAuthToken",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": feature_store_secret_arn,
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def interruption_event_pattern(detail_type: str) -> str:
@@ -126,28 +180,45 @@ class TrainingFleet(pulumi.ComponentResource):
         ami = aws.ssm.get_parameter_output(name=args.ami_ssm_parameter, opts=invoke)
 
         role = aws.iam.Role(
-            f"{name}-instance", assume_role_policy=assume_role_policy("ec2.amazonaws.com"), opts=child
+            f"{name}-instance",
+            path=RUN_ROLE_PATH,
+            assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
+            opts=child,
         )
+
+        def policy(
+            bucket: str, kms_key_arn: str, region: str, account_id: str, secret_arn: str | None
+        ) -> str:
+            return instance_policy(
+                args.run_id,
+                bucket,
+                kms_key_arn,
+                region,
+                account_id,
+                session_manager=args.session_manager,
+                image_repository_arns=[
+                    repository_arn(repository, region, account_id) for repository in args.image_repositories
+                ],
+                feature_store_secret_arn=secret_arn,
+            )
+
         aws.iam.RolePolicy(
             f"{name}-instance",
             role=role.id,
             policy=pulumi.Output.all(
-                args.bucket_name, args.kms_key_arn, region.region, identity.account_id
-            ).apply(lambda values: instance_policy(args.run_id, *values)),
+                args.bucket_name,
+                args.kms_key_arn,
+                region.region,
+                identity.account_id,
+                args.feature_store_secret_arn,
+            ).apply(lambda values: policy(*values)),
             opts=child,
         )
-        # Session Manager instead of SSH: no inbound port, no key pair on the instances.
-        aws.iam.RolePolicyAttachment(
-            f"{name}-ssm",
-            role=role.name,
-            policy_arn=managed_policy_arn("AmazonSSMManagedInstanceCore"),
-            opts=child,
-        )
-        profile = aws.iam.InstanceProfile(f"{name}-instance", role=role.name, opts=child)
+        profile = aws.iam.InstanceProfile(f"{name}-instance", path=RUN_ROLE_PATH, role=role.name, opts=child)
 
         template = aws.ec2.LaunchTemplate(
             f"{name}",
-            description=f"Training run {args.run_id}: GPU AMI, IMDSv2, encrypted gp3, run tags at launch",
+            description=f"Training run {args.run_id}: GPU AMI, IMDSv2 host-only, encrypted gp3, run tags at launch",
             image_id=ami.value,
             iam_instance_profile={"arn": profile.arn},
             vpc_security_group_ids=[args.security_group_id],
@@ -155,7 +226,9 @@ class TrainingFleet(pulumi.ComponentResource):
             metadata_options={
                 "http_endpoint": "enabled",
                 "http_tokens": "required",
-                "http_put_response_hop_limit": 2,
+                # Only the host reaches instance metadata: a container's extra network hop does not,
+                # so training code in the image never holds the instance role's credentials.
+                "http_put_response_hop_limit": 1,
                 # The boot script reads its run's expires-at from the instance tags.
                 "instance_metadata_tags": "enabled",
             },

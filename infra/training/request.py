@@ -19,6 +19,12 @@ from mlp.tags import training_tags
 RUN_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 MIN_INSTANCE_TYPES = 3
 IMAGE = re.compile(r"[^\s\x00-\x1f\x7f]{1,4096}")
+# A private ECR registry's image: ACCOUNT.dkr.ecr[-fips].REGION.amazonaws.com/REPOSITORY[:TAG][@DIGEST].
+ECR_IMAGE = re.compile(
+    r"(?P<registry>(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com)"
+    r"/(?P<repository>[^:@]+)(?::[^@]*)?(?:@.*)?"
+)
+IMAGE_REPOSITORIES_KEY = "ml-platform:training.imageRepositories"
 
 
 def stack_name(run_id: str) -> str:
@@ -31,6 +37,57 @@ def validate_run_id(run_id: str) -> str:
             f"--run-id {run_id!r}: use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
         )
     return run_id
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    """Where a private ECR image lives: the registry to log in to and the repository to pull from."""
+
+    registry: str
+    account: str
+    region: str
+    repository: str
+
+    @property
+    def repository_arn(self) -> str:
+        return repository_arn(self.repository, self.region, self.account)
+
+
+def ecr_image(image: str | None) -> EcrImage | None:
+    """The ECR coordinates of a private ECR image; None for any other image (public ECR, Docker Hub)."""
+    match = ECR_IMAGE.fullmatch(image or "")
+    if match is None:
+        return None
+    return EcrImage(match["registry"], match["account"], match["region"], match["repository"])
+
+
+def repository_arn(repository: str, region: str, account_id: str) -> str:
+    """An `imageRepositories` entry as an ARN: an ARN stays, a name is one in `region` of `account_id`."""
+    if repository.startswith("arn:"):
+        return repository
+    return f"arn:aws:ecr:{region}:{account_id}:repository/{repository}"
+
+
+def _covers(entry: str, image: EcrImage, stack_region: str) -> bool:
+    # A name means a repository of the stack's own account, which is only known once deployed.
+    if entry.startswith("arn:"):
+        return entry == image.repository_arn
+    return entry == image.repository and image.region == stack_region
+
+
+def check_image_repository(environment: StackConfig, image: str | None) -> None:
+    """Refuse a private ECR image the run's role could not pull: its repository is not configured."""
+    located = ecr_image(image)
+    if located is None:
+        return
+    repositories = environment.training.image_repositories
+    if any(_covers(entry, located, environment.region) for entry in repositories):
+        return
+    entry = located.repository if located.region == environment.region else located.repository_arn
+    raise UserError(
+        f"--image {image}: ECR repository {located.repository_arn} is not in "
+        f"{environment.environment}'s {IMAGE_REPOSITORIES_KEY}; add {entry!r} there or use a public image"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +127,8 @@ class RunRequest:
     command: str = "python train.py"
     image: str | None = None
     on_demand_base: int = 0
+    # The run's instances read the feature store's endpoint and AUTH token and hand them to the trainer.
+    feature_store: bool = False
     tags: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,8 +163,9 @@ def build_request(
     command: str = "python train.py",
     image: str | None = None,
     on_demand_base: int = 0,
+    feature_store: bool = False,
 ) -> RunRequest:
-    """A request checked against the environment: ids, allowlist, GPU cap and hour limit."""
+    """A request checked against the environment: ids, allowlist, GPU cap, hour limit, image source."""
     validate_run_id(run_id)
     limits = environment.training
     types = tuple(dict.fromkeys(t.strip() for t in instance_types if t.strip()))
@@ -144,6 +204,7 @@ def build_request(
             f"--image {image[:60]!r}: give a container image reference like "
             "public.ecr.aws/docker/library/python:3.12-slim (no spaces or control characters)"
         )
+    check_image_repository(environment, image)
     request = RunRequest(
         environment=environment,
         run_id=run_id,
@@ -154,6 +215,7 @@ def build_request(
         command=command,
         image=image,
         on_demand_base=on_demand_base,
+        feature_store=feature_store,
     )
     if request.max_gpus > limits.max_gpus_per_run:
         raise UserError(

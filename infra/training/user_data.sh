@@ -3,8 +3,10 @@
 #
 # Every spot GPU instance of a training run runs this once at boot:
 #   1. stop at once if the run already finished (s3://BUCKET/runs/RUN_ID/_COMPLETE) or expired;
+#      when S3 cannot say whether it finished, fail without training (a finished run never re-trains);
 #   2. install and start the CloudWatch agent (GPU metrics that `mlp idle` reads);
-#   3. restore the run's newest checkpoint and start the training command;
+#   3. restore the run's newest checkpoint, log in to the image's ECR registry and pull it, read the
+#      feature store's AUTH token when the run uses it, and start the training command;
 #   4. watch the spot interruption notice and the rebalance recommendation, ask the trainer
 #      for a checkpoint (SIGUSR1) and upload it inside the two-minute window;
 #   5. on success write _COMPLETE, scale the fleet to zero and shut down.
@@ -13,10 +15,16 @@
 # start); write checkpoints into CHECKPOINT_DIR atomically (write `name.tmp`, then rename);
 # on SIGUSR1 write a checkpoint now. SIGUSR1 goes to the whole process group of the command,
 # so every process in it must handle or ignore SIGUSR1 (its default action terminates).
+# A run with the feature store gives the trainer FEATURE_STORE_HOST, FEATURE_STORE_PORT and
+# FEATURE_STORE_AUTH_TOKEN in its environment.
+#
+# The trainer gets no AWS credentials: this script moves the checkpoints, and a container runs on
+# docker's bridge network, from which the metadata service (hop limit 1) is out of reach.
 #
 # Environment overrides (tests point these at local fakes): MLP_IMDS_ENDPOINT, MLP_LOG_FILE,
 # MLP_CW_AGENT_CONFIG, MLP_SKIP_AGENT_INSTALL=1, MLP_POLL_SECONDS, MLP_CHECKPOINT_GRACE_SECONDS,
-# MLP_STOP_GRACE_SECONDS, MLP_SHUTDOWN_COMMAND, AWS_ENDPOINT_URL (read by the AWS CLI).
+# MLP_STOP_GRACE_SECONDS, MLP_SHUTDOWN_COMMAND, MLP_RETRY_ATTEMPTS, MLP_RETRY_FIRST_DELAY_SECONDS,
+# AWS_ENDPOINT_URL (read by the AWS CLI).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -28,6 +36,13 @@ readonly ASG_NAME={{ asg_name }}
 # shellcheck disable=SC2016 # the command is a literal; $ in it expands only when it runs
 readonly TRAIN_COMMAND={{ command }}
 readonly TRAIN_IMAGE={{ image }}
+# The private ECR registry of the image and its region; empty for any other image.
+readonly ECR_REGISTRY={{ ecr_registry }}
+readonly ECR_REGION={{ ecr_region }}
+# Empty when the run does not use the feature store.
+readonly FEATURE_STORE_HOST={{ feature_store_host }}
+readonly FEATURE_STORE_PORT={{ feature_store_port }}
+readonly FEATURE_STORE_AUTH_SECRET_ARN={{ feature_store_auth_secret_arn }}
 readonly CHECKPOINT_DIR={{ checkpoint_dir }}
 readonly MAX_RUN_SECONDS={{ max_run_seconds }}
 readonly SYNC_INTERVAL_SECONDS={{ sync_interval_seconds }}
@@ -44,6 +59,9 @@ readonly POLL_SECONDS=${MLP_POLL_SECONDS:-5}
 readonly CHECKPOINT_GRACE_SECONDS=${MLP_CHECKPOINT_GRACE_SECONDS:-90}
 readonly STOP_GRACE_SECONDS=${MLP_STOP_GRACE_SECONDS:-30}
 readonly SHUTDOWN_COMMAND=${MLP_SHUTDOWN_COMMAND:-shutdown -h now}
+# 5 tries 2, 4, 8 and 16 s apart: half a minute of S3, ECR or Secrets Manager trouble.
+readonly RETRY_ATTEMPTS=${MLP_RETRY_ATTEMPTS:-5}
+readonly RETRY_FIRST_DELAY_SECONDS=${MLP_RETRY_FIRST_DELAY_SECONDS:-2}
 
 readonly RUN_PREFIX="runs/$RUN_ID"
 readonly COMPLETE_KEY="$RUN_PREFIX/_COMPLETE"
@@ -57,12 +75,30 @@ IMDS_TOKEN=""
 INSTANCE_ID=""
 TRAINER_PID=""
 SHUTTING_DOWN=0
+# Read at boot, never logged, handed to the trainer only.
+FEATURE_STORE_AUTH_TOKEN=""
 
 mkdir -p "$(dirname "$LOG_FILE")"
 exec > >(tee -a "$LOG_FILE") 2>&1
 
 # stderr: functions whose stdout is captured log too.
 log() { printf '%s mlp-training[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$RUN_ID" "$*" >&2; }
+
+# Run a command until it succeeds, at most RETRY_ATTEMPTS times, doubling the pause between tries.
+retry() {
+  local what=$1 attempt delay=$RETRY_FIRST_DELAY_SECONDS
+  shift
+  for ((attempt = 1; ; attempt++)); do
+    "$@" && return 0
+    if ((attempt >= RETRY_ATTEMPTS)); then
+      log "$what failed $attempt times: giving up"
+      return 1
+    fi
+    log "$what failed (try $attempt of $RETRY_ATTEMPTS): retrying in ${delay} s"
+    sleep "$delay"
+    delay=$((delay * 2))
+  done
+}
 
 # --- instance metadata (IMDSv2 only) -----------------------------------------------------------
 refresh_imds_token() {
@@ -91,10 +127,18 @@ imds_get() {
 # A prefix listing, not HeadObject: with s3:ListBucket granted only under an s3:prefix condition
 # (the run's role), HeadObject answers a missing key with 403, indistinguishable from a denial.
 # The run id is DNS-safe (validated by the renderer), so it is safe in a JMESPath literal.
+count_complete_markers() {
+  aws s3api list-objects-v2 --bucket "$BUCKET" --prefix "$COMPLETE_KEY" --output json \
+    --query "length(Contents[?Key=='$COMPLETE_KEY'] || \`[]\`)"
+}
+
+# A listing that keeps failing exits the script: training on would re-train a finished run.
 run_is_complete() {
   local found
-  found=$(aws s3api list-objects-v2 --bucket "$BUCKET" --prefix "$COMPLETE_KEY" --output json \
-    --query "length(Contents[?Key=='$COMPLETE_KEY'] || \`[]\`)")
+  if ! found=$(retry "listing s3://$BUCKET/$COMPLETE_KEY" count_complete_markers); then
+    log "cannot tell whether the run is complete: not training"
+    exit 1
+  fi
   ((found > 0))
 }
 
@@ -223,23 +267,85 @@ start_cloudwatch_agent() {
   fi
 }
 
+# --- the trainer's image and feature store ----------------------------------------------------
+# The password is for the instance role and the registry's own region, which may not be the run's.
+ecr_login() {
+  aws ecr get-login-password --region "$ECR_REGION" \
+    | docker login --username AWS --password-stdin "$ECR_REGISTRY"
+}
+
+pull_trainer_image() {
+  if [[ -n $ECR_REGISTRY ]]; then
+    log "logging in to $ECR_REGISTRY"
+    retry "docker login to $ECR_REGISTRY" ecr_login
+  fi
+  log "pulling $TRAIN_IMAGE"
+  retry "docker pull $TRAIN_IMAGE" docker pull --quiet "$TRAIN_IMAGE"
+}
+
+read_feature_store_auth_token() {
+  aws secretsmanager get-secret-value --secret-id "$FEATURE_STORE_AUTH_SECRET_ARN" \
+    --query SecretString --output text
+}
+
+load_feature_store_auth_token() {
+  log "reading the feature store AUTH token from $FEATURE_STORE_AUTH_SECRET_ARN"
+  FEATURE_STORE_AUTH_TOKEN=$(retry "reading $FEATURE_STORE_AUTH_SECRET_ARN" read_feature_store_auth_token)
+  # One line of an env file: a token with a line break would cut it or add variables.
+  if [[ -z $FEATURE_STORE_AUTH_TOKEN || $FEATURE_STORE_AUTH_TOKEN == *[[:cntrl:]]* ]]; then
+    log "the secret $FEATURE_STORE_AUTH_SECRET_ARN is empty or not a one-line token"
+    return 1
+  fi
+}
+
+# printf is a builtin: the token is never in a process's arguments.
+write_feature_store_env_file() {
+  local file=$1
+  (
+    umask 077
+    printf 'FEATURE_STORE_HOST=%s\nFEATURE_STORE_PORT=%s\nFEATURE_STORE_AUTH_TOKEN=%s\n' \
+      "$FEATURE_STORE_HOST" "$FEATURE_STORE_PORT" "$FEATURE_STORE_AUTH_TOKEN" >"$file"
+  )
+}
+
 # --- the trainer -------------------------------------------------------------------------------
 start_trainer() {
   if [[ -z $TRAIN_IMAGE ]]; then
     log "starting: $TRAIN_COMMAND"
     # setsid: the command gets its own process group to signal. The wrapper shell traps USR1 so
     # it survives the checkpoint signal while its children see it with their own handlers.
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    MLP_TRAIN_COMMAND=$TRAIN_COMMAND setsid bash -c 'trap : USR1; eval "$MLP_TRAIN_COMMAND"' &
+    (
+      [[ -z $FEATURE_STORE_HOST ]] || export FEATURE_STORE_HOST FEATURE_STORE_PORT FEATURE_STORE_AUTH_TOKEN
+      # shellcheck disable=SC2016 # expanded by the inner shell
+      MLP_TRAIN_COMMAND=$TRAIN_COMMAND exec setsid bash -c 'trap : USR1; eval "$MLP_TRAIN_COMMAND"'
+    ) &
   else
-    log "starting $TRAIN_IMAGE: $TRAIN_COMMAND"
-    # docker run forwards the signals it receives to the container (--sig-proxy is on), where
-    # `sh -c` is PID 1: a single command is exec'd by sh and so receives them itself.
-    setsid bash -c 'trap : USR1; "$@"' docker-run docker run --rm --name "$CONTAINER_NAME" --gpus all \
-      -v "$CHECKPOINT_DIR:$CHECKPOINT_DIR" -e MLP_RESUME_FROM -e CHECKPOINT_DIR -e RUN_ID \
-      "$TRAIN_IMAGE" sh -c "$TRAIN_COMMAND" &
+    start_container
   fi
   TRAINER_PID=$!
+}
+
+# Bridge network, no instance credentials: with the metadata hop limit at 1 the container cannot
+# reach instance metadata. The feature store's values go in through a root-only env file that
+# `docker create` reads and that is deleted before the container starts.
+start_container() {
+  local env_file="$STATE_DIR/trainer.env" created=0
+  local -a options=(--rm --name "$CONTAINER_NAME" --gpus all --network bridge
+    -v "$CHECKPOINT_DIR:$CHECKPOINT_DIR" -e MLP_RESUME_FROM -e CHECKPOINT_DIR -e RUN_ID)
+  if [[ -n $FEATURE_STORE_HOST ]]; then
+    write_feature_store_env_file "$env_file"
+    options+=(--env-file "$env_file")
+  fi
+  log "starting $TRAIN_IMAGE: $TRAIN_COMMAND"
+  docker create "${options[@]}" "$TRAIN_IMAGE" sh -c "$TRAIN_COMMAND" >/dev/null && created=1
+  rm -f "$env_file"
+  if ((!created)); then
+    log "docker could not create the trainer container"
+    return 1
+  fi
+  # docker start --attach forwards the signals it receives to the container (--sig-proxy is on),
+  # where `sh -c` is PID 1: a single command is exec'd by sh and so receives them itself.
+  setsid bash -c 'trap : USR1; "$@"' docker-start docker start --attach "$CONTAINER_NAME" &
 }
 
 trainer_running() { [[ -n $TRAINER_PID ]] && kill -0 "$TRAINER_PID" 2>/dev/null; }
@@ -336,6 +442,8 @@ main() {
   fi
   start_cloudwatch_agent
   restore_newest_checkpoint
+  [[ -z $TRAIN_IMAGE ]] || pull_trainer_image
+  [[ -z $FEATURE_STORE_AUTH_SECRET_ARN ]] || load_feature_store_auth_token
   start_trainer
   watch_trainer "$deadline"
   if wait "$TRAINER_PID"; then status=0; else status=$?; fi

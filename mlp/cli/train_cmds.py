@@ -40,6 +40,13 @@ CommandOption = Annotated[
 ImageOption = Annotated[
     str | None, typer.Option("--image", help="Container image to run the command in (GPU docker).")
 ]
+FeatureStoreOption = Annotated[
+    bool,
+    typer.Option(
+        "--feature-store",
+        help="Give the trainer FEATURE_STORE_HOST, FEATURE_STORE_PORT and FEATURE_STORE_AUTH_TOKEN.",
+    ),
+]
 BackendOption = Annotated[
     str | None,
     typer.Option(
@@ -59,6 +66,7 @@ def _request(
     on_demand_base: int,
     command: str,
     image: str | None,
+    feature_store: bool,
 ):
     from infra.config import parse_stack_config, read_stack_file
     from infra.training.request import build_request
@@ -75,6 +83,7 @@ def _request(
         command=command,
         image=image,
         on_demand_base=on_demand_base,
+        feature_store=feature_store,
     )
     return request, raw
 
@@ -99,13 +108,16 @@ def plan(
     on_demand_base: BaseOption = 0,
     command: CommandOption = "python train.py",
     image: ImageOption = None,
+    feature_store: FeatureStoreOption = False,
     output_format: Annotated[PlanFormat, typer.Option("--format")] = PlanFormat.table,
 ) -> None:
     """Run the training program offline under mocks: the same code path `launch` deploys."""
     from infra.training.program import plan_training_run
     from infra.training.request import check_budget, estimate_cost
 
-    request, raw = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
+    request, raw = _request(
+        env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
+    )
     cost = estimate_cost(request)
     check_budget(request, cost)
     result = plan_training_run(request, raw).to_json()
@@ -127,6 +139,7 @@ def launch(
     command: CommandOption,
     image: ImageOption = None,
     on_demand_base: BaseOption = 0,
+    feature_store: FeatureStoreOption = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")
     ] = False,
@@ -142,7 +155,9 @@ def launch(
     from infra.training.request import check_budget, estimate_cost
     from mlp.aws import aws_errors, client
 
-    request, _ = _request(env, run_id, instance_types, count, max_hours, on_demand_base, command, image)
+    request, _ = _request(
+        env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
+    )
     url = backend_url(backend)
     stacks = PulumiAutomationBackend(url)
     cost = estimate_cost(request, client("ec2", request.environment.region, max_attempts=2))
