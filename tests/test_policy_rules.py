@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from policy.analyzer_view import analyzer_props
 from policy.evaluate import CheckResult, evaluate_plan
@@ -688,3 +689,10 @@ def test_a_workload_mounts_a_service_account_token_only_when_allowlisted() -> No
         ("kubernetes-pod-security", "cluster-autoscaler")
     ]
     assert result.violations[0].message.endswith(automount_fix("cluster-autoscaler"))
+
+
+def test_a_policy_arn_unknown_at_preview_is_one_the_stack_creates_not_an_aws_managed_one() -> None:
+    plan = json.loads((PLANS / "training-role-managed-policies" / "compliant.json").read_text())
+    own = next(r for r in plan["resources"] if r["name"] == "fleet-instance-own")
+    own["inputs"]["policyArn"] = UNKNOWN_STRING_VALUE
+    assert found(evaluate_plan(plan, clock=lambda: NOW)) == []

@@ -23,7 +23,7 @@ from infra.iam import RUN_ROLE_PATH
 from infra.tagging import ASG_TYPE
 from mlp import pricing
 from mlp.tags import EXPIRES_AT, RUN_ID, format_expires_at, is_ephemeral, parse_expires_at
-from policy.analyzer_view import display, is_true, items_of, lookup
+from policy.analyzer_view import display, is_true, items_of, lookup, peek
 from policy.rules.common import Resource, Rule, RuleConfig, referenced, violation
 
 FLEET_TYPE = "aws:ec2/fleet:Fleet"
@@ -270,11 +270,12 @@ class TrainingRolePoliciesConfig(RuleConfig):
 
 
 def is_training_role(role: Resource) -> bool:
-    path = lookup(role.props, "path", default="")
+    path = peek(role.props, "path")
     return has_training_tags(role) or (isinstance(path, str) and path.startswith(RUN_ROLE_PATH))
 
 
 def _refused_managed_policies(arns: object, config: TrainingRolePoliciesConfig) -> list[str]:
+    """The AWS-managed, unlisted ARNs among `arns`; one unknown at preview is a policy the stack creates."""
     listed = items_of(arns) or [arns]
     return [
         str(arn)
@@ -294,13 +295,13 @@ def check_training_role_policies(
         "or allowlist the policy in allowedManagedPolicyArns"
     )
     for role in training_roles:
-        refused = _refused_managed_policies(lookup(role.props, "managedPolicyArns"), config)
+        refused = _refused_managed_policies(peek(role.props, "managedPolicyArns"), config)
         if refused:
             yield role.urn, violation(role, "managedPolicyArns", ", ".join(refused), fix)
     # Attachments carry no tags: they are a training run's when they point at a training role.
-    for attachment, role_prop in ((r, ROLE_PROPS[r.type]) for r in resources if r.type in ROLE_PROPS):
-        roles = referenced(attachment, role_prop, training_roles)
-        refused = _refused_managed_policies(lookup(attachment.props, "policyArn"), config)
+    for attachment in (r for r in resources if r.type in ROLE_PROPS):
+        roles = referenced(attachment, ROLE_PROPS[attachment.type], training_roles)
+        refused = _refused_managed_policies(peek(attachment.props, "policyArn"), config)
         if roles and refused:
             names = ", ".join(f"'{role.name}'" for role in roles)
             yield (
