@@ -506,6 +506,31 @@ class BudgetsConfig(_Model):
         return _distinct(value)
 
 
+class CostExportConfig(_Model):
+    """The FOCUS 1.2 export of AWS Data Exports, with its Glue table and Athena workgroup (payer account)."""
+
+    enabled: Bool = False
+    # Data Exports names: letters, digits, '-' and '_'; the name is also the export's folder under `prefix`.
+    export_name: Annotated[
+        str,
+        _matching(
+            r"[A-Za-z0-9_-]{1,128}",
+            "must be a Data Exports name: 1-128 letters, digits, '-' and '_', like mlp-focus-1-2",
+        ),
+    ] = "mlp-focus-1-2"
+    prefix: Annotated[
+        str,
+        _matching(
+            r"(?=.{1,512}$)[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*",
+            "must be an S3 prefix like focus or billing/focus: 1-512 letters, digits, '.', '_' and '-' "
+            "in '/'-separated parts, no leading, trailing or doubled '/'",
+        ),
+    ] = "focus"
+    # GiB one Athena query may scan before Athena cancels it; a month of daily FOCUS rows is far less.
+    bytes_scanned_cutoff_gb: Int = Field(10, ge=1, le=102400)
+    noncurrent_version_expiration_days: Int = Field(30, ge=1, le=3650)
+
+
 # Commercial, GovCloud and ISO partitions: us-east-1, us-gov-west-1, us-iso-east-1, ap-southeast-5.
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}")
 _ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{1,15}")
@@ -525,6 +550,7 @@ class StackConfig(_Model):
     serving: ServingConfig = ServingConfig()
     training: TrainingConfig = TrainingConfig()
     budgets: BudgetsConfig
+    cost_export: CostExportConfig = CostExportConfig()
 
     @field_validator("region")
     @classmethod
