@@ -1,8 +1,9 @@
 """The monthly cost of a plan, from the same price table training launches and FinOps use.
 
 It prices what dominates an ML platform bill: nodes (EKS node groups, training ASGs), the EKS
-control plane, ElastiCache nodes, NAT gateways, interface endpoints and KMS keys. Data transfer,
-storage growth and requests are usage-driven and left out; the figure is a floor, not a quote.
+control plane, ElastiCache nodes, NAT gateways, interface endpoints, and the fixed monthly fees of
+KMS keys and Secrets Manager secrets. Data transfer, storage growth, requests and log ingestion (VPC
+flow logs, EKS control-plane logs) are usage-driven and left out; the figure is a floor, not a quote.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mlp import pricing
+
+# Secrets Manager's list price per secret and month, us-east-1 (API calls, per 10,000, left out).
+SECRET_MONTHLY = 0.40
 
 
 def _node_hourly(instance_types: list[str], capacity_type: str) -> float:
@@ -59,6 +63,8 @@ def resource_monthly_cost(resource_type: str, inputs: Mapping[str, Any]) -> floa
         return pricing.INTERFACE_ENDPOINT_HOURLY_PER_AZ * len(inputs.get("subnetIds") or []) * hours
     if resource_type == "aws:kms/key:Key":
         return pricing.KMS_KEY_MONTHLY
+    if resource_type == "aws:secretsmanager/secret:Secret":
+        return SECRET_MONTHLY
     return 0.0
 
 

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from infra.mocks import ACCOUNT_ID
+from infra.mocks import _hex as _mock_hex
 from infra.plan import load_and_plan
 from infra.tagging import is_taggable, receives_default_tags, untagged_in_plan
 from mlp.tags import DEFAULT_MANDATORY_TAGS, WORKLOAD_LABELS
@@ -312,3 +314,214 @@ def test_serving_gpu_nodes_publish_the_gpu_metric_finops_reads(dev: dict) -> Non
     )
     assert agent["volumes"][0]["configMap"]["name"] == "cloudwatch-agent-gpu"
     assert set(daemonsets) == {"cloudwatch-agent-gpu", "nvidia-device-plugin"}
+
+
+def _policy(resource: dict) -> dict:
+    return json.loads(resource["inputs"]["policy"])
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _key_behind(plan: dict, resource: dict, key_input: str) -> dict:
+    """The KMS key resource an input (`kmsKeyId`, ...) of `resource` came from."""
+    keys = {key["urn"]: key for key in of_type(plan, "aws:kms/key:Key")}
+    sources = [urn for urn in resource["propertyDependencies"].get(key_input, []) if urn in keys]
+    assert len(sources) == 1, f"{resource['name']}.{key_input} comes from {sources}, not one KMS key"
+    return keys[sources[0]]
+
+
+def _statements_for(policy: dict, principal_kind: str, principal: str) -> list[dict]:
+    return [
+        statement
+        for statement in policy["Statement"]
+        if principal in _as_list(statement["Principal"].get(principal_kind, []))
+    ]
+
+
+def test_serving_node_launch_templates_keep_pods_off_the_node_role(planned: tuple) -> None:
+    _, plan = planned
+    templates = of_type(plan, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert {template["name"] for template in templates} == {"serving-cpu-nodes", "serving-gpu-nodes"}
+    for template in templates:
+        assert template["inputs"]["metadataOptions"]["httpPutResponseHopLimit"] == 1, template["name"]
+
+
+def test_every_kms_key_has_an_explicit_policy_where_root_administers_and_only_named_users_use(
+    planned: tuple,
+) -> None:
+    _, plan = planned
+    keys = of_type(plan, "aws:kms/key:Key")
+    assert {key["name"] for key in keys} == {
+        "checkpoints-key",
+        "serving-secrets",
+        "serving-logs",
+        "feature-store-at-rest",
+        "cost-governance-alerts",
+        "network-flow-logs",
+    }
+    root = f"arn:aws:iam::{ACCOUNT_ID}:root"
+    for key in keys:
+        assert key["inputs"]["enableKeyRotation"] is True, key["name"]
+        statements = _policy(key)["Statement"]
+        for statement in statements:
+            assert statement["Effect"] == "Allow"
+            actions = _as_list(statement["Action"])
+            assert not {"*", "kms:*"} & set(actions), (key["name"], statement["Sid"])
+            if "Service" in statement["Principal"]:
+                assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
+        administration = [s for s in statements if s["Principal"] == {"AWS": root} and "Condition" not in s]
+        assert len(administration) == 1, key["name"]
+        admin_actions = set(administration[0]["Action"])
+        assert {"kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:EnableKeyRotation"} <= admin_actions
+        assert not admin_actions & {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:CreateGrant"}
+        # The account's principals get use only through a named service, never outright.
+        for statement in _statements_for({"Statement": statements}, "AWS", root):
+            if statement is not administration[0]:
+                conditions = statement["Condition"]["StringEquals"]
+                assert conditions["kms:CallerAccount"] == ACCOUNT_ID and conditions["kms:ViaService"]
+
+
+def test_checkpoint_key_is_retained_whatever_destroys_the_stack(planned: tuple) -> None:
+    config, plan = planned
+    key = one(plan, "aws:kms/key:Key", "checkpoints-key")
+    assert key["retainOnDelete"] is True
+    assert key["protect"] is config.is_prod
+    bucket = one(plan, "aws:s3/bucket:Bucket")
+    # No input of the bucket names the key: only an explicit depends_on orders its delete first.
+    assert key["urn"] in bucket["dependencies"]
+    assert not any(key["urn"] in urns for urns in bucket["propertyDependencies"].values())
+    via_s3 = [s for s in _policy(key)["Statement"] if "kms:ViaService" in str(s.get("Condition"))]
+    assert [s["Condition"]["StringEquals"]["kms:ViaService"] for s in via_s3] == [
+        "s3.us-east-1.amazonaws.com"
+    ]
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(via_s3[0]["Action"])
+
+
+def test_log_groups_topic_and_cache_are_encrypted_with_their_own_keys(planned: tuple) -> None:
+    _, plan = planned
+    for group in of_type(plan, "aws:cloudwatch/logGroup:LogGroup"):
+        key = _key_behind(plan, group, "kmsKeyId")
+        [logs] = _statements_for(_policy(key), "Service", "logs.us-east-1.amazonaws.com")
+        assert logs["Condition"]["ArnEquals"] == {
+            "kms:EncryptionContext:aws:logs:arn": (
+                f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{group['inputs']['name']}"
+            )
+        }
+    assert {group["inputs"]["name"] for group in of_type(plan, "aws:cloudwatch/logGroup:LogGroup")} == {
+        f"/aws/eks/mlp-{plan['stack']}-serving/cluster",
+        f"/aws/vpc/mlp-{plan['stack']}/flow-logs",
+    }
+
+    topic_key = _policy(_key_behind(plan, one(plan, "aws:sns/topic:Topic"), "kmsMasterKeyId"))
+    for publisher in ("budgets.amazonaws.com", "costalerts.amazonaws.com"):
+        [statement] = _statements_for(topic_key, "Service", publisher)
+        assert set(statement["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+
+    cache_key = _policy(
+        _key_behind(plan, one(plan, "aws:elasticache/replicationGroup:ReplicationGroup"), "kmsKeyId")
+    )
+    assert "elasticache.us-east-1.amazonaws.com" in json.dumps(cache_key)
+
+    cluster = one(plan, "aws:eks/cluster:Cluster")
+    secrets_key = _key_behind(plan, cluster, "encryptionConfig")
+    assert cluster["inputs"]["encryptionConfig"]["provider"]["keyArn"].startswith("arn:aws:kms:")
+    # The cluster role, by ARN, is the one role named in the secrets key's policy.
+    cluster_role = one(plan, "aws:iam/role:Role", "serving-cluster")
+    assert secrets_key["propertyDependencies"]["policy"] == [cluster_role["urn"]]
+    [role_use] = [s for s in _policy(secrets_key)["Statement"] if ":role/" in json.dumps(s["Principal"])]
+    assert role_use["Principal"]["AWS"].startswith(f"arn:aws:iam::{ACCOUNT_ID}:role/serving-cluster-")
+    assert {"kms:Encrypt", "kms:Decrypt"} <= set(role_use["Action"])
+
+
+def test_alert_topic_admits_publishers_only_for_this_account(planned: tuple) -> None:
+    _, plan = planned
+    policy = _policy(one(plan, "aws:sns/topicPolicy:TopicPolicy"))
+    publishers = {_as_list(s["Principal"]["Service"])[0]: s for s in policy["Statement"]}
+    assert set(publishers) == {"budgets.amazonaws.com", "costalerts.amazonaws.com"}
+    for statement in publishers.values():
+        assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT_ID}
+    assert publishers["budgets.amazonaws.com"]["Condition"]["ArnLike"] == {
+        "aws:SourceArn": f"arn:aws:budgets::{ACCOUNT_ID}:*"
+    }
+
+
+def _assert_flow_logs_all_traffic(plan: dict, vpc_id: str, retention_days: int) -> None:
+    flow_log = one(plan, "aws:ec2/flowLog:FlowLog")["inputs"]
+    assert flow_log["vpcId"] == vpc_id and flow_log["trafficType"] == "ALL"
+    assert flow_log["logDestinationType"] == "cloud-watch-logs"
+    group = one(plan, "aws:cloudwatch/logGroup:LogGroup", "network-flow-logs")
+    group_arn = f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{group['inputs']['name']}"
+    assert flow_log["logDestination"] == group_arn
+    assert group["inputs"]["retentionInDays"] == retention_days
+    assert _key_behind(plan, group, "kmsKeyId")["name"] == "network-flow-logs"
+
+    role = one(plan, "aws:iam/role:Role", "network-flow-logs")
+    assert one(plan, "aws:ec2/flowLog:FlowLog")["propertyDependencies"]["iamRoleArn"] == [role["urn"]]
+    [trust] = json.loads(role["inputs"]["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT_ID},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:vpc-flow-log/*"},
+    }
+    [write] = _policy(one(plan, "aws:iam/rolePolicy:RolePolicy", "network-flow-logs"))["Statement"]
+    assert set(write["Action"]) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogGroups",
+        "logs:DescribeLogStreams",
+    }
+    assert write["Resource"] == [group_arn, f"{group_arn}:*"]
+
+
+def test_the_new_vpc_logs_all_its_traffic_for_the_configured_retention(planned: tuple) -> None:
+    config, plan = planned
+    assert config.network.flow_log_retention_days == (365 if config.is_prod else 30)
+    vpc = one(plan, "aws:ec2/vpc:Vpc")
+    assert one(plan, "aws:ec2/flowLog:FlowLog")["propertyDependencies"]["vpcId"] == [vpc["urn"]]
+    vpc_id = one(plan, "aws:ec2/securityGroup:SecurityGroup", "network-training")["inputs"]["vpcId"]
+    _assert_flow_logs_all_traffic(plan, vpc_id, config.network.flow_log_retention_days)
+
+
+def test_an_existing_vpc_is_flow_logged_too() -> None:
+    from infra.config import parse_stack_config, read_stack_file
+    from infra.plan import plan_environment
+    from tests.conftest import REPO_ROOT
+
+    raw = read_stack_file("dev", REPO_ROOT)
+    raw["ml-platform:network"] = {
+        "existingVpcId": "vpc-0abc1234",
+        "existingPrivateSubnetIds": ["subnet-0aaa1111", "subnet-0bbb2222"],
+        "flowLogRetentionDays": 14,
+    }
+    plan = plan_environment(parse_stack_config("dev", raw), raw).to_json()
+    _assert_flow_logs_all_traffic(plan, "vpc-0abc1234", 14)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_feature_store_token_is_in_secrets_manager_and_no_output_carries_it(stack: str) -> None:
+    from infra.config import parse_stack_config, read_stack_file
+    from infra.plan import SECRET_PLACEHOLDER, plan_environment
+    from tests.conftest import REPO_ROOT
+
+    raw = read_stack_file(stack, REPO_ROOT)
+    result = plan_environment(parse_stack_config(stack, raw), raw)
+    outputs, plan = result.outputs, result.to_json()
+
+    secret = one(plan, "aws:secretsmanager/secret:Secret")
+    assert secret["inputs"]["name"] == f"mlp/{stack}/feature-store/auth-token"
+    assert secret["inputs"]["recoveryWindowInDays"] >= 7 and secret["inputs"]["description"]
+    token = one(plan, "random:index/randomPassword:RandomPassword")
+    version = one(plan, "aws:secretsmanager/secretVersion:SecretVersion")
+    assert version["inputs"]["secretString"] == SECRET_PLACEHOLDER
+    assert version["propertyDependencies"]["secretString"] == [token["urn"]]
+    assert version["propertyDependencies"]["secretId"] == [secret["urn"]]
+
+    assert "featureStoreAuthToken" not in outputs
+    assert outputs["featureStoreAuthSecretArn"].startswith(
+        f"arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:secret:mlp/{stack}/feature-store/auth-token-"
+    )
+    # Plan outputs are resolved values, secret or not: an exported token, plain or secret, shows here.
+    token_value = _mock_hex(f"password:{token['name']}", 32)
+    assert token_value not in json.dumps(outputs)
