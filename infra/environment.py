@@ -13,6 +13,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.components.checkpoint_bucket import CheckpointBucket, CheckpointBucketArgs
+from infra.components.cost_export import CostExport, CostExportArgs
 from infra.components.cost_governance import CostGovernance, CostGovernanceArgs
 from infra.components.feature_store import FeatureStore, FeatureStoreArgs
 from infra.components.network import Network, NetworkArgs
@@ -109,3 +110,20 @@ def build_environment(config: StackConfig) -> None:
     pulumi.export("featureStoreAuthSecretArn", feature_store.auth_secret_arn)
     pulumi.export("costAlertTopicArn", governance.alert_topic_arn)
     pulumi.export("training", json.loads(config.training.model_dump_json(by_alias=True)))
+
+    if config.cost_export.enabled:
+        cost_export = CostExport(
+            "cost-export",
+            CostExportArgs(
+                environment=environment,
+                region=config.region,
+                config=config.cost_export,
+                tags=config.resource_tags,
+                protect=config.is_prod,
+            ),
+            on_aws,
+        )
+        pulumi.export("costExportFocusUri", cost_export.focus_uri)
+        pulumi.export("costExportAthenaWorkgroup", cost_export.athena_workgroup)
+        pulumi.export("costExportGlueDatabase", cost_export.glue_database)
+        pulumi.export("costExportGlueTable", cost_export.glue_table)
