@@ -32,6 +32,7 @@ from moto.server import ThreadedMotoServer
 
 from infra.training.user_data import (
     MAX_USER_DATA_BYTES,
+    FeatureStoreAccess,
     UserDataValues,
     launch_template_user_data,
     render_user_data,
@@ -46,6 +47,7 @@ VENV_BIN = Path(sys.executable).parent
 # Generous bounds for a shared 2-core machine; every wait returns as soon as its condition holds.
 RUN_TIMEOUT_SECONDS = 50
 CHECKPOINT_GRACE_SECONDS = 20
+RETRY_ATTEMPTS = 3
 T = TypeVar("T")
 
 
@@ -84,10 +86,24 @@ def test_rendered_script_is_valid_bash(tmp_path: Path, image: str | None) -> Non
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-@pytest.mark.parametrize("image", [None, "trainer:1.4"])
-def test_rendered_script_passes_shellcheck(tmp_path: Path, image: str | None) -> None:
+@pytest.mark.parametrize(
+    ("image", "feature_store"),
+    [
+        (None, None),
+        ("trainer:1.4", None),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/trainer:1.4",
+            FeatureStoreAccess(
+                "master.fs.example", 6379, "arn:aws:secretsmanager:us-east-1:123456789012:secret:fs-AbCdEf"
+            ),
+        ),
+    ],
+)
+def test_rendered_script_passes_shellcheck(
+    tmp_path: Path, image: str | None, feature_store: FeatureStoreAccess | None
+) -> None:
     script = tmp_path / "user_data.sh"
-    script.write_text(render_user_data(sample_values(image=image)))
+    script.write_text(render_user_data(sample_values(image=image, feature_store=feature_store)))
     checked = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
 
@@ -125,6 +141,43 @@ def test_values_with_quotes_and_substitutions_stay_literal(tmp_path: Path) -> No
         "CHECKPOINT_DIR": values.checkpoint_dir,
     }
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("image", "registry", "region"),
+    [
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer:1.4",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "eu-west-1",
+        ),
+        ("public.ecr.aws/docker/library/python:3.12-slim", "''", "''"),
+        (None, "''", "''"),
+    ],
+)
+def test_the_ecr_registry_and_its_region_come_from_the_image_host(
+    image: str | None, registry: str, region: str
+) -> None:
+    script = render_user_data(sample_values(image=image))
+    assert f"\nreadonly ECR_REGISTRY={registry}\n" in script
+    assert f"\nreadonly ECR_REGION={region}\n" in script
+
+
+@pytest.mark.parametrize(
+    ("access", "named"),
+    [
+        (
+            ("master.fs\nINJECTED=1", 6379, "arn:aws:secretsmanager:us-east-1:123456789012:secret:fs-1"),
+            "host",
+        ),
+        (("master.fs", 0, "arn:aws:secretsmanager:us-east-1:123456789012:secret:fs-1"), "port"),
+        (("master.fs", 6379.5, "arn:aws:secretsmanager:us-east-1:123456789012:secret:fs-1"), "port"),
+        (("master.fs", 6379, "[secret]"), "featureStoreAuthSecretArn"),
+    ],
+)
+def test_bad_feature_store_values_are_refused(access: tuple[Any, ...], named: str) -> None:
+    with pytest.raises(UserError, match=named):
+        FeatureStoreAccess(*access)
 
 
 def test_no_image_renders_an_empty_image_and_max_hours_become_whole_seconds(tmp_path: Path) -> None:
@@ -275,6 +328,10 @@ class Instance:
     def release_file(self) -> Path:
         return self.workdir / "release-trainer"
 
+    @property
+    def log(self) -> str:
+        return Path(self.env["MLP_LOG_FILE"]).read_text()
+
     def trainer_events(self, event: str | None = None) -> list[dict[str, Any]]:
         if not self.events_file.exists():
             return []
@@ -312,6 +369,7 @@ def boot(
     max_hours: float = 1.0,
     sync_interval_seconds: int = 3600,
     extra_path: Path | None = None,
+    feature_store: FeatureStoreAccess | None = None,
 ) -> Instance:
     instance = Instance(fleet, workdir, workdir / "user_data.sh", {})
     command = shlex.join(
@@ -327,6 +385,7 @@ def boot(
         checkpoint_dir=str(instance.checkpoint_dir),
         max_hours=max_hours,
         sync_interval_seconds=sync_interval_seconds,
+        feature_store=feature_store,
     )
     instance.script.write_text(render_user_data(values))
     path = [str(extra_path)] if extra_path else []
@@ -347,6 +406,8 @@ def boot(
         MLP_CHECKPOINT_GRACE_SECONDS=str(CHECKPOINT_GRACE_SECONDS),
         MLP_STOP_GRACE_SECONDS="5",
         MLP_SHUTDOWN_COMMAND=f"echo called >> {shlex.quote(str(instance.shutdown_record))}",
+        MLP_RETRY_ATTEMPTS=str(RETRY_ATTEMPTS),
+        MLP_RETRY_FIRST_DELAY_SECONDS="0",
     )
     return instance
 
@@ -545,6 +606,25 @@ def test_a_replacement_after_complete_does_not_train(tmp_path: Path, fleet: Flee
     assert instance.shutdown_record.exists()
 
 
+@pytest.mark.parametrize("failure", ["missing bucket", "refused connection"])
+def test_when_s3_cannot_say_whether_the_run_is_complete_nothing_trains(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, failure: str
+) -> None:
+    instance = boot(tmp_path, fleet, imds, "--steps 1")
+    if failure == "missing bucket":
+        fleet.client("s3").delete_bucket(Bucket=fleet.bucket)
+    else:
+        # Nothing listens on port 9 (discard); one try per CLI call keeps the test short.
+        instance.env.update(AWS_ENDPOINT_URL_S3="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")
+    result = instance.run()
+    assert result.returncode != 0
+    assert not instance.events_file.exists()
+    assert fleet.desired_capacity() == 1
+    assert f"failed (try {RETRY_ATTEMPTS - 1} of {RETRY_ATTEMPTS})" in instance.log
+    assert f"failed {RETRY_ATTEMPTS} times: giving up" in instance.log
+    assert "cannot tell whether the run is complete: not training" in instance.log
+
+
 def test_an_expired_run_does_not_train(tmp_path: Path, fleet: Fleet, imds: FakeImds) -> None:
     imds.instance_tags = {
         "expires-at": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -592,34 +672,167 @@ def test_a_failed_trainer_saves_checkpoints_and_leaves_the_fleet_to_replace_it(
 # --- the container path ---------------------------------------------------------------------------------
 
 FAKE_DOCKER = """#!/bin/bash
-# Records its arguments, then runs the container's `sh -c COMMAND` on the host.
-printf '%s\\n' "$@" > "$(dirname "$0")/docker-args"
-exec "${@: -3}"
+# A docker CLI on the host: records each call in its directory; `start` runs the container's
+# `sh -c COMMAND` with the variables of the env file `create` was given.
+dir=$(dirname "$0")
+printf '%s\\n' "$@" > "$dir/docker-$1-args"
+case $1 in
+  login) cat > "$dir/docker-login-password" ;;
+  create)
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+      if [[ ${args[i]} == --env-file ]]; then
+        env_file=${args[i + 1]}
+        stat -c %a "$env_file" > "$dir/env-file-mode"
+        cp "$env_file" "$dir/env-file-content"
+        printf '%s' "$env_file" > "$dir/env-file-path"
+      fi
+    done
+    printf '%s\\0' "${@: -3}" > "$dir/container-command"
+    echo 0123456789ab ;;
+  start)
+    [[ -f $dir/env-file-content ]] && while IFS='=' read -r name value; do export "$name=$value"; done < "$dir/env-file-content"
+    mapfile -d '' -t command < "$dir/container-command"
+    exec "${command[@]}" ;;
+esac
 """
 
 
-def test_an_image_runs_the_command_with_gpus_and_the_checkpoint_dir_mounted(
-    tmp_path: Path, fleet: Fleet, imds: FakeImds
-) -> None:
+@dataclass
+class FakeDocker:
+    bin_dir: Path
+
+    def args(self, command: str) -> list[str] | None:
+        recorded = self.bin_dir / f"docker-{command}-args"
+        return recorded.read_text().splitlines() if recorded.exists() else None
+
+    def recorded(self, name: str) -> str:
+        return (self.bin_dir / name).read_text()
+
+
+@pytest.fixture
+def docker(tmp_path: Path) -> FakeDocker:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(FAKE_DOCKER)
-    docker.chmod(0o755)
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    return FakeDocker(bin_dir)
+
+
+def test_an_image_runs_the_command_with_gpus_and_the_checkpoint_dir_mounted(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, docker: FakeDocker
+) -> None:
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1.4"
-    instance = boot(tmp_path, fleet, imds, "--steps 1", image=image, extra_path=bin_dir)
+    instance = boot(tmp_path, fleet, imds, "--steps 1", image=image, extra_path=docker.bin_dir)
     result = instance.run()
     assert result.returncode == 0, result.stderr
-    args = (bin_dir / "docker-args").read_text().splitlines()
+    args = docker.args("create")
+    assert args is not None
     mount = f"{instance.checkpoint_dir}:{instance.checkpoint_dir}"
-    assert args[0] == "run"
     assert args[args.index("--gpus") + 1] == "all"
     assert args[args.index("-v") + 1] == mount
+    # Bridge networking: with the metadata hop limit at 1 the container cannot reach it.
+    assert args[args.index("--network") + 1] == "bridge"
     assert {args[i + 1] for i, arg in enumerate(args) if arg == "-e"} == {
         "MLP_RESUME_FROM",
         "CHECKPOINT_DIR",
         "RUN_ID",
     }
+    assert "--env-file" not in args
     assert args[-4:-1] == [image, "sh", "-c"]
+    assert docker.args("start") == ["start", "--attach", args[args.index("--name") + 1]]
+    assert instance.trainer_events("start")[0]["feature_store"] == {}
     assert instance.trainer_events("exit")
     assert fleet.complete_key in fleet.object_keys()
+
+
+def test_an_ecr_image_is_pulled_after_logging_in_to_its_registry(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, docker: FakeDocker
+) -> None:
+    # Another region than the run's: the login's region is the registry's.
+    registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    image = f"{registry}/team/trainer:1.4"
+    instance = boot(tmp_path, fleet, imds, "--steps 1", image=image, extra_path=docker.bin_dir)
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    assert docker.args("login") == ["login", "--username", "AWS", "--password-stdin", registry]
+    assert docker.recorded("docker-login-password").strip()
+    assert docker.args("pull") == ["pull", "--quiet", image]
+    assert instance.trainer_events("exit")
+
+
+def test_a_public_image_is_pulled_without_a_login(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, docker: FakeDocker
+) -> None:
+    image = "public.ecr.aws/docker/library/python:3.12-slim"
+    instance = boot(tmp_path, fleet, imds, "--steps 1", image=image, extra_path=docker.bin_dir)
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    assert docker.args("login") is None
+    assert docker.args("pull") == ["pull", "--quiet", image]
+    assert instance.trainer_events("exit")
+
+
+def feature_store_secret(fleet: Fleet, token: str) -> FeatureStoreAccess:
+    arn = fleet.client("secretsmanager").create_secret(Name=f"{fleet.run_id}/auth-token", SecretString=token)
+    return FeatureStoreAccess("master.fs.example", 6379, arn["ARN"])
+
+
+def test_the_container_gets_the_feature_store_through_a_root_only_env_file(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds, docker: FakeDocker
+) -> None:
+    token = secrets.token_hex(24)
+    access = feature_store_secret(fleet, token)
+    instance = boot(
+        tmp_path,
+        fleet,
+        imds,
+        "--steps 1",
+        image="public.ecr.aws/docker/library/python:3.12-slim",
+        extra_path=docker.bin_dir,
+        feature_store=access,
+    )
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    assert docker.recorded("env-file-mode").strip() == "600"
+    assert docker.recorded("env-file-content").splitlines() == [
+        "FEATURE_STORE_HOST=master.fs.example",
+        "FEATURE_STORE_PORT=6379",
+        f"FEATURE_STORE_AUTH_TOKEN={token}",
+    ]
+    assert not Path(docker.recorded("env-file-path")).exists()
+    assert token not in "".join(
+        docker.recorded(f"docker-{step}-args") for step in ("create", "start", "pull")
+    )
+    [start] = instance.trainer_events("start")
+    assert start["feature_store"] == {
+        "FEATURE_STORE_HOST": "master.fs.example",
+        "FEATURE_STORE_PORT": "6379",
+        "FEATURE_STORE_AUTH_TOKEN": token,
+    }
+    assert token not in instance.log + result.stdout + result.stderr
+
+
+def test_a_host_trainer_gets_the_feature_store_in_its_environment(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    token = secrets.token_hex(24)
+    instance = boot(tmp_path, fleet, imds, "--steps 1", feature_store=feature_store_secret(fleet, token))
+    result = instance.run()
+    assert result.returncode == 0, result.stderr
+    [start] = instance.trainer_events("start")
+    assert start["feature_store"]["FEATURE_STORE_AUTH_TOKEN"] == token
+    assert token not in instance.log + result.stdout + result.stderr
+
+
+def test_an_unreadable_feature_store_secret_starts_no_trainer(
+    tmp_path: Path, fleet: Fleet, imds: FakeImds
+) -> None:
+    missing = FeatureStoreAccess(
+        "master.fs.example", 6379, f"arn:aws:secretsmanager:{REGION}:{MOTO_ACCOUNT}:secret:absent-AbCdEf"
+    )
+    instance = boot(tmp_path, fleet, imds, "--steps 1", feature_store=missing)
+    result = instance.run()
+    assert result.returncode != 0
+    assert not instance.events_file.exists()
+    assert f"failed {RETRY_ATTEMPTS} times: giving up" in instance.log

@@ -2,7 +2,7 @@
 
 It resumes from MLP_RESUME_FROM, writes numbered checkpoints into CHECKPOINT_DIR atomically, writes
 one at once on SIGUSR1, and exits after --steps steps. Every event goes as a JSON line to --events,
-which is how the tests see what the trainer saw. With --hold-until it waits for that file to exist
+which is how the tests see what the trainer saw, the feature store's FEATURE_STORE_* variables too. With --hold-until it waits for that file to exist
 before exiting, so a test decides when the run ends.
 """
 
@@ -35,7 +35,14 @@ def main() -> int:
     checkpoint_dir = Path(os.environ["CHECKPOINT_DIR"])
     resume_from = os.environ["MLP_RESUME_FROM"]
     first_step = json.loads(Path(resume_from).read_text())["step"] + 1 if resume_from else 0
-    record("start", resume_from=resume_from, first_step=first_step, run_id=os.environ["RUN_ID"])
+    feature_store = {name: value for name, value in os.environ.items() if name.startswith("FEATURE_STORE_")}
+    record(
+        "start",
+        resume_from=resume_from,
+        first_step=first_step,
+        run_id=os.environ["RUN_ID"],
+        feature_store=feature_store,
+    )
 
     signals_pending = 0
 
