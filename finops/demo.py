@@ -3,7 +3,8 @@
 The sandbox (moto's server on a free 127.0.0.1 port) is seeded with a realistic account, then the
 same `run_nightly` a user runs every night reads it over HTTP through the real boto3 code paths: only
 the AWS environment differs, and it is isolated so no profile, token or per-service endpoint of the
-user's shell can send a request to real AWS.
+user's shell can send a request to real AWS. Spend is read from the sandbox's FOCUS export with DuckDB
+by default, or from its Cost Explorer (`cost_source="cost-explorer"`); both hold the same line items.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from finops import focus
 from finops.report import Report, run_nightly
-from finops.sandbox import Sandbox, SeedManifest, seed_account
+from finops.sandbox import Sandbox, SeedManifest, focus_export, seed_account
 
 DEMO_DAYS = 30
 # Variables that could point boto3 somewhere other than the sandbox.
@@ -69,6 +71,7 @@ def run_demo(
     out_dir: Path,
     *,
     show_progress: bool = False,
+    cost_source: str | None = None,
     while_running: Callable[[Sandbox, DemoRun], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> DemoRun:
@@ -84,6 +87,13 @@ def run_demo(
             f"seeded {len(manifest.instances)} instances, {len(manifest.resources)} resources and "
             f"{len(manifest.line_items)} spend line items in {seeded - started:.1f}s; running the nightly job"
         )
+        # The demo reads the sandbox's own export, whatever $MLP_FOCUS_URI of the shell says.
+        focus_source = focus.choose_focus_source(cost_source or focus.FOCUS_SOURCE, focus_export.EXPORT_URI)
+        log(
+            f"reading spend from the sandbox's {focus_source.describe()}"
+            if focus_source is not None
+            else "reading spend from the sandbox's Cost Explorer"
+        )
         with sandbox_environment(sandbox):
             report = run_nightly(
                 DEMO_DAYS,
@@ -91,6 +101,7 @@ def run_demo(
                 regions=list(manifest.regions),
                 cache_dir=Path(cache_dir),
                 show_progress=show_progress,
+                focus_source=focus_source,
             )
             run = DemoRun(
                 report=report,

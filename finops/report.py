@@ -25,7 +25,7 @@ import botocore.exceptions
 import botocore.parsers
 import pandas as pd
 
-from finops import costs, inventory
+from finops import costs, focus, inventory
 from finops.costs import (
     NO_INSTANCE_TYPE,
     PURCHASE_VIEW,
@@ -479,6 +479,7 @@ def build_report(
         "idle": [finding.to_json() for finding in idle or []],
         "untagged": [finding.to_json() for finding in untagged_list],
         "reap": list(leftovers or []),
+        "cost_source": spend.source,
         "cost_explorer_requests": spend.requests,
         "cost_explorer_usd": spend.cost_usd,
     }
@@ -549,6 +550,8 @@ def render_markdown(report: Report) -> str:
         "",
         f"Generated {report.generated_at:%Y-%m-%d %H:%M} UTC. "
         "Amounts are Cost Explorer UnblendedCost in USD.",
+        "",
+        f"Cost source: {report.spend.source}.",
         "",
     ]
     if analysis.missing:
@@ -885,9 +888,11 @@ def run_nightly(
     now: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
     max_ce_requests: int = costs.DEFAULT_MAX_REQUESTS,
+    focus_source: focus.FocusSource | None = None,
 ) -> Report:
     """The nightly job: read spend, scan idle GPUs and untagged resources, write the report files.
 
+    Spend comes from Cost Explorer, or from the FOCUS export when `focus_source` is given.
     `mlp report` runs `mlp.preflight.check_report` first, so flags are checked before any request.
     """
     moment = now or datetime.now(UTC)
@@ -895,17 +900,27 @@ def run_nightly(
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
     views = costs.plan_views(mandatory_tags)
     with Steps(show_progress, total=len(views) + 2 * len(regions) + 2) as steps:
-        spend = costs.fetch_spend(
-            period.fetch_start,
-            period.end,
-            mandatory_tags=mandatory_tags,
-            cache_dir=cache_dir,
-            use_cache=use_cache,
-            sleep=sleep,
-            on_view=lambda view: steps.step(f"Cost Explorer: {view.name}"),
-            max_requests=max_ce_requests,
-            today=moment.date(),
-        )
+        if focus_source is not None:
+            spend = focus.read_focus_spend(
+                focus_source,
+                period.fetch_start,
+                period.end,
+                mandatory_tags=mandatory_tags,
+                engine=focus.make_engine(focus_source, sleep=sleep),
+                on_view=lambda view: steps.step(f"FOCUS export: {view.name}"),
+            )
+        else:
+            spend = costs.fetch_spend(
+                period.fetch_start,
+                period.end,
+                mandatory_tags=mandatory_tags,
+                cache_dir=cache_dir,
+                use_cache=use_cache,
+                sleep=sleep,
+                on_view=lambda view: steps.step(f"Cost Explorer: {view.name}"),
+                max_requests=max_ce_requests,
+                today=moment.date(),
+            )
         scans = scan_regions(regions, moment, mandatory_tags=mandatory_tags, on_step=steps.step)
         steps.step("Writing the report")
         report = build_report(

@@ -21,6 +21,7 @@ from typing import Any
 
 from finops import idle, inventory
 from finops.inventory.ec2 import ec2_arn
+from finops.sandbox import focus_export
 from finops.sandbox.cost_explorer import ON_DEMAND, SAVINGS_PLANS, SPOT, LineItem
 from finops.sandbox.server import Sandbox
 from mlp import pricing, tags
@@ -858,7 +859,7 @@ def _hours_per_day(
 
 
 def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
-    """Empty the sandbox's account, seed it over HTTP and load its spend into its Cost Explorer."""
+    """Empty the sandbox's account, seed it over HTTP, load its spend into its Cost Explorer and FOCUS export."""
     sandbox.reset()
     seeder = _Seeder(sandbox, now or datetime.now(UTC))
     seeder.seed_instances()
@@ -868,6 +869,15 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
     seeder.seed_serving()
     line_items = seeder.line_items()
     sandbox.cost_explorer.load(line_items, seeder.now)
+    export_tags = mandatory_tags("recsys", "prod")
+    export_bucket = focus_export.seed_focus_export(
+        seeder.client("s3", focus_export.EXPORT_REGION),
+        line_items,
+        now=seeder.now,
+        account_id=seeder.account_id,
+        bucket_tags=export_tags,
+    )
+    seeder.record(export_bucket, "s3:bucket", focus_export.EXPORT_REGION, export_tags)
 
     window_start = seeder.now - timedelta(hours=idle.DEFAULT_WINDOW_HOURS)
     judged = [

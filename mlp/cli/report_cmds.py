@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 
 def _summary(report: Report, out_dir: Path) -> list[str]:
+    from finops.focus import COST_EXPLORER_SOURCE
+
     spend = report.findings["spend"]
 
     def usd(value: float | None) -> str:
@@ -43,7 +45,9 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         f"  expired runs       {len(report.leftovers)} still own resources, "
         f"${sum(run['hourly_cost_usd'] for run in report.leftovers):,.4f}/h (mlp reap)",
         f"  Cost Explorer      {report.spend.requests} requests (${report.spend.cost_usd:,.2f}), "
-        f"{report.spend.cached_view_days} view-days cached",
+        f"{report.spend.cached_view_days} view-days cached"
+        if report.spend.source == COST_EXPLORER_SOURCE
+        else f"  cost source        {report.spend.source} (no Cost Explorer request)",
     ]
     if spend["forecast"]:
         lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
@@ -104,13 +108,54 @@ def report_command(
             "views beyond it are named missing.",
         ),
     ] = 200,
+    cost_source: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-source",
+            help="Where spend comes from: cost-explorer or focus "
+            "(default: focus when --focus-uri or $MLP_FOCUS_URI is set, else cost-explorer).",
+        ),
+    ] = None,
+    focus_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--focus-uri",
+            help="The FOCUS 1.2 export's folder, s3://bucket/prefix/export-name (holding data/ and "
+            "metadata/); default $MLP_FOCUS_URI.",
+        ),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", help="What aggregates the FOCUS export: duckdb (default, here) or athena."),
+    ] = None,
+    athena_workgroup: Annotated[
+        str | None,
+        typer.Option("--athena-workgroup", help="Athena workgroup for --engine athena (default primary)."),
+    ] = None,
+    athena_database: Annotated[
+        str | None,
+        typer.Option("--athena-database", help="Glue database of the export's table (--engine athena)."),
+    ] = None,
+    athena_table: Annotated[
+        str | None,
+        typer.Option("--athena-table", help="The export's Glue table (default: the export's name)."),
+    ] = None,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
     from finops.costs import validate_max_requests
+    from finops.focus import choose_focus_source
     from finops.report import REPORT_FILES, report_period, run_nightly
     from mlp.preflight import check_report
 
     validate_max_requests(max_ce_requests)
+    focus_source = choose_focus_source(
+        cost_source,
+        focus_uri,
+        engine=engine,
+        athena_workgroup=athena_workgroup,
+        athena_database=athena_database,
+        athena_table=athena_table,
+    )
 
     mandatory_tags = parse_required_tags(required_tags)
     report_period(days, date.today())  # --days first: the cheapest flag to get wrong
@@ -133,6 +178,7 @@ def report_command(
         use_cache=not no_cache,
         show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),
         max_ce_requests=max_ce_requests,
+        focus_source=focus_source,
     )
     _warn_missing(report)
     if target is not None:
@@ -157,6 +203,14 @@ def demo_command(
         bool,
         typer.Option("--keep-running", help="Keep the sandbox up after the report, until Ctrl-C."),
     ] = False,
+    cost_source: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-source",
+            help="Read the sandbox's spend from its FOCUS export (focus, with DuckDB; the default) "
+            "or from its cost-explorer.",
+        ),
+    ] = None,
 ) -> None:
     """Run the nightly job on an embedded, seeded AWS sandbox (moto on 127.0.0.1) and print the dashboard."""
     from finops.demo import DemoRun, run_demo, wait_for_interrupt
@@ -173,6 +227,7 @@ def demo_command(
     run = run_demo(
         out,
         show_progress=sys.stderr.isatty(),
+        cost_source=cost_source,
         while_running=keep_serving if keep_running else None,
         log=log,
     )
