@@ -37,6 +37,7 @@ from finops.costs import (
     Spend,
 )
 from finops.dashboard import render_dashboard
+from finops.focus_file import FOCUS_FILE_NAMES, focus_dataset, write_focus_files
 from finops.idle import IdleFinding, scan_idle
 from finops.reaper import expired_run_leftovers
 from finops.untagged import UntaggedFinding, scan_untagged
@@ -48,7 +49,7 @@ TOP_MOVERS = 8
 RUN_RATE_DAYS = 7
 MAX_DAYS = 180  # the previous period is read too, and Cost Explorer keeps 13 months
 
-REPORT_FILES = ("index.html", "report.md", "costs.focus.csv", "findings.json")
+REPORT_FILES = ("index.html", "report.md", *FOCUS_FILE_NAMES, "findings.json")
 NO_LIST_PRICE = "no list price"
 
 # The scans of the report, by the key `ScanMissing.scan` carries.
@@ -432,10 +433,6 @@ class Report:
         gaps = self.scan_gaps(scan)
         return "n/a: " + ", ".join(part.short for part in gaps) if gaps else None
 
-    def focus_rows(self) -> pd.DataFrame:
-        """The report period's rows of every view, as written to costs.focus.csv."""
-        return _between(self.spend.frame, self.period.start, self.period.end)
-
 
 def build_report(
     spend: Spend,
@@ -686,15 +683,6 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-def write_focus_csv(frame: pd.DataFrame, path: Path) -> None:
-    """FOCUS columns first; ISO 8601 UTC timestamps as FOCUS asks."""
-    columns = [
-        *costs.FOCUS_COLUMNS,
-        *(column for column in frame.columns if column not in costs.FOCUS_COLUMNS),
-    ]
-    frame[columns].to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ", float_format="%.10g")
-
-
 def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -704,34 +692,38 @@ def make_out_dir(out_dir: Path) -> None:
         ) from exc
 
 
-def write_report(report: Report, out_dir: Path) -> list[Path]:
-    """Write the report's four files into `out_dir` (created if needed); returns their paths.
+def write_report(report: Report, out_dir: Path, *, billing_account_id: str | None = None) -> list[Path]:
+    """Write the report's files (`REPORT_FILES`) into `out_dir` (created if needed); returns their paths.
 
     findings.json goes first: the machine-read file is the one a half-full disk must not lose.
+    `billing_account_id` is the FOCUS file's BillingAccountId when Cost Explorer is the source (the
+    FOCUS export's line items carry their own); without it that column is null, not FOCUS.
     """
     make_out_dir(out_dir)
-    paths = [out_dir / name for name in REPORT_FILES]
-    html, markdown, csv, findings = paths
-    writers: list[tuple[Path, Callable[[], None]]] = [
+    html, markdown, findings = out_dir / "index.html", out_dir / "report.md", out_dir / "findings.json"
+    focus_rows = focus_dataset(
+        report.spend, report.period.start, report.period.end, billing_account_id=billing_account_id
+    )
+    writers: list[tuple[str, Callable[[], object]]] = [
         (
-            findings,
+            findings.name,
             lambda: findings.write_text(
                 json.dumps(report.findings, indent=2, default=str) + "\n", encoding="utf-8"
             ),
         ),
-        (markdown, lambda: markdown.write_text(render_markdown(report), encoding="utf-8")),
-        (csv, lambda: write_focus_csv(report.focus_rows(), csv)),
-        (html, lambda: html.write_text(render_dashboard(report), encoding="utf-8")),
+        (markdown.name, lambda: markdown.write_text(render_markdown(report), encoding="utf-8")),
+        (" and ".join(FOCUS_FILE_NAMES), lambda: write_focus_files(focus_rows, out_dir)),
+        (html.name, lambda: html.write_text(render_dashboard(report), encoding="utf-8")),
     ]
-    for path, write in writers:
+    for name, write in writers:
         try:
             write()
         except OSError as exc:
             raise UserError(
-                f"--out {out_dir}: writing {path.name} failed ({exc.strerror or exc}); free space or "
+                f"--out {out_dir}: writing {name} failed ({exc.strerror or exc}); free space or "
                 "choose another directory"
             ) from exc
-    return paths
+    return [out_dir / name for name in REPORT_FILES]
 
 
 class Steps:
