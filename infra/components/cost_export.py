@@ -139,15 +139,17 @@ def data_exports_conditions(account_id: str) -> dict[str, Any]:
 class DataExportsUse:
     """Data Exports writing SSE-KMS objects with the key, for this account's exports only."""
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]:
-        return {
-            "Sid": "AllowDataExportsDelivery",
-            "Effect": "Allow",
-            "Principal": {"Service": list(DATA_EXPORTS_PRINCIPALS)},
-            "Action": list(PUBLISHER_ACTIONS),
-            "Resource": "*",
-            "Condition": data_exports_conditions(scope.account_id),
-        }
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]:
+        return [
+            {
+                "Sid": "AllowDataExportsDelivery",
+                "Effect": "Allow",
+                "Principal": {"Service": list(DATA_EXPORTS_PRINCIPALS)},
+                "Action": list(PUBLISHER_ACTIONS),
+                "Resource": "*",
+                "Condition": data_exports_conditions(scope.account_id),
+            }
+        ]
 
 
 def export_bucket_policy(bucket_arn: str, account_id: str) -> str:
