@@ -13,9 +13,6 @@ from typing import Any
 
 from mlp import pricing
 
-# Secrets Manager's list price per secret and month, us-east-1 (API calls, per 10,000, left out).
-SECRET_MONTHLY = 0.40
-
 
 def _node_hourly(instance_types: list[str], capacity_type: str) -> float:
     # The first type is the preferred one; an estimate does not model spot allocation.
@@ -64,7 +61,7 @@ def resource_monthly_cost(resource_type: str, inputs: Mapping[str, Any]) -> floa
     if resource_type == "aws:kms/key:Key":
         return pricing.KMS_KEY_MONTHLY
     if resource_type == "aws:secretsmanager/secret:Secret":
-        return SECRET_MONTHLY
+        return pricing.SECRET_MONTHLY
     return 0.0
 
 

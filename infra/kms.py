@@ -111,9 +111,9 @@ def source_conditions(scope: KeyScope, source: SourceArn | None = None) -> dict[
 
 
 class KeyUse(Protocol):
-    """Who may use a key, rendered as one key-policy statement (values may be Pulumi inputs)."""
+    """Who may use a key, rendered as key-policy statements (values may be Pulumi inputs)."""
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]: ...
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,16 @@ class RoleUse:
     role_arn: pulumi.Input[str]
     actions: tuple[str, ...] = ENVELOPE_ACTIONS
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]:
-        return {
-            "Sid": self.sid,
-            "Effect": "Allow",
-            "Principal": {"AWS": self.role_arn},
-            "Action": list(self.actions),
-            "Resource": "*",
-        }
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]:
+        return [
+            {
+                "Sid": self.sid,
+                "Effect": "Allow",
+                "Principal": {"AWS": self.role_arn},
+                "Action": list(self.actions),
+                "Resource": "*",
+            }
+        ]
 
 
 @dataclass(frozen=True)
@@ -141,15 +143,17 @@ class ServiceUse:
     actions: tuple[str, ...]
     source: SourceArn | None = None
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]:
-        return {
-            "Sid": self.sid,
-            "Effect": "Allow",
-            "Principal": {"Service": self.principal},
-            "Action": list(self.actions),
-            "Resource": "*",
-            "Condition": source_conditions(scope, self.source),
-        }
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]:
+        return [
+            {
+                "Sid": self.sid,
+                "Effect": "Allow",
+                "Principal": {"Service": self.principal},
+                "Action": list(self.actions),
+                "Resource": "*",
+                "Condition": source_conditions(scope, self.source),
+            }
+        ]
 
 
 @dataclass(frozen=True)
@@ -158,19 +162,35 @@ class LogsUse:
 
     log_group_name: str
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]:
-        conditions = source_conditions(scope)
-        conditions["ArnEquals"] = {
-            "kms:EncryptionContext:aws:logs:arn": scope.arn("logs", f"log-group:{self.log_group_name}")
-        }
-        return {
-            "Sid": "AllowCloudWatchLogs",
-            "Effect": "Allow",
-            "Principal": {"Service": f"logs.{scope.region}.amazonaws.com"},
-            "Action": list(ENVELOPE_ACTIONS),
-            "Resource": "*",
-            "Condition": conditions,
-        }
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]:
+        principal = {"Service": f"logs.{scope.region}.amazonaws.com"}
+        log_group_arn = scope.arn("logs", f"log-group:{self.log_group_name}")
+        # Only the data-key calls carry the log group's encryption context; DescribeKey has none, so it is
+        # bound to the account alone (as AWS's own CloudWatch Logs policies split it).
+        return [
+            {
+                "Sid": "AllowCloudWatchLogs",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": [action for action in ENVELOPE_ACTIONS if action != "kms:DescribeKey"],
+                "Resource": "*",
+                "Condition": {
+                    **source_conditions(scope),
+                    "StringEquals": {
+                        **source_conditions(scope)["StringEquals"],
+                        "kms:EncryptionContext:aws:logs:arn": log_group_arn,
+                    },
+                },
+            },
+            {
+                "Sid": "AllowCloudWatchLogsDescribe",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": "kms:DescribeKey",
+                "Resource": "*",
+                "Condition": source_conditions(scope),
+            },
+        ]
 
 
 @dataclass(frozen=True)
@@ -180,20 +200,22 @@ class ViaServiceUse:
     service: str
     actions: tuple[str, ...] = ENVELOPE_ACTIONS
 
-    def statement(self, scope: KeyScope) -> dict[str, Any]:
-        return {
-            "Sid": f"AllowUseVia{self.service.capitalize()}",
-            "Effect": "Allow",
-            "Principal": {"AWS": scope.root_arn},
-            "Action": list(self.actions),
-            "Resource": "*",
-            "Condition": {
-                "StringEquals": {
-                    "kms:ViaService": f"{self.service}.{scope.region}.amazonaws.com",
-                    "kms:CallerAccount": scope.account_id,
-                }
-            },
-        }
+    def statements(self, scope: KeyScope) -> list[dict[str, Any]]:
+        return [
+            {
+                "Sid": f"AllowUseVia{self.service.capitalize()}",
+                "Effect": "Allow",
+                "Principal": {"AWS": scope.root_arn},
+                "Action": list(self.actions),
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"{self.service}.{scope.region}.amazonaws.com",
+                        "kms:CallerAccount": scope.account_id,
+                    }
+                },
+            }
+        ]
 
 
 def key_policy(scope: KeyScope, uses: Sequence[KeyUse]) -> pulumi.Output[str]:
@@ -207,7 +229,7 @@ def key_policy(scope: KeyScope, uses: Sequence[KeyUse]) -> pulumi.Output[str]:
     }
     document = {
         "Version": "2012-10-17",
-        "Statement": [administration, *(use.statement(scope) for use in uses)],
+        "Statement": [administration, *(statement for use in uses for statement in use.statements(scope))],
     }
     return pulumi.Output.from_input(document).apply(json.dumps)
 

@@ -118,6 +118,10 @@ class PlanMocks(pulumi.runtime.Mocks):
             # Secrets Manager appends six random characters to every secret's ARN.
             resource_id = f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{secret}-{_hex(name, 6)}"
             state.update(name=secret, arn=resource_id)
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            # IAM names an OIDC provider by its issuer's host and path.
+            issuer = str(state.get("url", "")).removeprefix("https://")
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{issuer}")
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state.update(latestVersion=1, defaultVersion=1, arn=arn)
         else:

@@ -404,12 +404,18 @@ def test_log_groups_topic_and_cache_are_encrypted_with_their_own_keys(planned: t
     _, plan = planned
     for group in of_type(plan, "aws:cloudwatch/logGroup:LogGroup"):
         key = _key_behind(plan, group, "kmsKeyId")
-        [logs] = _statements_for(_policy(key), "Service", "logs.us-east-1.amazonaws.com")
-        assert logs["Condition"]["ArnEquals"] == {
+        data_keys, describe = _statements_for(_policy(key), "Service", "logs.us-east-1.amazonaws.com")
+        assert data_keys["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": ACCOUNT_ID,
             "kms:EncryptionContext:aws:logs:arn": (
                 f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:{group['inputs']['name']}"
-            )
+            ),
         }
+        assert "kms:DescribeKey" not in data_keys["Action"]
+        assert (describe["Action"], describe["Condition"]) == (
+            "kms:DescribeKey",
+            {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
+        )
     assert {group["inputs"]["name"] for group in of_type(plan, "aws:cloudwatch/logGroup:LogGroup")} == {
         f"/aws/eks/mlp-{plan['stack']}-serving/cluster",
         f"/aws/vpc/mlp-{plan['stack']}/flow-logs",
@@ -466,13 +472,9 @@ def _assert_flow_logs_all_traffic(plan: dict, vpc_id: str, retention_days: int) 
         "StringEquals": {"aws:SourceAccount": ACCOUNT_ID},
         "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:vpc-flow-log/*"},
     }
-    [write] = _policy(one(plan, "aws:iam/rolePolicy:RolePolicy", "network-flow-logs"))["Statement"]
-    assert set(write["Action"]) == {
-        "logs:CreateLogStream",
-        "logs:PutLogEvents",
-        "logs:DescribeLogGroups",
-        "logs:DescribeLogStreams",
-    }
+    [write, find] = _policy(one(plan, "aws:iam/rolePolicy:RolePolicy", "network-flow-logs"))["Statement"]
+    assert set(write["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    assert (find["Action"], find["Resource"]) == ("logs:DescribeLogGroups", "*")
     assert write["Resource"] == [group_arn, f"{group_arn}:*"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -25,10 +26,17 @@ from tests.conftest import REPO_ROOT
 TRUST_POLICY_INPUT = "assumeRolePolicy"
 KEY_TYPE = "aws:kms/key:Key"
 # parliament reads every document as an identity policy. The findings that reading gets wrong, each
-# scoped to (resource type or None for any, input name, issue, detail or None for any):
+# scoped to (resource type or None for any, input name, issue, detail pattern or None for any):
 KNOWN_FALSE_POSITIVES = {
     # A trust policy names a Principal instead of a Resource, as AWS requires.
     (None, TRUST_POLICY_INPUT, "MALFORMED", "Statement contains neither Resource nor NotResource"),
+    # parliament knows SAML providers and a few web identity hosts, not IAM OIDC providers (IRSA's).
+    (
+        "aws:iam/role:Role",
+        TRUST_POLICY_INPUT,
+        "UNKNOWN_FEDERATION_SOURCE",
+        r"arn:aws:iam::[0-9]{12}:oidc-provider/oidc\.eks\.[a-z0-9-]+\.amazonaws\.com/id/[0-9A-F]+",
+    ),
     # In a key policy "Resource": "*" means the key itself; it is the only form AWS accepts.
     (KEY_TYPE, "policy", "RESOURCE_STAR", None),
     # The administration statement exists to manage the key (its policy included), never to use it.
@@ -44,8 +52,8 @@ def known_false_positive(resource_type: str, where: str, issue: str, detail: str
         kind in (None, resource_type)
         and name == input_name
         and known_issue == issue
-        and text in (None, detail)
-        for kind, name, known_issue, text in KNOWN_FALSE_POSITIVES
+        and (pattern is None or re.fullmatch(pattern, detail) is not None)
+        for kind, name, known_issue, pattern in KNOWN_FALSE_POSITIVES
     )
 
 

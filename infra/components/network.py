@@ -14,12 +14,7 @@ from infra.kms import KeyScope, LogsUse, SourceArn, account_scope, customer_mana
 
 HTTPS = 443
 FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
-FLOW_LOG_WRITE_ACTIONS = (
-    "logs:CreateLogStream",
-    "logs:PutLogEvents",
-    "logs:DescribeLogGroups",
-    "logs:DescribeLogStreams",
-)
+FLOW_LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams")
 
 
 def flow_logs_trust_policy(scope: KeyScope) -> str:
@@ -46,10 +41,18 @@ def flow_logs_write_policy(log_group_arn: str) -> str:
             "Version": "2012-10-17",
             "Statement": [
                 {
+                    "Sid": "WriteFlowLogStreams",
                     "Effect": "Allow",
                     "Action": list(FLOW_LOG_WRITE_ACTIONS),
                     "Resource": [log_group_arn, f"{log_group_arn}:*"],
-                }
+                },
+                # Flow Logs looks its group up before writing; the action takes no resource but "*".
+                {
+                    "Sid": "FindTheLogGroup",
+                    "Effect": "Allow",
+                    "Action": "logs:DescribeLogGroups",
+                    "Resource": "*",
+                },
             ],
         }
     )

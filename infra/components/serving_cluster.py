@@ -168,6 +168,8 @@ class ServingCluster(pulumi.ComponentResource):
             cluster_name=cluster.name,
             addon_name="vpc-cni",
             service_account_role_arn=cni_role.arn,
+            # The CNI's network-policy agent is what enforces the serving namespace's NetworkPolicies.
+            configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cni_policy]),
