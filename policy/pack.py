@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from infra.config import StackConfig
 from mlp.errors import UserError
-from policy.rules import budget, encryption, kubernetes, network, s3, services, tagging, training
+from policy.rules import budget, cost_export, encryption, kubernetes, network, s3, services, tagging, training
 from policy.rules.common import Rule
 
 PACK_NAME = "ml-platform"
@@ -43,6 +43,7 @@ def rules(clock: Callable[[], datetime] = utc_now) -> list[Rule]:
         services.IMDS_HOP_LIMIT_RULE,
         encryption.KMS_KEY_POLICY_RULE,
         encryption.SNS_ENCRYPTION_RULE,
+        cost_export.RULE,
         network.RULE,
         network.FLOW_LOG_RULE,
         kubernetes.POD_SECURITY_RULE,

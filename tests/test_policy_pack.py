@@ -175,7 +175,7 @@ def test_bad_pack_config_is_one_clear_line(config: dict[str, Any], message: str)
 
 def test_every_policy_is_described_and_configurable_where_numbers_are_involved() -> None:
     policies = {rule.name: rule.policy() for rule in rules()}
-    assert len(policies) == 17
+    assert len(policies) == 18
     for name, policy in policies.items():
         assert policy.description and policy.severity is not None, name
         expected = EnforcementLevel.ADVISORY if name == "stack-monthly-budget" else EnforcementLevel.MANDATORY

@@ -75,7 +75,40 @@ def pack_config_for(rule_name: str) -> dict[str, Any] | None:
     return FIXTURE_PACK_CONFIG.get(rule_name)
 
 
+ATHENA_ENFORCE_FIX = "set it true so clients cannot override result encryption or the scan cutoff"
+ATHENA_ENCRYPT_FIX = "encrypt query results with a customer-managed key: SSE_KMS (or CSE_KMS) with kmsKeyArn"
+ATHENA_CUTOFF_FIX = "cap the bytes one query may scan (ml-platform:costExport.bytesScannedCutoffGb)"
+ATHENA_ENCRYPTION = "configuration.resultConfiguration.encryptionConfiguration.encryptionOption"
+ATHENA = "athena-workgroup-guardrails"
+
 EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
+    ATHENA: [
+        (
+            ATHENA,
+            "adhoc",
+            M,
+            f"Workgroup 'adhoc': configuration.enforceWorkgroupConfiguration is false; {ATHENA_ENFORCE_FIX}",
+        ),
+        (ATHENA, "adhoc", M, f"Workgroup 'adhoc': {ATHENA_ENCRYPTION} is 'SSE_S3'; {ATHENA_ENCRYPT_FIX}"),
+        (
+            ATHENA,
+            "adhoc",
+            M,
+            f"Workgroup 'adhoc': configuration.bytesScannedCutoffPerQuery is not set; {ATHENA_CUTOFF_FIX}",
+        ),
+        (
+            ATHENA,
+            "notebooks",
+            M,
+            f"Workgroup 'notebooks': {ATHENA_ENCRYPTION} is not set; {ATHENA_ENCRYPT_FIX}",
+        ),
+        (
+            ATHENA,
+            "notebooks",
+            M,
+            f"Workgroup 'notebooks': configuration.bytesScannedCutoffPerQuery is not set; {ATHENA_CUTOFF_FIX}",
+        ),
+    ],
     "mandatory-cost-tags": [
         (
             "mandatory-cost-tags",
