@@ -47,8 +47,8 @@ MANDATORY = {
     "managed-by": "pulumi",
 }
 PROD_TAGS = {**MANDATORY, "environment": "prod", "team": "serving"}
-# Stands in for AmazonSSMManagedInstanceCore, which moto does not load: shared by every run's role.
-SHARED_POLICY_NAME = "mlp-ssm-managed-instance-core"
+# A managed policy every run's role has attached: the sweep must detach it, never delete it.
+SHARED_POLICY_NAME = "mlp-shared-run-policy"
 ROOT_DEVICE = "/dev/sda1"
 # EC2 terminal states: the instance is going or gone, whatever describe still answers.
 GONE_STATES = frozenset({"shutting-down", "terminated"})

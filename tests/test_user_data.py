@@ -642,7 +642,12 @@ def test_max_hours_stop_a_trainer_after_uploading_its_checkpoint(
 ) -> None:
     never = tmp_path / "never-released"
     instance = boot(
-        tmp_path, fleet, imds, f"--steps 1 --checkpoint-every 1000 --hold-until {never}", max_hours=0.0005
+        # 5.4 s: room for the stand-in trainer to install its SIGUSR1 handler on a busy machine.
+        tmp_path,
+        fleet,
+        imds,
+        f"--steps 1 --checkpoint-every 1000 --hold-until {never}",
+        max_hours=0.0015,
     )
     result = instance.run()
     assert result.returncode == 0, result.stderr
