@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.credentials
 import botocore.exceptions
 import botocore.parsers
+import botocore.session
 from botocore.config import Config
 
 from mlp.errors import UserError
@@ -60,7 +62,18 @@ class AwsUnreachable(UserError):
 
 
 def default_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    """The region as the AWS CLI picks it: AWS_REGION, AWS_DEFAULT_REGION, the profile's, then us-east-1."""
+    return (
+        os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or base_session().region_name
+        or DEFAULT_REGION
+    )
+
+
+def base_session() -> boto3.session.Session:
+    """The session of the caller's own credentials (AWS_PROFILE or the default chain)."""
+    return _session(os.environ.get("AWS_PROFILE"))
 
 
 @functools.cache
@@ -88,8 +101,17 @@ def retry_mode() -> str:
     return value
 
 
-def client(service: str, region: str | None = None, *, max_attempts: int | None = None) -> Any:
-    """A boto3 client that retries throttles and transport errors (adaptive mode by default)."""
+def client(
+    service: str,
+    region: str | None = None,
+    *,
+    max_attempts: int | None = None,
+    session: boto3.session.Session | None = None,
+) -> Any:
+    """A boto3 client that retries throttles and transport errors (adaptive mode by default).
+
+    `session` is another account's (see `assumed_role_session`); by default the caller's own.
+    """
     config = Config(
         region_name=region or default_region(),
         retries={"mode": retry_mode(), "total_max_attempts": max_attempts or default_max_attempts()},
@@ -97,9 +119,34 @@ def client(service: str, region: str | None = None, *, max_attempts: int | None 
         read_timeout=60,
         max_pool_connections=20,
     )
-    session = _session(os.environ.get("AWS_PROFILE"))
     with aws_errors(f"connecting to {service}"):
-        return session.client(service, config=config)
+        return (session or base_session()).client(service, config=config)
+
+
+def assumed_role_session(
+    role_arn: str, *, session_name: str, external_id: str | None = None
+) -> boto3.session.Session:
+    """A session acting as `role_arn`, assumed from the caller's credentials on first use.
+
+    The credentials refresh themselves shortly before they expire, so a scan longer than the
+    role's session duration keeps working.
+    """
+    source = base_session()
+    extra_args: dict[str, str] = {"RoleSessionName": session_name}
+    if external_id:
+        extra_args["ExternalId"] = external_id
+    fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
+        client_creator=source._session.create_client,
+        source_credentials=source.get_credentials(),
+        role_arn=role_arn,
+        extra_args=extra_args,
+    )
+    credentials = botocore.credentials.DeferredRefreshableCredentials(
+        refresh_using=fetcher.fetch_credentials, method="assume-role"
+    )
+    core = botocore.session.Session()
+    core._credentials = credentials
+    return boto3.session.Session(botocore_session=core, region_name=source.region_name)
 
 
 def caller_account_id(region: str | None = None) -> str:

@@ -687,10 +687,12 @@ def reuse_clients(monkeypatch: Any) -> None:
     built: dict[tuple[Any, ...], Any] = {}
     original = aws.client
 
-    def client(service: str, region: str | None = None, *, max_attempts: int = 8) -> Any:
-        key = (service, region or aws.default_region(), max_attempts)
+    def client(
+        service: str, region: str | None = None, *, max_attempts: int = 8, session: Any = None
+    ) -> Any:
+        key = (service, region or aws.default_region(), max_attempts, id(session))
         if key not in built:
-            built[key] = original(service, region, max_attempts=max_attempts)
+            built[key] = original(service, region, max_attempts=max_attempts, session=session)
         return built[key]
 
     monkeypatch.setattr(aws, "client", client)

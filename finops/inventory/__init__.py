@@ -35,6 +35,7 @@ __all__ = [
     "resource_type",
     "run_resource_types",
     "scan",
+    "scan_scope",
     "untagged_scan_types",
 ]
 
@@ -62,10 +63,21 @@ def scan(
     tag_filter: TagFilter | None = None,
 ) -> list[Resource]:
     """Every resource of `kinds` in `regions` of one account; global types once, through the first region."""
+    # Kind by kind, so callers that list kinds in delete order get resources in that order.
+    found: list[Resource] = []
+    for kind in kinds:
+        for index, region in enumerate(regions):
+            found.extend(scan_scope([kind], Scope(region, account_id), tag_filter, with_global=index == 0))
+    return found
+
+
+def scan_scope(
+    kinds: Iterable[str], scope: Scope, tag_filter: TagFilter | None = None, *, with_global: bool
+) -> list[Resource]:
+    """Every resource of `kinds` in one account and region; global types only when `with_global`."""
     found: list[Resource] = []
     for kind in kinds:
         declaration = resource_type(kind)
-        scopes = [regions[0]] if declaration.is_global else regions
-        for region in scopes:
-            found.extend(declaration.enumerate(Scope(region, account_id), tag_filter))
+        if with_global or not declaration.is_global:
+            found.extend(declaration.enumerate(scope, tag_filter))
     return found

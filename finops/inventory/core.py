@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import boto3
 import botocore.exceptions
 
 from mlp import aws
@@ -26,13 +27,18 @@ GONE_ERROR_CODE_PARTS = ("NotFound", "NoSuchEntity", "NoSuchBucket", "NonExisten
 
 @dataclass(frozen=True)
 class Scope:
-    """One account and region to enumerate; global types use `region` only for their endpoint."""
+    """One account and region to enumerate; global types use `region` only for their endpoint.
+
+    `session` acts in the account (an assumed role's); None is the caller's own credentials.
+    """
 
     region: str
     account_id: str
+    account_name: str = ""
+    session: boto3.session.Session | None = field(default=None, compare=False, repr=False)
 
     def client(self, service: str) -> Any:
-        return aws.client(service, self.region)
+        return aws.client(service, self.region, session=self.session)
 
 
 @dataclass(frozen=True)
