@@ -48,7 +48,8 @@ $(FOCUS_VALIDATOR):
 	@test -n "$(PYTHON_FOR_FOCUS)" || { echo "focus-validator needs Python 3.12+: install python3.12 or set PYTHON_FOR_FOCUS" >&2; exit 2; }
 	$(PYTHON_FOR_FOCUS) -m venv $(SCANNERS)/focus
 	$(SCANNERS)/focus/bin/python -m pip install --quiet --upgrade pip
-	$(SCANNERS)/focus/bin/python -m pip install --quiet 'focus-validator==2.2.1'
+	# The validator pins numpy below 2, which pyarrow 20 and newer do not build against.
+	$(SCANNERS)/focus/bin/python -m pip install --quiet 'focus-validator==2.2.1' 'pyarrow<20'
 
 demo: $(STAMP)
 	$(BIN)/mlp demo --out $(DEMO_OUT)

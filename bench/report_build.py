@@ -18,12 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finops import costs, report
+from finops import costs, focus_file, report
 from finops.dashboard import render_dashboard
 from finops.idle import IdleFinding
 from finops.untagged import UntaggedFinding
 from mlp.pricing import EC2
 from mlp.tags import DEFAULT_MANDATORY_TAGS
+
+# The bench's stand-in payer account, for the FOCUS file's BillingAccountId.
+ACCOUNT_ID = "123456789012"
 
 TODAY = date(2026, 11, 23)
 DAYS = 30
@@ -142,15 +145,24 @@ def main() -> None:
             ("  of which index.html", lambda: render_dashboard(built)),
             ("  of which report.md", lambda: report.render_markdown(built)),
             (
-                "  of which costs.focus.csv",
-                lambda: report.write_focus_csv(built.focus_rows(), Path(out) / "x.csv"),
+                "  of which costs.focus.parquet + .csv",
+                lambda: focus_file.write_focus_files(
+                    focus_file.focus_dataset(
+                        built.spend, built.period.start, built.period.end, billing_account_id=ACCOUNT_ID
+                    ),
+                    Path(out),
+                ),
             ),
         ]
         breakdown: list[tuple[str, float]] = []
         for label, action in parts:
             timed(label, breakdown, action)
 
-    in_period = len(built.focus_rows())
+    in_period = len(
+        focus_file.focus_dataset(
+            built.spend, built.period.start, built.period.end, billing_account_id=ACCOUNT_ID
+        )
+    )
     print(f"report build for {len(spend.frame):,} cost rows ({in_period:,} in the {DAYS}-day period)")
     for label, seconds in [*steps, *breakdown]:
         print(f"  {label:<52} {seconds:8.2f} s")

@@ -890,6 +890,9 @@ def run_nightly(
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
+    with aws.aws_errors("reading the account the report is for"):
+        # Cost Explorer answers for the caller's account: the FOCUS file's BillingAccountId.
+        billing_account_id = aws.caller_account_id(regions[0])
     views = costs.plan_views(mandatory_tags)
     with Steps(show_progress, total=len(views) + 2 * len(regions) + 2) as steps:
         if focus_source is not None:
@@ -925,5 +928,5 @@ def run_nightly(
             scan_missing=scans.missing,
             generated_at=moment,
         )
-        write_report(report, out_dir)
+        write_report(report, out_dir, billing_account_id=billing_account_id)
     return report

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from finops import focus_file
 from finops.focus import USER_TAG_PREFIX
 from finops.sandbox.cost_explorer import SAVINGS_PLANS, SPOT, LineItem
 
@@ -34,17 +35,16 @@ EXPORT_URI = f"s3://{EXPORT_BUCKET}/{EXPORT_PREFIX}/{EXPORT_NAME}"
 EXPORT_BUCKET_ARN = f"arn:aws:s3:::{EXPORT_BUCKET}"
 FOCUS_TABLE = "FOCUS_1_2_AWS"
 
-PROVIDER = "AWS"
-INVOICE_ISSUER = "Amazon Web Services, Inc."
-REGION_NAMES = {"us-east-1": "US East (N. Virginia)", "us-west-2": "US West (Oregon)"}
+HOURS = "Hours"
+GB_MONTHS = "GB-Months"
 # CUR's usage-type region prefix (us-east-1 has none for instance hours).
 USAGE_TYPE_PREFIX = {"us-east-1": "", "us-west-2": "USW2-"}
 SERVICE_CODES = {
-    "Amazon Elastic Compute Cloud - Compute": ("AmazonEC2", "Compute"),
-    "EC2 - Other": ("AmazonEC2", "Storage"),
-    "Amazon Elastic Container Service for Kubernetes": ("AmazonEKS", "Compute"),
-    "Amazon ElastiCache": ("AmazonElastiCache", "Databases"),
-    "Amazon Simple Storage Service": ("AmazonS3", "Storage"),
+    "Amazon Elastic Compute Cloud - Compute": "AmazonEC2",
+    "EC2 - Other": "AmazonEC2",
+    "Amazon Elastic Container Service for Kubernetes": "AmazonEKS",
+    "Amazon ElastiCache": "AmazonElastiCache",
+    "Amazon Simple Storage Service": "AmazonS3",
 }
 
 SCHEMA = pa.schema(
@@ -81,6 +81,7 @@ SCHEMA = pa.schema(
         ("ResourceId", pa.string()),
         ("ResourceType", pa.string()),
         ("ServiceCategory", pa.string()),
+        ("ServiceSubcategory", pa.string()),
         ("ServiceName", pa.string()),
         ("SkuId", pa.string()),
         ("SkuMeter", pa.string()),
@@ -107,21 +108,22 @@ def _meter(item: LineItem) -> tuple[str, str, str]:
     """SkuMeter (CUR's usage type), x_Operation and the consumed unit of a line item."""
     prefix = USAGE_TYPE_PREFIX.get(item.region, "")
     if item.instance_type and item.service.startswith("Amazon ElastiCache"):
-        return f"{prefix}NodeUsage:{item.instance_type}", "CreateCacheCluster:0002", "Hrs"
+        return f"{prefix}NodeUsage:{item.instance_type}", "CreateCacheCluster:0002", HOURS
     if item.instance_type:
         usage = "SpotUsage" if item.purchase_type == SPOT else "BoxUsage"
-        return f"{prefix}{usage}:{item.instance_type}", "RunInstances", "Hrs"
+        return f"{prefix}{usage}:{item.instance_type}", "RunInstances", HOURS
     if item.service == "EC2 - Other":
-        return f"{prefix}EBS:VolumeUsage.gp3", "CreateVolume-Gp3", "GB-Mo"
+        return f"{prefix}EBS:VolumeUsage.gp3", "CreateVolume-Gp3", GB_MONTHS
     if item.service.startswith("Amazon Simple Storage"):
-        return f"{prefix}TimedStorage-ByteHrs", "StandardStorage", "GB-Mo"
-    return f"{prefix}AmazonEKS-Hours:perCluster", "CreateOperation", "Hrs"
+        return f"{prefix}TimedStorage-ByteHrs", "StandardStorage", GB_MONTHS
+    return f"{prefix}AmazonEKS-Hours:perCluster", "CreateOperation", HOURS
 
 
 def focus_row(item: LineItem, account_id: str) -> dict[str, Any]:
     """One FOCUS 1.2 line item with AWS columns for one sandbox line item (a day of one stream)."""
     meter, operation, unit = _meter(item)
-    service_code, category = SERVICE_CODES.get(item.service, ("AWS", "Other"))
+    service_code = SERVICE_CODES.get(item.service, "AWS")
+    category, subcategory = focus_file.service_category(item.service)
     spot, savings_plan = item.purchase_type == SPOT, item.purchase_type == SAVINGS_PLANS
     period_start, period_end = _month_bounds(item.day)
     return {
@@ -145,18 +147,19 @@ def focus_row(item: LineItem, account_id: str) -> dict[str, Any]:
         "ConsumedUnit": unit,
         "ContractedCost": item.amortized_cost,
         "EffectiveCost": item.amortized_cost,
-        "InvoiceIssuerName": INVOICE_ISSUER,
+        "InvoiceIssuerName": focus_file.AWS,
         "ListCost": item.unblended_cost,
         "PricingCategory": "Dynamic" if spot else "Committed" if savings_plan else "Standard",
         "PricingQuantity": item.usage_quantity,
         "PricingUnit": unit,
-        "ProviderName": PROVIDER,
-        "PublisherName": INVOICE_ISSUER,
+        "ProviderName": focus_file.AWS,
+        "PublisherName": focus_file.AWS,
         "RegionId": item.region,
-        "RegionName": REGION_NAMES.get(item.region, item.region),
+        "RegionName": focus_file.REGION_NAMES.get(item.region, item.region),
         "ResourceId": None,
         "ResourceType": None,
         "ServiceCategory": category,
+        "ServiceSubcategory": subcategory,
         "ServiceName": item.service,
         "SkuId": f"{service_code}-{meter}",
         "SkuMeter": meter,
