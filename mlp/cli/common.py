@@ -31,8 +31,33 @@ FormatOption = Annotated[
 RegionsOption = Annotated[
     str | None,
     typer.Option(
-        "--regions", help="Comma-separated AWS regions to read (default: the environment's region)."
+        "--regions",
+        help="Comma-separated AWS regions to scan, or 'all' (default: every region enabled for each account).",
     ),
+]
+AccountsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--accounts",
+        help="YAML file of accounts to scan (c7n-org shape: accounts: [{account_id, name, role, regions}]).",
+    ),
+]
+OrgRoleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--org-role",
+        help="Scan every account of the organization (from the payer account), assuming this role name in each.",
+    ),
+]
+ExternalIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--external-id", envvar="MLP_EXTERNAL_ID", help="External id the member-account roles require."
+    ),
+]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option("--concurrency", help="Account-region scans run at once (1-64)."),
 ]
 
 
@@ -148,3 +173,27 @@ def internal_error(error: BaseException, args: Sequence[str]) -> str:
     path = write_error_log(error, args)
     where = f"traceback in {path}" if path else "no log could be written; rerun with --debug"
     return f"mlp: internal error (a bug): {describe(error)}; {where}"
+
+
+def scope_from_options(
+    accounts: Path | None,
+    org_role: str | None,
+    regions: str | None,
+    external_id: str | None,
+) -> Any:
+    """The `finops.scope.ScanScope` the scope options describe (imported late: the CLI starts fast)."""
+    from finops import scope
+    from mlp import aws
+
+    if accounts is not None and org_role is not None:
+        raise UserError("--accounts and --org-role both choose the accounts; pass one of them")
+    region_list = scope.parse_regions_option(regions)
+    if accounts is not None:
+        targets = scope.load_accounts_file(accounts)
+    elif org_role is not None:
+        with aws.aws_errors("reading the caller's account"):
+            caller = aws.caller_account_id()
+        targets = scope.organization_accounts(org_role, caller)
+    else:
+        targets = None
+    return scope.resolve_scope(targets, region_list, external_id=external_id)
