@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from pulumi.runtime import rpc
@@ -339,7 +340,6 @@ def test_a_value_unknown_at_plan_time_is_refused() -> None:
 
 
 def test_manifests_validate_against_the_kubernetes_schemas(stack: tuple) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     config, manifests = stack
     for manifest in manifests:
         kubernetes_validate.validate(manifest, f"{config.serving.kubernetes_version}.0", strict=True)
