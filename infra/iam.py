@@ -8,14 +8,20 @@ from typing import Any
 import pulumi
 
 
-def assume_role_policy(service: str) -> str:
-    """Trust policy letting an AWS service (e.g. `ec2.amazonaws.com`) assume the role."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
-        }
-    )
+def assume_role_policy(service: str, conditions: dict[str, Any] | None = None) -> str:
+    """Trust policy letting an AWS service (e.g. `ec2.amazonaws.com`) assume the role.
+
+    `conditions` bind the service to this account's resources (`infra.kms.source_conditions`) where
+    the service sends a source context; EC2's instance profiles send none.
+    """
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if conditions:
+        statement["Condition"] = conditions
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def irsa_assume_role_policy(

@@ -172,3 +172,22 @@ def test_only_key_policies_may_say_resource_star() -> None:
     }
     assert unexpected_findings([(KEY_TYPE, "key.policy", everything)]) == []
     assert unexpected_findings([("aws:iam/rolePolicy:RolePolicy", "role.policy", everything)]) != []
+
+
+# EC2 assumes instance roles through instance profiles and sends no source context to condition on.
+SERVICES_WITHOUT_SOURCE_CONTEXT = frozenset({"ec2.amazonaws.com"})
+SOURCE_KEYS = ("aws:SourceAccount", "aws:SourceArn")
+
+
+def test_every_service_principal_is_bound_to_this_account_or_its_resources(documents) -> None:
+    name, found = documents
+    unbound = []
+    for resource_type, where, document in found:
+        for statement in document["Statement"]:
+            principal = statement.get("Principal")
+            services = principal.get("Service", []) if isinstance(principal, dict) else []
+            for service in [services] if isinstance(services, str) else services:
+                keys = {key for block in (statement.get("Condition") or {}).values() for key in block}
+                if service not in SERVICES_WITHOUT_SOURCE_CONTEXT and not keys & set(SOURCE_KEYS):
+                    unbound.append(f"{resource_type} {where}: {service}")
+    assert unbound == [], name

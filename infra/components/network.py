@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import NetworkConfig
+from infra.iam import assume_role_policy
 from infra.kms import KeyScope, LogsUse, SourceArn, account_scope, customer_managed_key, source_conditions
 
 HTTPS = 443
@@ -19,19 +20,7 @@ FLOW_LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents", "logs:Des
 
 def flow_logs_trust_policy(scope: KeyScope) -> str:
     """VPC Flow Logs may assume the role, only for this account's flow logs."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": FLOW_LOGS_SERVICE},
-                    "Action": "sts:AssumeRole",
-                    "Condition": source_conditions(scope, SourceArn("ec2", "vpc-flow-log/*")),
-                }
-            ],
-        }
-    )
+    return assume_role_policy(FLOW_LOGS_SERVICE, source_conditions(scope, SourceArn("ec2", "vpc-flow-log/*")))
 
 
 def flow_logs_write_policy(log_group_arn: str) -> str:

@@ -17,8 +17,11 @@ from infra.kms import (
     GRANTING_SERVICE_ACTIONS,
     LogsUse,
     RoleUse,
+    SourceArn,
     ViaServiceUse,
+    account_scope,
     customer_managed_key,
+    source_conditions,
 )
 from infra.tagging import NODE_GROUP_TAG_KINDS, launch_tag_specifications
 
@@ -62,8 +65,15 @@ class ServingCluster(pulumi.ComponentResource):
         config = args.config
         cluster_name = f"mlp-{args.environment}-serving"
 
+        # EKS sends the cluster as the source: the role serves this cluster, no other.
         cluster_role = aws.iam.Role(
-            f"{name}-cluster", assume_role_policy=assume_role_policy("eks.amazonaws.com"), opts=self._child
+            f"{name}-cluster",
+            assume_role_policy=account_scope(self).apply(
+                lambda scope: assume_role_policy(
+                    "eks.amazonaws.com", source_conditions(scope, SourceArn("eks", f"cluster/{cluster_name}"))
+                )
+            ),
+            opts=self._child,
         )
         cluster_policy = aws.iam.RolePolicyAttachment(
             f"{name}-cluster-policy",
