@@ -2,16 +2,19 @@
 
 The kinds checked are the inventory registry's `untagged_scan` declarations. The registry lists every
 kind with its own service's describe/list call: the Resource Groups Tagging API never returns
-never-tagged resources, so it cannot be what decides which resources exist.
+never-tagged resources, so it cannot be what decides which resources exist. Every account and region
+of a scope is one target (`finops.scope`); global kinds are listed once per account.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from finops import inventory
+from finops.idle import single_account_scope
+from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope, run_targets
 from mlp import aws
 from mlp.tags import DEFAULT_MANDATORY_TAGS, missing_tags
 
@@ -22,11 +25,15 @@ class UntaggedFinding:
     resource_type: str  # the registry's kind, e.g. "ec2:instance"
     region: str
     missing_tags: tuple[str, ...]
+    account_id: str
+    account_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "arn": self.arn,
             "resource_type": self.resource_type,
+            "account_id": self.account_id,
+            "account_name": self.account_name,
             "region": self.region,
             "missing_tags": list(self.missing_tags),
         }
@@ -34,33 +41,77 @@ class UntaggedFinding:
 
 @dataclass
 class UntaggedScan:
+    """The untagged scan of a scope; `scope.gaps` names the accounts and account-regions not scanned."""
+
     required_tags: list[str]
+    scope: ScanScope
     findings: list[UntaggedFinding] = field(default_factory=list)
     resources_scanned: int = 0
 
+    @property
+    def gaps(self) -> list[Gap]:
+        return self.scope.gaps
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "scope": self.scope.to_json(),
             "required_tags": list(self.required_tags),
             "findings": [finding.to_json() for finding in self.findings],
         }
 
 
 def scan_untagged(
-    regions: Sequence[str], required_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS
+    scope: ScanScope | Sequence[str],
+    required_tags: Iterable[str] = DEFAULT_MANDATORY_TAGS,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_done: Callable[[inventory.Scope, bool], None] | None = None,
+    on_listed: Callable[[int], None] | None = None,
 ) -> UntaggedScan:
-    """Every resource of the registry's untagged-scan kinds in `regions` that lacks one of `required_tags`."""
+    """Every resource of the registry's untagged-scan kinds in `scope` that lacks one of `required_tags`.
+
+    Targets run `concurrency` at a time; one that fails is a gap of the result's scope, the others'
+    findings stay. `on_done(target, succeeded)` follows the targets, `on_listed(n)` the resources each
+    target listed. A list of regions instead of a scope scans those regions of the caller's account
+    one by one, and a failure raises, as the callers that still pass regions expect.
+    """
     required = list(required_tags)
-    scan = UntaggedScan(required_tags=required)
     kinds = [resource_type.kind for resource_type in inventory.untagged_scan_types()]
-    with aws.aws_errors("scanning for untagged resources"):
-        account_id = aws.client("sts", regions[0]).get_caller_identity()["Account"]
-        resources = inventory.scan(kinds, regions, account_id)
-    scan.resources_scanned = len(resources)
-    for resource in resources:
-        missing = missing_tags(resource.tags, required)
-        if missing:
-            scan.findings.append(
-                UntaggedFinding(resource.arn, resource.kind, resource.region, tuple(missing))
-            )
-    scan.findings.sort(key=lambda finding: (finding.region, finding.resource_type, finding.arn))
+    chosen = scope if isinstance(scope, ScanScope) else single_account_scope(scope)
+
+    def scan_target(target: inventory.Scope) -> list[inventory.Resource]:
+        resources = inventory.scan_scope(kinds, target, with_global=chosen.first_region_of(target))
+        if on_listed is not None:
+            on_listed(len(resources))
+        return resources
+
+    if isinstance(scope, ScanScope):
+        gathered = run_targets(chosen, scan_target, concurrency=concurrency, on_done=on_done)
+        listed = gathered.results
+        covered = replace(chosen, gaps=[*chosen.gaps, *gathered.gaps])
+    else:
+        listed = []
+        for target in chosen.targets:
+            with aws.aws_errors("scanning for untagged resources"):
+                listed.append((target, scan_target(target)))
+        covered = chosen
+    scan = UntaggedScan(required_tags=required, scope=covered)
+    for target, resources in listed:
+        scan.resources_scanned += len(resources)
+        for resource in resources:
+            missing = missing_tags(resource.tags, required)
+            if missing:
+                scan.findings.append(
+                    UntaggedFinding(
+                        resource.arn,
+                        resource.kind,
+                        resource.region,
+                        tuple(missing),
+                        account_id=target.account_id,
+                        account_name=target.account_name,
+                    )
+                )
+    scan.findings.sort(
+        key=lambda finding: (finding.account_id, finding.region, finding.resource_type, finding.arn)
+    )
     return scan

@@ -9,10 +9,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
+from finops import idle
 from finops.idle import (
     CPU_METRIC,
     GPU_METRIC,
@@ -20,7 +22,9 @@ from finops.idle import (
     MAX_QUERIES_PER_CALL,
     IdleFinding,
     scan_idle,
+    single_account_scope,
 )
+from finops.scope import ScanScope
 from mlp import pricing
 from mlp.errors import UserError
 
@@ -104,6 +108,10 @@ def idle_samples(value: float = 1.0, hours: int = 30) -> list[tuple[float, float
     return [(hour + 0.5, value) for hour in range(hours)]
 
 
+def scope_of(*regions: str) -> ScanScope:
+    return single_account_scope(regions, ACCOUNT)
+
+
 def by_id(findings: list[IdleFinding]) -> dict[str, IdleFinding]:
     return {finding.resource_id: finding for finding in findings}
 
@@ -112,7 +120,7 @@ def test_1200_instances_take_three_metric_calls(aws: None, metric_data_calls: li
     ids = launch(1200)
     put(GPU_METRIC, ids, [(2.0, 1.0)])
 
-    scan = scan_idle(["us-east-1"], now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), now=NOW)
 
     assert len(metric_data_calls) == 3 == scan.cloudwatch_calls
     assert max(metric_data_calls) <= MAX_QUERIES_PER_CALL
@@ -125,7 +133,7 @@ def test_1200_instances_take_three_metric_calls(aws: None, metric_data_calls: li
 def test_calls_grow_with_instances_over_500(aws: None, metric_data_calls: list[int], count: int) -> None:
     launch(count)  # no metrics at all: one GPU pass, then one CPU pass over every instance
 
-    scan = scan_idle(["us-east-1"], now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), now=NOW)
 
     assert len(metric_data_calls) == scan.cloudwatch_calls == 2 * math.ceil(count / MAX_QUERIES_PER_CALL)
     assert scan.findings == []
@@ -137,7 +145,7 @@ def test_gpu_idle_is_judged_on_gpu_even_when_cpu_is_busy(aws: None) -> None:
     put(GPU_METRIC, [instance_id], idle_samples(2.0))
     put(CPU_METRIC, [instance_id], idle_samples(80.0))
 
-    [finding] = scan_idle(["us-east-1"], now=NOW).findings
+    [finding] = scan_idle(scope_of("us-east-1"), now=NOW).findings
 
     assert finding.resource_id == instance_id
     assert finding.telemetry == "gpu"
@@ -151,7 +159,7 @@ def test_cpu_is_the_fallback_without_gpu_telemetry(aws: None, metric_data_calls:
     put(CPU_METRIC, [busy_cpu], idle_samples(40.0))
     put(GPU_METRIC, [with_gpu], idle_samples(50.0))
 
-    scan = scan_idle(["us-east-1"], now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), now=NOW)
 
     [finding] = scan.findings
     assert finding.resource_id == idle_cpu
@@ -165,7 +173,7 @@ def test_instances_younger_than_the_window_are_not_judged(aws: None) -> None:
     [old] = launch(age_hours=7)
     put(GPU_METRIC, [young, old], idle_samples(0.0, hours=2))
 
-    scan = scan_idle(["us-east-1"], window_hours=6, now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), window_hours=6, now=NOW)
 
     assert [finding.resource_id for finding in scan.findings] == [old]
     assert [skipped["resource_id"] for skipped in scan.not_judged] == [young]
@@ -176,7 +184,7 @@ def test_threshold_is_strict(aws: None) -> None:
     put(GPU_METRIC, [at_threshold], [*idle_samples(1.0), (1.0, 5.0)])
     put(GPU_METRIC, [under], [*idle_samples(1.0), (1.0, 4.99)])
 
-    scan = scan_idle(["us-east-1"], threshold_pct=5.0, now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), threshold_pct=5.0, now=NOW)
 
     assert [finding.resource_id for finding in scan.findings] == [under]
 
@@ -185,8 +193,8 @@ def test_a_busy_hour_inside_the_window_means_not_idle(aws: None) -> None:
     [instance_id] = launch()
     put(GPU_METRIC, [instance_id], [*idle_samples(1.0), (5.5, 60.0)])
 
-    assert scan_idle(["us-east-1"], window_hours=6, now=NOW).findings == []
-    assert scan_idle(["us-east-1"], window_hours=5, now=NOW).findings != []
+    assert scan_idle(scope_of("us-east-1"), window_hours=6, now=NOW).findings == []
+    assert scan_idle(scope_of("us-east-1"), window_hours=5, now=NOW).findings != []
 
 
 def test_idle_hours_run_back_to_the_last_busy_hour_the_launch_or_the_lookback(aws: None) -> None:
@@ -197,7 +205,7 @@ def test_idle_hours_run_back_to_the_last_busy_hour_the_launch_or_the_lookback(aw
     put(GPU_METRIC, [since_launch], idle_samples(1.0, hours=8))
     put(GPU_METRIC, [since_lookback], idle_samples(1.0))
 
-    findings = by_id(scan_idle(["us-east-1"], now=NOW).findings)
+    findings = by_id(scan_idle(scope_of("us-east-1"), now=NOW).findings)
 
     # The busy sample falls in the hourly period ending 10 h before NOW.
     assert findings[after_busy].idle_hours == 10.0
@@ -209,7 +217,7 @@ def test_a_window_longer_than_the_lookback_extends_it(aws: None) -> None:
     [instance_id] = launch(age_hours=60)
     put(GPU_METRIC, [instance_id], idle_samples(1.0, hours=60))
 
-    [finding] = scan_idle(["us-east-1"], window_hours=48, now=NOW).findings
+    [finding] = scan_idle(scope_of("us-east-1"), window_hours=48, now=NOW).findings
 
     assert finding.idle_hours == 48.0
 
@@ -219,7 +227,7 @@ def test_prices_spot_and_on_demand_and_waste(aws: None) -> None:
     [on_demand] = launch(instance_type="p4d.24xlarge")
     put(GPU_METRIC, [spot, on_demand], idle_samples(1.0))
 
-    scan = scan_idle(["us-east-1"], now=NOW)
+    scan = scan_idle(scope_of("us-east-1"), now=NOW)
     findings = by_id(scan.findings)
 
     assert findings[spot].hourly_cost_usd == pricing.spot_hourly("g6.12xlarge")
@@ -235,7 +243,7 @@ def test_unpriced_gpu_types_are_reported_without_dollars(aws: None) -> None:
     [instance_id] = launch(instance_type="g4ad.xlarge")
     put(GPU_METRIC, [instance_id], idle_samples(1.0))
 
-    [finding] = scan_idle(["us-east-1"], now=NOW).findings
+    [finding] = scan_idle(scope_of("us-east-1"), now=NOW).findings
 
     assert (finding.hourly_cost_usd, finding.wasted_usd) == (None, None)
 
@@ -246,7 +254,7 @@ def test_training_tags_are_surfaced(aws: None) -> None:
     [untagged] = launch()
     put(GPU_METRIC, [tagged, untagged], idle_samples(1.0))
 
-    findings = by_id(scan_idle(["us-east-1"], now=NOW).findings)
+    findings = by_id(scan_idle(scope_of("us-east-1"), now=NOW).findings)
 
     assert findings[tagged].tags == tags
     assert (findings[tagged].run_id, findings[tagged].pulumi_stack) == ("nlp-r7", "train-nlp-r7")
@@ -261,7 +269,7 @@ def test_only_running_gpu_instances_in_every_region_are_scanned(aws: None) -> No
     put(CPU_METRIC, [cpu_box, stopped], idle_samples(1.0))
     put(GPU_METRIC, [west], idle_samples(1.0), region="us-west-2")
 
-    scan = scan_idle(["us-east-1", "us-west-2"], now=NOW)
+    scan = scan_idle(scope_of("us-east-1", "us-west-2"), now=NOW)
 
     assert [(f.resource_id, f.region) for f in scan.findings] == [(west, "us-west-2")]
     assert scan.instances_scanned == 1
@@ -271,11 +279,14 @@ def test_json_shape(aws: None) -> None:
     [instance_id] = launch()
     put(GPU_METRIC, [instance_id], idle_samples(1.0))
 
-    payload = scan_idle(["us-east-1"], window_hours=6, threshold_pct=5, now=NOW).to_json()
+    payload = scan_idle(scope_of("us-east-1"), window_hours=6, threshold_pct=5, now=NOW).to_json()
 
-    assert set(payload) == {"window_hours", "threshold_pct", "findings"}
+    assert set(payload) == {"scope", "window_hours", "threshold_pct", "findings"}
+    assert payload["scope"]["accounts"] == [{"account_id": ACCOUNT, "name": "", "regions": ["us-east-1"]}]
     assert set(payload["findings"][0]) == {
         "resource_id",
+        "account_id",
+        "account_name",
         "region",
         "instance_type",
         "telemetry",
@@ -299,4 +310,24 @@ def test_json_shape(aws: None) -> None:
 )
 def test_bad_thresholds_are_user_errors(window_hours: float, threshold_pct: float, flag: str) -> None:
     with pytest.raises(UserError, match=flag):
-        scan_idle(["us-east-1"], window_hours=window_hours, threshold_pct=threshold_pct, now=NOW)
+        scan_idle(scope_of("us-east-1"), window_hours=window_hours, threshold_pct=threshold_pct, now=NOW)
+
+
+def test_a_list_of_regions_scans_the_callers_account_and_raises_on_failure(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [instance_id] = launch()
+    put(GPU_METRIC, [instance_id], idle_samples(1.0))
+
+    scan = scan_idle(["us-east-1"], now=NOW)
+
+    assert [(f.resource_id, f.account_id) for f in scan.findings] == [(instance_id, ACCOUNT)]
+    assert scan.gaps == []
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DescribeInstances")
+
+    monkeypatch.setattr(idle, "running_gpu_instances", refused)
+    # The callers that pass regions (report, reaper) turn the raised error into their own verdict.
+    with pytest.raises(UserError, match="access denied"):
+        scan_idle(["us-east-1"], now=NOW)

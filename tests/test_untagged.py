@@ -11,7 +11,9 @@ import pytest
 from moto import mock_aws
 
 from finops import inventory
+from finops.idle import single_account_scope
 from finops.inventory.ec2 import ec2_arn
+from finops.scope import ScanScope
 from finops.untagged import scan_untagged
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 
@@ -179,8 +181,12 @@ class Account:
         self.classic_load_balancer(prefix, tags)
 
 
+def scope_of(*regions: str) -> ScanScope:
+    return single_account_scope(regions, ACCOUNT)
+
+
 def findings_by_arn(regions: list[str], **kwargs: Any) -> dict[str, tuple[str, list[str]]]:
-    scan = scan_untagged(regions, **kwargs)
+    scan = scan_untagged(scope_of(*regions), **kwargs)
     return {finding.arn: (finding.resource_type, list(finding.missing_tags)) for finding in scan.findings}
 
 
@@ -234,7 +240,7 @@ def test_each_region_reports_its_own_resources_and_buckets_once(aws: None) -> No
     west.bucket("west-bucket", {})
     east.bucket("elsewhere-bucket", {}, region="eu-west-1")
 
-    scan = scan_untagged(["us-east-1", "us-west-2"])
+    scan = scan_untagged(scope_of("us-east-1", "us-west-2"))
 
     arns = [finding.arn for finding in scan.findings]
     assert len(arns) == len(set(arns))
@@ -247,12 +253,14 @@ def test_each_region_reports_its_own_resources_and_buckets_once(aws: None) -> No
 def test_json_shape(aws: None) -> None:
     Account().instance({})
 
-    payload = scan_untagged(["us-east-1"]).to_json()
+    payload = scan_untagged(scope_of("us-east-1")).to_json()
 
-    assert set(payload) == {"required_tags", "findings"}
+    assert set(payload) == {"scope", "required_tags", "findings"}
+    assert payload["scope"]["regions"] == ["us-east-1"]
     assert {tuple(finding) for finding in payload["findings"]} == {
-        ("arn", "resource_type", "region", "missing_tags")
+        ("arn", "resource_type", "account_id", "account_name", "region", "missing_tags")
     }
+    assert {finding["account_id"] for finding in payload["findings"]} == {ACCOUNT}
     assert all(finding["missing_tags"] == list(DEFAULT_MANDATORY_TAGS) for finding in payload["findings"])
 
 
@@ -261,7 +269,7 @@ def test_custom_required_tags(aws: None) -> None:
     account.instance(FULL)
     account.instance({**FULL, "run-id": "nlp-r1"})
 
-    scan = scan_untagged(["us-east-1"], required_tags=["team", "run-id"])
+    scan = scan_untagged(scope_of("us-east-1"), required_tags=["team", "run-id"])
 
     assert scan.to_json()["required_tags"] == ["team", "run-id"]
     assert {finding.missing_tags for finding in scan.findings} == {("run-id",)}
@@ -284,3 +292,13 @@ def test_correct_without_the_tagging_api(aws: None, monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(module, "tagging_api_tags", lambda scope, resource_types: {})
 
     assert findings_by_arn(["us-east-1"]) == account.expected
+
+
+def test_a_list_of_regions_scans_the_callers_account(aws: None) -> None:
+    account = Account()
+    account.instance({})
+
+    scan = scan_untagged(["us-east-1"])
+
+    assert {finding.arn for finding in scan.findings} == set(account.expected)
+    assert {finding.account_id for finding in scan.findings} == {ACCOUNT}
