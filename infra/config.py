@@ -536,6 +536,122 @@ _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}")
 _ENVIRONMENT = re.compile(r"[a-z][a-z0-9-]{1,15}")
 
 
+# A digest reference: registry/repository@sha256:<64 hex>, no tag.
+_IMAGE_DIGEST = r"[a-z0-9]+([._:/-][a-z0-9]+)*@sha256:[0-9a-f]{64}"
+# Five whitespace-separated fields of digits, names and the cron operators; the cluster checks the rest.
+_CRON_FIELD = r"[0-9A-Za-z*/,?-]+"
+_S3_URI = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[!-~]*)?"
+
+
+def _cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(re.fullmatch(_CRON_FIELD, field) for field in fields):
+        raise ValueError(
+            f"{_shown(value)} is not a cron schedule: 5 fields (minute hour day-of-month month "
+            "day-of-week) like '0 2 * * *'"
+        )
+    return value
+
+
+CronSchedule = Annotated[str, AfterValidator(_cron)]
+AwsRegion = Annotated[str, _matching(_REGION.pattern, "is not an AWS region like us-east-1")]
+S3Uri = Annotated[str, _matching(_S3_URI, "must be an S3 URI like s3://bucket/prefix")]
+IamPrincipalArn = Annotated[
+    str,
+    _matching(
+        r"arn:aws[a-z-]*:iam::[0-9]{12}:(root|role/[\w+=,.@/-]{1,512}|user/[\w+=,.@/-]{1,512})",
+        "is not an IAM principal ARN like arn:aws:iam::123456789012:role/finance-analyst "
+        "(an account root, role or user)",
+    ),
+]
+
+
+class FinOpsConfig(_Model):
+    """The nightly report and hourly reaper as CronJobs on the serving cluster, with their AWS roles."""
+
+    enabled: Bool = False
+    namespace: Annotated[
+        str,
+        _matching(
+            r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
+            "must be a Kubernetes namespace: 1-63 lowercase letters, digits and '-', starting and ending "
+            "with a letter or digit",
+        ),
+    ] = "finops"
+    # By digest only: the jobs run exactly the image CI built and scanned, never whatever a tag points to now.
+    image: (
+        Annotated[
+            str,
+            _matching(
+                _IMAGE_DIGEST,
+                "must be the built image by digest, repository@sha256:<64 hex digits> (no tag): the jobs "
+                "run exactly that image",
+            ),
+        ]
+        | None
+    ) = None
+    report_schedule: CronSchedule = "0 2 * * *"
+    reap_schedule: CronSchedule = "17 * * * *"
+    # None: every region enabled for the account, as the commands default to.
+    regions: Annotated[tuple[AwsRegion, ...], AfterValidator(_distinct)] | Literal["all"] | None = None
+    # The role name the member accounts' FinOpsAccess stacks create (`--org-role`).
+    accounts_role: (
+        Annotated[
+            str, _matching(r"[\w+=,.@-]{1,64}", "must be an IAM role name (1-64 letters, digits, +=,.@_-)")
+        ]
+        | None
+    ) = None
+    external_id: (
+        Annotated[
+            str,
+            _matching(
+                r"[\w+=,.@:/-]{2,1224}", "must be 2-1224 letters, digits and +=,.@:/-_ (an STS external id)"
+            ),
+        ]
+        | None
+    ) = None
+    cost_source: Literal["cost-explorer", "focus"] = "cost-explorer"
+    focus_uri: S3Uri | None = None
+    slack_webhook_secret_arn: (
+        Annotated[
+            str,
+            _matching(
+                r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[\w/+=.@-]{1,512}",
+                "is not a Secrets Manager secret ARN like "
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:finops/slack-AbCdEf",
+            ),
+        ]
+        | None
+    ) = None
+    report_retention_days: Int = Field(400, ge=1, le=3650)
+    finance_role_trusted_arns: Annotated[tuple[IamPrincipalArn, ...], AfterValidator(_distinct)] = Field(
+        (), max_length=20
+    )
+    # The Pulumi state the reaper reads and destroys training stacks in (s3://bucket/prefix).
+    state_backend_url: S3Uri | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> FinOpsConfig:
+        if self.cost_source == "focus" and self.focus_uri is None:
+            raise _KeyedError("finops.focusUri", "costSource focus reads the FOCUS export: set its s3:// URI")
+        if self.cost_source == "cost-explorer" and self.focus_uri is not None:
+            raise _KeyedError("finops.focusUri", "is read only with costSource: focus; set that or remove it")
+        if self.external_id is not None and self.accounts_role is None:
+            raise _KeyedError("finops.externalId", "is sent when assuming accountsRole; set accountsRole too")
+        if self.enabled:
+            required = {
+                "image": self.image,
+                "stateBackendUrl": self.state_backend_url,
+                "financeRoleTrustedArns": self.finance_role_trusted_arns,
+            }
+            for key, value in required.items():
+                if not value:
+                    raise _KeyedError(
+                        f"finops.{key}", "missing; the jobs need it when finops.enabled is true"
+                    )
+        return self
+
+
 class StackConfig(_Model):
     """Everything `Pulumi.<stack>.yaml` says, validated. Field names are the camelCase config keys."""
 
@@ -551,6 +667,7 @@ class StackConfig(_Model):
     training: TrainingConfig = TrainingConfig()
     budgets: BudgetsConfig
     cost_export: CostExportConfig = CostExportConfig()
+    finops: FinOpsConfig = FinOpsConfig()
 
     @field_validator("region")
     @classmethod
