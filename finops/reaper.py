@@ -6,6 +6,11 @@ proven by property-based tests. Every destroy candidate is then proven resource 
 Acting goes through `RunTeardown` under a per-stack lock whose lease is checked before every
 destructive step. Each candidate succeeds or fails on its own; the result always carries every
 candidate, receipt and error. It never deletes S3 objects.
+
+It covers every account and region of a `ScanScope`, the targets surveyed concurrently, each with
+its account's session; a target that cannot be read is a gap of the result's scope (exit 1). Proofs
+hold per account: a stack is acted on only in the account its state names, an orphan only in the
+account its resources were found in, and nothing of one account is ever taken for another's.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from finops.idle import scan_idle
-from finops.inventory import Resource
+from finops.inventory import Resource, Scope
 from finops.locks import Locks, locks_for
-from finops.run_resources import by_run, find_run_resources
-from finops.teardown import Receipt, RunTeardown, run_cost_usd
+from finops.ownership import StackAccount, stack_account
+from finops.run_resources import RunSurvey, by_run, find_run_resources, survey_runs
+from finops.scope import DEFAULT_CONCURRENCY, ScanScope
+from finops.teardown import Receipt, RunTeardown, account_teardown, run_cost_usd
 from infra.config import PROD, TRAINING_STACK_PREFIX, environment_stacks, find_project_dir, load_stack_config
 from infra.training.automation import PulumiAutomationBackend, StackBackend, StackSummary, backend_url
 from infra.training.checkpoints import Completion, read_completion
@@ -68,11 +75,14 @@ class Candidate:
     action: str  # destroy | skip | refuse
     why: str
     notify: bool = False
+    # The account whose resources it is about; "" when its stack's state proves none.
+    account_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
             "run_id": self.run_id,
+            "account_id": self.account_id or None,
             "reason": self.reason,
             "action": self.action,
             "why": self.why,
@@ -148,54 +158,68 @@ def decide_orphans(
     stack_names: set[str],
     policy: ReapPolicy,
     now: datetime,
+    *,
+    account_id: str = "",
+    stacks_elsewhere: Mapping[str, str] | None = None,
 ) -> list[Candidate]:
-    """Runs with AWS resources and no stack (lost state, a half-failed destroy), swept only after expiry.
+    """Runs with AWS resources in `account_id` and no stack (lost state, a half-failed destroy), swept only after expiry.
 
-    An unexpired run is never an orphan, whatever the backend holds: a wrong backend URL or lost
-    state must not take down live runs.
+    `stack_names` own their runs' resources here; `stacks_elsewhere` (stack -> account) are stacks
+    whose state puts them in another account: resources here tagged as theirs are neither theirs
+    nor orphans, and are never swept. An unexpired run is never an orphan, whatever the backend
+    holds: a wrong backend URL or lost state must not take down live runs.
     """
+    elsewhere = stacks_elsewhere or {}
     candidates = []
     for run_id, owned in sorted(owned_by_run.items()):
         stack = f"{TRAINING_STACK_PREFIX}{run_id}"
         if stack in stack_names:
             continue
-        why = f"{len(owned)} resource(s) tagged run-id={run_id} and no stack {stack} on this backend"
-        undated = [item for item in owned if _expires_at(item.tags) is None]
-        if undated:
-            first = undated[0]
-            candidates.append(
-                Candidate(
-                    stack,
-                    run_id,
-                    "orphaned",
-                    "skip",
-                    f"{why}; but {first.kind} {first.resource_id} has no valid expires-at, so its expiry cannot be proven",
-                )
-            )
-            continue
-        latest = max(_expires_at(item.tags) for item in owned)  # type: ignore[type-var]
-        if now < latest + policy.grace:
-            candidates.append(
-                Candidate(
-                    stack,
-                    run_id,
-                    "orphaned",
-                    "skip",
-                    f"{why}; but it expires at {latest.isoformat()} (+{_minutes(policy.grace)} min grace): "
-                    "an unexpired run is never swept",
-                    notify=True,
-                )
-            )
-            continue
-        if any(item.tags.get(ENVIRONMENT) == PROD for item in owned) and not policy.prod_opt_in:
-            candidates.append(
-                Candidate(stack, run_id, "orphaned", "skip", f"{why}; but environment=prod has not opted in")
-            )
-            continue
+        action, why, notify = _orphan_verdict(run_id, owned, elsewhere.get(stack), policy, now, account_id)
         candidates.append(
-            Candidate(stack, run_id, "orphaned", "destroy", f"{why}; expired {latest.isoformat()}")
+            Candidate(stack, run_id, "orphaned", action, why, notify=notify, account_id=account_id)
         )
     return candidates
+
+
+def _orphan_verdict(
+    run_id: str,
+    owned: Sequence[Resource],
+    stack_account: str | None,
+    policy: ReapPolicy,
+    now: datetime,
+    account_id: str,
+) -> tuple[str, str, bool]:
+    """(action, why, notify) for the resources of a run with no stack in `account_id`."""
+    stack = f"{TRAINING_STACK_PREFIX}{run_id}"
+    here = f" in account {account_id}" if account_id else ""
+    if stack_account is not None:
+        return (
+            "skip",
+            f"{len(owned)} resource(s) tagged run-id={run_id}{here}, but stack {stack} lives in "
+            f"account {stack_account}: not its resources and no orphan, never swept",
+            True,
+        )
+    why = f"{len(owned)} resource(s) tagged run-id={run_id}{here} and no stack {stack} on this backend"
+    undated = [item for item in owned if _expires_at(item.tags) is None]
+    if undated:
+        first = undated[0]
+        return (
+            "skip",
+            f"{why}; but {first.kind} {first.resource_id} has no valid expires-at, so its expiry cannot be proven",
+            False,
+        )
+    latest = max(_expires_at(item.tags) for item in owned)  # type: ignore[type-var]
+    if now < latest + policy.grace:
+        return (
+            "skip",
+            f"{why}; but it expires at {latest.isoformat()} (+{_minutes(policy.grace)} min grace): "
+            "an unexpired run is never swept",
+            True,
+        )
+    if any(item.tags.get(ENVIRONMENT) == PROD for item in owned) and not policy.prod_opt_in:
+        return "skip", f"{why}; but environment=prod has not opted in", False
+    return "destroy", f"{why}; expired {latest.isoformat()}", False
 
 
 def _expires_at(tags: Mapping[str, str]) -> datetime | None:
@@ -212,7 +236,8 @@ def _minutes(delta: timedelta) -> int:
 @dataclass
 class ReapResult:
     applied: bool
-    scope: dict[str, list[str]]
+    # What was covered, gaps included: the scope's own and the targets that failed to answer.
+    scope: ScanScope
     candidates: list[Candidate]
     # Read before the candidates: what makes the whole picture doubtful (an empty backend, say).
     warnings: list[str] = field(default_factory=list)
@@ -225,13 +250,18 @@ class ReapResult:
 
     @property
     def failed(self) -> bool:
-        """Exit 1: an error, a leak, or a refused run (it keeps billing until a person looks)."""
-        return bool(self.errors) or self.leaked or any(c.action == "refuse" for c in self.candidates)
+        """Exit 1: an error, a leak, a refused run (it keeps billing until a person looks), or a gap."""
+        return (
+            bool(self.errors)
+            or self.leaked
+            or bool(self.scope.gaps)
+            or any(c.action == "refuse" for c in self.candidates)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "applied": self.applied,
-            "scope": self.scope,
+            "scope": self.scope.to_json(),
             "warnings": self.warnings,
             "candidates": [candidate.to_json() for candidate in self.candidates],
             "receipts": [receipt.to_json() for receipt in self.receipts],
@@ -239,50 +269,75 @@ class ReapResult:
         }
 
 
+# A stack's checkpoint read: with its account's session, in the region of the account's first target.
+CompletionReader = Callable[[StackSummary, Scope], Completion | None]
+
+
 class Reaper:
-    """Reads the backend and AWS, decides, proves, and (with `apply`) destroys, sweeps and writes receipts."""
+    """Reads the backend and every target of the scope, decides, proves, and (with `apply`) destroys and sweeps."""
 
     def __init__(
         self,
         stacks: StackReader,
         *,
+        scope: ScanScope,
         destroyer: Callable[[], StackBackend],
-        teardown: RunTeardown,
         policy: ReapPolicy,
-        completion: Callable[[StackSummary], Completion | None],
-        idle: Mapping[str, IdleEvidence],
+        completion: CompletionReader,
+        idle: Mapping[tuple[str, str], IdleEvidence],
         locks: Locks,
+        run_cost: Callable[[str], float | None],
         log: Callable[[str], None],
         notify: Callable[[str], None],
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.stacks = stacks
+        self.scope = scope
         self.destroyer = destroyer
-        self.teardown = teardown
         self.policy = policy
         self.completion = completion
+        # (account id, instance id) -> evidence: instance ids are only unique within an account.
         self.idle = idle
         self.locks = locks
+        self.run_cost = run_cost
         self.log = log
         self.notify = notify
+        self.concurrency = concurrency
+
+    def teardown(self, targets: Sequence[Scope]) -> RunTeardown:
+        """The teardown of one account over `targets`, acting with the account's session."""
+        return account_teardown(
+            targets, prod_opt_in=self.policy.prod_opt_in, run_cost=self.run_cost, log=self.log
+        )
 
     def run(self, *, apply: bool, now: datetime | None = None) -> ReapResult:
-        result = ReapResult(
-            applied=apply,
-            scope={"accounts": [self.teardown.account_id], "regions": list(self.teardown.regions)},
-            candidates=[],
-        )
-        result.candidates = self._plan(now or datetime.now(UTC), result)
+        survey = survey_runs(self.scope, concurrency=self.concurrency)
+        named = {(gap.account_id, gap.region) for gap in self.scope.gaps}
+        fresh = [gap for gap in survey.gaps if (gap.account_id, gap.region) not in named]
+        covered = replace(self.scope, gaps=[*self.scope.gaps, *fresh])
+        result = ReapResult(applied=apply, scope=covered, candidates=[])
+        teardowns = {account: self.teardown(targets) for account, targets in survey.answered.items()}
+        result.candidates = self._plan(now or datetime.now(UTC), survey, teardowns, result)
+        for gap in covered.gaps:
+            self.log(f"GAP {gap.part}: {gap.reason}")
         for warning in result.warnings:
             self.log(f"WARNING {warning}")
         for candidate in result.candidates:
-            self.log(f"{candidate.action:8} {candidate.stack} [{candidate.reason}] {candidate.why}")
+            where = f" in {candidate.account_id}" if candidate.account_id else ""
+            self.log(f"{candidate.action:8} {candidate.stack}{where} [{candidate.reason}] {candidate.why}")
             if candidate.notify or candidate.action == "refuse":
                 self._notify(candidate, result)
             if apply and candidate.action == "destroy":
-                self._act(candidate, result)
+                self._act(candidate, teardowns[candidate.account_id], result)
         return result
 
-    def _plan(self, now: datetime, result: ReapResult) -> list[Candidate]:
+    def _plan(
+        self,
+        now: datetime,
+        survey: RunSurvey,
+        teardowns: Mapping[str, RunTeardown],
+        result: ReapResult,
+    ) -> list[Candidate]:
         listed = self.stacks.list_stacks()
         training = [
             summary
@@ -291,50 +346,124 @@ class Reaper:
             and summary.name not in self.policy.environment_stacks
         ]
         result.warnings.extend(self.stacks.warnings)
-        owned = by_run(self.teardown.inventory())
-        if owned and not training:
+        if survey.run_count() and not training:
             result.warnings.insert(
                 0,
-                f"the state backend holds no training stack while AWS holds resources of {len(owned)} run(s): "
+                f"the state backend holds no training stack while AWS holds resources of {survey.run_count()} run(s): "
                 "a wrong or empty backend is the usual cause (--backend, MLP_BACKEND_URL, PULUMI_BACKEND_URL)",
             )
+        homes = {summary.name: self._home(summary.name) for summary in training}
         candidates = []
         for summary in sorted(training, key=lambda s: s.name):
+            home = homes[summary.name]
             try:
-                candidate = decide(summary, self._facts(summary, owned), self.policy, now)
+                facts = self._facts(summary, survey, teardowns.get(home.account_id or ""))
+                candidate = decide(summary, facts, self.policy, now)
             except Exception as error:  # one unreadable stack must not hide the others
                 result.errors.append({"stack": summary.name, "error": describe(error)})
                 continue
             if candidate is not None:
-                candidates.append(candidate)
+                candidates.append(replace(candidate, account_id=home.account_id or ""))
         # Any stack of the name owns its resources, even one whose file could not be read, and an
-        # environment's never lose theirs.
-        owners = {summary.name for summary in listed} | self.policy.environment_stacks
-        owners |= {
+        # environment's never lose theirs; a stack whose account is not proven owns them in every account.
+        everywhere = {
+            summary.name
+            for summary in listed
+            if summary.name not in homes or homes[summary.name].account_id is None
+        } | self.policy.environment_stacks
+        names = {summary.name for summary in listed}
+        everywhere |= {
             stack
-            for stack in (f"{TRAINING_STACK_PREFIX}{run_id}" for run_id in owned)
-            if stack not in owners and self.stacks.has_stack(stack)
+            for stack in {
+                f"{TRAINING_STACK_PREFIX}{run_id}" for runs in survey.owned.values() for run_id in runs
+            }
+            if stack not in names and self.stacks.has_stack(stack)
         }
-        candidates.extend(decide_orphans(owned, owners, self.policy, now))
-        return [self._proven(candidate, owned, result) for candidate in candidates]
+        for account_id, owned in sorted(survey.owned.items()):
+            here = {name for name, home in homes.items() if home.account_id == account_id}
+            elsewhere = {
+                name: home.account_id
+                for name, home in homes.items()
+                if home.account_id is not None and home.account_id != account_id
+            }
+            candidates.extend(
+                decide_orphans(
+                    owned,
+                    everywhere | here,
+                    self.policy,
+                    now,
+                    account_id=account_id,
+                    stacks_elsewhere=elsewhere,
+                )
+            )
+        return [self._proven(candidate, homes, survey, teardowns, result) for candidate in candidates]
 
-    def _facts(self, summary: StackSummary, owned: Mapping[str, Sequence[Resource]]) -> RunFacts:
+    def _home(self, stack: str) -> StackAccount:
+        """The account the stack's state names; an unreadable state names none."""
+        try:
+            outputs = self.stacks.outputs(stack)
+        except Exception as error:  # refused below, with the reason, like any unproven account
+            return StackAccount(stack, None, f"the state of {stack} cannot be read ({describe(error)})")
+        return stack_account(stack, outputs)
+
+    def _facts(self, summary: StackSummary, survey: RunSurvey, home: RunTeardown | None) -> RunFacts:
+        """What AWS says about the run, read in its stack's account only; nothing where that is not known."""
+        if home is None:
+            return RunFacts()
         run_id = normalize_tags(summary.tags).get(RUN_ID, "")
-        instances = tuple(item.resource_id for item in owned.get(run_id, []) if item.kind == "ec2:instance")
-        return RunFacts(completion=self.completion(summary), instance_ids=instances, idle=self.idle)
+        owned = survey.owned.get(home.account_id, {}).get(run_id, [])
+        instances = tuple(item.resource_id for item in owned if item.kind == "ec2:instance")
+        idle = {
+            instance: evidence
+            for (account_id, instance), evidence in self.idle.items()
+            if account_id == home.account_id
+        }
+        return RunFacts(completion=self.completion(summary, home.scope()), instance_ids=instances, idle=idle)
 
     def _proven(
-        self, candidate: Candidate, owned: Mapping[str, Sequence[Resource]], result: ReapResult
+        self,
+        candidate: Candidate,
+        homes: Mapping[str, StackAccount],
+        survey: RunSurvey,
+        teardowns: Mapping[str, RunTeardown],
+        result: ReapResult,
     ) -> Candidate:
-        """A destroy candidate stays one only when every resource it would delete is proven the run's."""
+        """A destroy candidate stays one only when its account and every resource it would delete are proven the run's."""
         if candidate.action != "destroy":
             return candidate
-        try:
-            proof = self.teardown.prove(candidate.run_id, owned.get(candidate.run_id, []))
-        except Exception as error:
-            result.errors.append(
-                {"stack": candidate.stack, "run_id": candidate.run_id, "error": describe(error)}
+        if candidate.reason != "orphaned" and homes[candidate.stack].account_id is None:
+            return replace(
+                candidate,
+                action="refuse",
+                why=f"{candidate.why}; refused, nothing touched: {homes[candidate.stack].why}, "
+                "so which account its resources are in is not proven",
             )
+        teardown = teardowns.get(candidate.account_id)
+        reached = (
+            "could not reach"
+            if any(gap.account_id == candidate.account_id for gap in result.scope.gaps)
+            else "does not cover"
+        )
+        if teardown is None:
+            return replace(
+                candidate,
+                action="skip",
+                why=f"{candidate.why}; but it lives in account {candidate.account_id}, which this reap {reached}",
+            )
+        region = homes[candidate.stack].region if candidate.reason != "orphaned" else None
+        if region is not None and region not in teardown.regions:
+            # Pulumi would destroy resources there whose dependents no proof has looked at.
+            return replace(
+                candidate,
+                action="skip",
+                why=f"{candidate.why}; but it lives in {region} of account {candidate.account_id}, "
+                f"which this reap {reached}",
+            )
+        try:
+            owned = survey.owned[candidate.account_id].get(candidate.run_id, [])
+            proof = teardown.prove(candidate.run_id, owned)
+        except Exception as error:
+            result.errors.append(self._error(candidate, describe(error)))
             return replace(candidate, action="skip", why=f"{candidate.why}; but its proof failed")
         if proof.proven:
             return candidate
@@ -344,40 +473,40 @@ class Reaper:
             why=f"{candidate.why}; refused, nothing touched: {'; '.join(proof.refusals)}",
         )
 
+    @staticmethod
+    def _error(candidate: Candidate, error: str) -> dict[str, str]:
+        return {
+            "stack": candidate.stack,
+            "run_id": candidate.run_id,
+            "account_id": candidate.account_id,
+            "error": error,
+        }
+
     def _notify(self, candidate: Candidate, result: ReapResult) -> None:
+        where = f" in account {candidate.account_id}" if candidate.account_id else ""
         try:
             self.notify(
-                f"training run {candidate.run_id} ({candidate.stack}) is {candidate.reason}, "
+                f"training run {candidate.run_id} ({candidate.stack}){where} is {candidate.reason}, "
                 f"{candidate.action}: {candidate.why}"
             )
         except Exception as error:  # a chat outage must not stop the reaping
-            result.errors.append(
-                {
-                    "stack": candidate.stack,
-                    "run_id": candidate.run_id,
-                    "error": f"notifying: {describe(error)}",
-                }
-            )
+            result.errors.append(self._error(candidate, f"notifying: {describe(error)}"))
 
-    def _act(self, candidate: Candidate, result: ReapResult) -> None:
+    def _act(self, candidate: Candidate, teardown: RunTeardown, result: ReapResult) -> None:
         try:
             with self.locks.hold(candidate.stack) as lease:
                 if candidate.reason == "orphaned":
-                    receipt = self.teardown.sweep(candidate.run_id, lease.check)
+                    receipt = teardown.sweep(candidate.run_id, lease.check)
                 else:
-                    receipt = self.teardown.destroy_stack(
+                    receipt = teardown.destroy_stack(
                         candidate.stack, candidate.run_id, self._destroyer(), lease.check
                     )
         except Exception as error:  # each candidate succeeds or fails on its own
             self.log(f"ERROR {candidate.stack}: {describe(error)}")
-            result.errors.append(
-                {"stack": candidate.stack, "run_id": candidate.run_id, "error": describe(error)}
-            )
+            result.errors.append(self._error(candidate, describe(error)))
             return
         result.receipts.append(receipt)
-        result.errors.extend(
-            {"stack": candidate.stack, "run_id": candidate.run_id, "error": error} for error in receipt.errors
-        )
+        result.errors.extend(self._error(candidate, error) for error in receipt.errors)
 
     def _destroyer(self) -> StackBackend:
         try:
@@ -399,14 +528,16 @@ def reap(
     *,
     apply: bool,
     grace: timedelta,
-    regions: Sequence[str],
+    scope: ScanScope,
     backend: str | None,
     notify: Callable[[str], None],
     log: Callable[[str], None],
+    concurrency: int = DEFAULT_CONCURRENCY,
     now: datetime | None = None,
     project_dir: Path | None = None,
 ) -> ReapResult:
-    """`mlp reap`: read the state backend (no Pulumi CLI needed) and AWS; destroy only with `apply`."""
+    """`mlp reap` over every target of `scope`: read the state backend (no Pulumi CLI needed) and AWS;
+    destroy only with `apply`."""
     moment = now or datetime.now(UTC)
     url = backend_url(backend)
     reader = DiyStateBackend(url)
@@ -417,34 +548,64 @@ def reap(
         environment_stacks=BUILTIN_ENVIRONMENT_STACKS | environment_stacks(project_dir),
     )
     with aws.aws_errors("reaping training runs"):
-        account_id = aws.caller_account_id(regions[0])
-        idle = {f.resource_id: IdleEvidence(f.idle_hours, f.telemetry) for f in scan_idle(regions).findings}
-        teardown = RunTeardown(
-            regions,
-            account_id,
-            prod_opt_in=opted_in,
-            run_cost=lambda run_id: run_cost_usd(run_id, moment),
-            log=log,
-        )
-        s3 = aws.client("s3")
+        # Its gaps are the reaper's too: a target without idle evidence has no idle run reaped.
+        idle_scan = scan_idle(scope, now=moment, concurrency=concurrency)
+        idle = {
+            (f.account_id, f.resource_id): IdleEvidence(f.idle_hours, f.telemetry) for f in idle_scan.findings
+        }
 
-        def completion(summary: StackSummary) -> Completion | None:
+        def completion(summary: StackSummary, home: Scope) -> Completion | None:
             run_id = normalize_tags(summary.tags).get(RUN_ID, "")
             bucket = reader.outputs(summary.name).get("checkpointBucket")
-            return read_completion(s3, bucket, run_id) if bucket and run_id else None
+            return read_completion(home.client("s3"), bucket, run_id) if bucket and run_id else None
 
         reaper = Reaper(
             reader,
+            scope=idle_scan.scope,
             destroyer=lambda: PulumiAutomationBackend(url),
-            teardown=teardown,
             policy=policy,
             completion=completion,
             idle=idle,
             locks=locks_for(url, lambda: aws.client("s3")),
+            run_cost=lambda run_id: run_cost_usd(run_id, moment),
             log=log,
             notify=notify,
+            concurrency=concurrency,
         )
         return reaper.run(apply=apply, now=moment)
+
+
+@dataclass
+class RunLeftovers:
+    """Expired runs that still own resources, per account, and the scope they were looked for in."""
+
+    scope: ScanScope
+    leftovers: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scope": self.scope.to_json(), "leftovers": self.leftovers}
+
+
+def scan_expired_run_leftovers(
+    scope: ScanScope,
+    now: datetime,
+    grace: timedelta = timedelta(minutes=DEFAULT_GRACE_MINUTES),
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> RunLeftovers:
+    """Runs past expiry (plus grace) that still have resources, in every account and region of `scope`.
+
+    Needs only AWS, not the Pulumi backend: a run past its `expires-at` should own nothing, whether
+    its stack still exists or not, so every resource left is billing for nothing. A target that
+    cannot be read is a gap of the returned scope; the others' leftovers stay.
+    """
+    survey = survey_runs(scope, concurrency=concurrency)
+    leftovers = [
+        leftover
+        for account_id, owned in sorted(survey.owned.items())
+        for leftover in _leftovers(account_id, owned, now, grace)
+    ]
+    return RunLeftovers(replace(scope, gaps=[*scope.gaps, *survey.gaps]), leftovers)
 
 
 def expired_run_leftovers(
@@ -452,14 +613,16 @@ def expired_run_leftovers(
     now: datetime,
     grace: timedelta = timedelta(minutes=DEFAULT_GRACE_MINUTES),
 ) -> list[dict[str, Any]]:
-    """Runs past expiry (plus grace) that still have resources: what the nightly report flags as leaks.
-
-    Needs only AWS, not the Pulumi backend: a run past its `expires-at` should own nothing, whether
-    its stack still exists or not, so every resource left is billing for nothing.
-    """
-    leftovers = []
+    """`scan_expired_run_leftovers` in `regions` of the caller's own account; an AWS error raises."""
     account_id = aws.caller_account_id(regions[0])
-    for run_id, owned in sorted(by_run(find_run_resources(regions, account_id)).items()):
+    return _leftovers(account_id, by_run(find_run_resources(regions, account_id)), now, grace)
+
+
+def _leftovers(
+    account_id: str, owned_by_run: Mapping[str, Sequence[Resource]], now: datetime, grace: timedelta
+) -> list[dict[str, Any]]:
+    leftovers = []
+    for run_id, owned in sorted(owned_by_run.items()):
         expiries = [moment for moment in (_expires_at(item.tags) for item in owned) if moment is not None]
         if not expiries or now < max(expiries) + grace:
             continue
@@ -468,6 +631,7 @@ def expired_run_leftovers(
             {
                 "stack": f"{TRAINING_STACK_PREFIX}{run_id}",
                 "run_id": run_id,
+                "account_id": account_id,
                 "reason": "expired",
                 "action": "destroy",
                 "why": f"{len(owned)} resource(s) still billing ${hourly:.4f}/h after expires-at {max(expiries).isoformat()}",

@@ -4,6 +4,7 @@
 inventories what the run owns, proves every resource and dependent is the run's (refusing the whole
 run otherwise), destroys the run's stack through Pulumi or, for an orphan, deletes the proven
 resources through the inventory registry, and then checks what is still tagged with the run.
+A teardown acts in one account, with that account's session, for every read, proof and delete.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import boto3
 
 from finops import inventory
 from finops.costs import tag_value_cost_usd
@@ -54,10 +57,12 @@ class Receipt:
     run_cost_usd: float | None
     # Deletes that failed during an orphan sweep, one line each; what they left is among the leaks.
     errors: list[str] = field(default_factory=list)
+    account_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "account_id": self.account_id,
             "removed": self.removed,
             "leaks": [leak.to_json() for leak in self.leaks],
             "run_cost_usd": self.run_cost_usd,
@@ -67,7 +72,7 @@ class Receipt:
     def lines(self) -> list[str]:
         cost = "not in Cost Explorer yet" if self.run_cost_usd is None else f"${self.run_cost_usd:,.2f}"
         lines = [
-            f"receipt for {self.run_id}: {len(self.removed)} resource(s) removed, "
+            f"receipt for {self.run_id} in account {self.account_id}: {len(self.removed)} resource(s) removed, "
             f"{len(self.leaks)} left behind, run cost {cost}"
         ]
         lines += [f"  LEAK {leak.arn} (${leak.hourly_cost_usd or 0.0:.4f}/h)" for leak in self.leaks]
@@ -82,14 +87,21 @@ class RunTeardown:
     prod_opt_in: bool
     run_cost: Callable[[str], float | None]
     log: Log
+    # Acts in the account (an assumed role's); None: the caller's own credentials.
+    session: boto3.session.Session | None = field(default=None, compare=False, repr=False)
+
+    def scope(self, region: str = inventory.GLOBAL) -> Scope:
+        """The account in `region`, with its session; global types go through the first region."""
+        where = self.regions[0] if region == inventory.GLOBAL else region
+        return Scope(where, self.account_id, session=self.session)
 
     def inventory(self, run_id: str | None = None) -> list[Resource]:
-        """What the run (or every run, with None) owns now, in delete order."""
-        return find_run_resources(self.regions, self.account_id, run_id)
+        """What the run (or every run, with None) owns now in this account, in delete order."""
+        return find_run_resources(self.regions, self.account_id, run_id, session=self.session)
 
     def prove(self, run_id: str, resources: Sequence[Resource] | None = None) -> RunProof:
         owned = self.inventory(run_id) if resources is None else resources
-        return prove_run(run_id, owned, prod_opt_in=self.prod_opt_in, home_region=self.regions[0])
+        return prove_run(run_id, owned, prod_opt_in=self.prod_opt_in, home=self.scope())
 
     def destroy_stack(
         self, stack: str, run_id: str, backend: StackBackend, check: Callable[[], None] = _unchecked
@@ -111,9 +123,8 @@ class RunTeardown:
                 continue
             check()
             declaration = inventory.resource_type(resource.kind)
-            region = self.regions[0] if resource.region == inventory.GLOBAL else resource.region
             try:
-                declaration.delete(Scope(region, resource.account_id), resource)  # type: ignore[misc]
+                declaration.delete(self.scope(resource.region), resource)  # type: ignore[misc]
             except Exception as error:  # one stuck resource must not keep the rest of the run billing
                 errors.append(f"deleting {resource.kind} {resource.resource_id}: {describe(error)}")
                 self.log(f"ERROR {errors[-1]}")
@@ -129,6 +140,7 @@ class RunTeardown:
             leaks=after,
             run_cost_usd=self.run_cost(run_id),
             errors=list(errors),
+            account_id=self.account_id,
         )
         for leak in receipt.leaks:
             self.log(
@@ -141,6 +153,21 @@ class RunTeardown:
         if not proof.proven:
             raise Refused(proof)
         return proof
+
+
+def account_teardown(
+    targets: Sequence[Scope], *, prod_opt_in: bool, run_cost: Callable[[str], float | None], log: Log
+) -> RunTeardown:
+    """The teardown of one account over its `targets` (the first its home region), with their session."""
+    [account_id] = {target.account_id for target in targets}
+    return RunTeardown(
+        [target.region for target in targets],
+        account_id,
+        prod_opt_in=prod_opt_in,
+        run_cost=run_cost,
+        log=log,
+        session=targets[0].session,
+    )
 
 
 def run_cost_usd(run_id: str, now: datetime | None = None) -> float | None:

@@ -8,6 +8,9 @@ helpers plant what is not the run's but attaches to or shares what is: these are
 must never take with a run. `snapshot` reads the whole account back with boto3 alone, so tests judge
 the reaper with code that shares nothing with it.
 
+A second account is an organization member (`member_account`); moto maps the credentials of a role
+assumed in it to that account, so `member_clients` plants and reads there as the reaper's sessions do.
+
 Works inside `moto.mock_aws()` or against a moto server, through whatever clients `clients` builds.
 """
 
@@ -25,12 +28,15 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
+from finops.inventory import Scope
 from finops.reaper import Reaper, ReapPolicy
-from finops.teardown import RunTeardown
+from finops.scope import Account, ScanScope
 from tests.test_diy_state import PROJECT, file_put, write_stack
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
+# The role the organization creates in every member account, assumed by `--org-role`.
+MEMBER_ROLE = "OrganizationAccountAccessRole"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 # Expired two hours before NOW: past the default 60 min grace.
 EXPIRED = "2026-11-23T10:00:00Z"
@@ -117,6 +123,7 @@ class World:
 
     clients: Clients = default_clients
     region: str = REGION
+    account_id: str = ACCOUNT_ID
     runs: list[PlantedRun] = field(default_factory=list)
     _network: tuple[str, str] | None = None
     _built: dict[str, Any] = field(default_factory=dict)
@@ -139,7 +146,7 @@ class World:
 
     def shared_policy_arn(self) -> str:
         iam = self.client("iam")
-        arn = f"arn:aws:iam::{ACCOUNT_ID}:policy/{SHARED_POLICY_NAME}"
+        arn = f"arn:aws:iam::{self.account_id}:policy/{SHARED_POLICY_NAME}"
         try:
             iam.get_policy(PolicyArn=arn)
         except iam.exceptions.NoSuchEntityException:
@@ -488,10 +495,27 @@ def diy_backend(root: Path) -> str:
 
 
 def add_stack(
-    root: Path, stack: str, tags: Mapping[str, str], outputs: Mapping[str, Any] | None = None
+    root: Path,
+    stack: str,
+    tags: Mapping[str, str],
+    outputs: Mapping[str, Any] | None = None,
+    *,
+    account_id: str | None = ACCOUNT_ID,
+    region: str = REGION,
 ) -> None:
-    """What `pulumi stack init`, `stack tag set` and `up` leave for one stack."""
-    write_stack(file_put(root), stack, outputs=dict(outputs or {}), tags=dict(tags))
+    """What `pulumi stack init`, `stack tag set` and `up` leave for one stack deployed in `account_id`.
+
+    Its outputs are the training program's, whose interruption queue URL names the account, plus
+    `outputs`; with `account_id` None no output names an account, as a stack never deployed.
+    """
+    run_id = stack.removeprefix("train-")
+    named = {
+        "runId": run_id,
+        "region": region,
+        "interruptionQueueUrl": f"https://sqs.{region}.amazonaws.com/{account_id}/mlp-train-{run_id}-interruptions",
+    }
+    written = {**(named if account_id is not None else {}), **(outputs or {})}
+    write_stack(file_put(root), stack, outputs=written, tags=dict(tags))
 
 
 def remove_stack(root: Path, stack: str) -> None:
@@ -502,6 +526,34 @@ def remove_stack(root: Path, stack: str) -> None:
 
 
 # -- reading the account back --------------------------------------------------------------------
+
+
+def member_account(name: str = "research") -> str:
+    """A new member account of the caller's organization (created first if need be); its id."""
+    organizations = boto3.client("organizations", region_name=REGION)
+    with contextlib.suppress(organizations.exceptions.AlreadyInOrganizationException):
+        organizations.create_organization(FeatureSet="ALL")
+    status = organizations.create_account(AccountName=name, Email=f"{name}@example.com")
+    return status["CreateAccountStatus"]["AccountId"]
+
+
+def member_clients(account_id: str, role: str = MEMBER_ROLE) -> Clients:
+    """Clients acting in `account_id` through `role`, the way `--org-role` reaches it."""
+    from mlp import aws
+
+    session = aws.assumed_role_session(f"arn:aws:iam::{account_id}:role/{role}", session_name="reaper-tests")
+
+    def clients(service: str, region: str) -> Any:
+        return session.client(service, region_name=region)
+
+    return clients
+
+
+def own_scope(regions: Iterable[str] = (REGION,), account_id: str = ACCOUNT_ID) -> ScanScope:
+    """`regions` of the caller's own account, as `mlp reap` resolves it without --accounts or --org-role."""
+    return ScanScope(
+        targets=[Scope(region, account_id) for region in regions], accounts=[Account(account_id)]
+    )
 
 
 def snapshot(
@@ -649,13 +701,16 @@ def build_reaper(
     locks: Any = None,
     log: Callable[[str], None] | None = None,
     notify: Callable[[str], None] | None = None,
-    idle: Mapping[str, Any] | None = None,
+    idle: Mapping[tuple[str, str], Any] | None = None,
     completion: Callable[[Any], Any] | None = None,
     prod_opt_in: bool = False,
     environment_stacks: Iterable[str] = ("dev", "prod"),
-    regions: Iterable[str] = (REGION,),
+    scope: ScanScope | None = None,
 ) -> Reaper:
-    """The Reaper as `finops.reaper.reap` builds it, with the Pulumi boundary and Cost Explorer faked."""
+    """The Reaper as `finops.reaper.reap` builds it, with the Pulumi boundary and Cost Explorer faked.
+
+    `scope` defaults to us-east-1 of the caller's own account.
+    """
     logged = log or (lambda line: None)
 
     def no_destroyer() -> Any:
@@ -663,14 +718,13 @@ def build_reaper(
 
     return Reaper(
         reader,
+        scope=scope or own_scope(),
         destroyer=destroyer or no_destroyer,
-        teardown=RunTeardown(
-            list(regions), ACCOUNT_ID, prod_opt_in=prod_opt_in, run_cost=lambda run_id: None, log=logged
-        ),
         policy=ReapPolicy(prod_opt_in=prod_opt_in, environment_stacks=frozenset(environment_stacks)),
-        completion=completion or (lambda summary: None),
+        completion=completion or (lambda summary, home: None),
         idle=dict(idle or {}),
         locks=locks or NoLocks(),
+        run_cost=lambda run_id: None,
         log=logged,
         notify=notify or (lambda message: None),
     )
@@ -687,9 +741,7 @@ def reuse_clients(monkeypatch: Any) -> None:
     built: dict[tuple[Any, ...], Any] = {}
     original = aws.client
 
-    def client(
-        service: str, region: str | None = None, *, max_attempts: int = 8, session: Any = None
-    ) -> Any:
+    def client(service: str, region: str | None = None, *, max_attempts: int = 8, session: Any = None) -> Any:
         key = (service, region or aws.default_region(), max_attempts, id(session))
         if key not in built:
             built[key] = original(service, region, max_attempts=max_attempts, session=session)

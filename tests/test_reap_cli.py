@@ -34,6 +34,7 @@ from mlp.errors import UserError
 from mlp.tags import format_expires_at
 from tests.conftest import REPO_ROOT
 from tests.reaper_world import (
+    ACCOUNT_ID,
     LIVE,
     PROD_TAGS,
     REGION,
@@ -341,10 +342,11 @@ def idle_scan(run: Any, telemetry: str) -> Any:
             hourly_cost_usd=1.006,
             wasted_usd=5.03,
             tags=run.tags,
+            account_id=ACCOUNT_ID,
         )
         for instance in run.instances
     ]
-    return lambda regions, **_: IdleScan(window_hours=6, threshold_pct=5, findings=findings)
+    return lambda scope, **_: IdleScan(window_hours=6, threshold_pct=5, scope=scope, findings=findings)
 
 
 @pytest.mark.parametrize(("telemetry", "action"), [("cpu", "skip"), ("gpu", "destroy")])

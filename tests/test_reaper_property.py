@@ -24,10 +24,12 @@ from finops.reaper import DEFAULT_GRACE_MINUTES
 from infra.training.automation import StackSummary
 from mlp.tags import parse_expires_at
 from tests.reaper_world import (
+    ACCOUNT_ID,
     EXPIRED,
     LIVE,
     NOW,
     PROD_TAGS,
+    REGION,
     FakePulumi,
     PlantedRun,
     World,
@@ -60,7 +62,10 @@ class Reader:
         return list(self.stacks)
 
     def outputs(self, stack: str) -> dict:
-        return {}
+        # What a deployed training stack's state holds: a queue URL naming the account it is in.
+        return {
+            "interruptionQueueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{stack}-interruptions"
+        }
 
     def has_stack(self, stack: str) -> bool:
         return stack in self.unreadable or any(summary.name == stack for summary in self.stacks)

@@ -202,7 +202,8 @@ def test_destroying_a_stack_proves_its_resources_first(world: World, state: Path
     prod_profile = world.foreign_profile(run.role, PROD_TAGS)
     add_stack(state, "train-r5", run.tags)
     pulumi = FakePulumi(world, state)
-    teardown = build_reaper(reader(state)).teardown
+    reaper = build_reaper(reader(state))
+    teardown = reaper.teardown(reaper.scope.targets)
     with pytest.raises(Refused, match=prod_profile):
         teardown.destroy_stack("train-r5", "r5", pulumi)
     assert pulumi.calls == []
