@@ -16,6 +16,7 @@ from infra.components.checkpoint_bucket import CheckpointBucket, CheckpointBucke
 from infra.components.cost_export import CostExport, CostExportArgs
 from infra.components.cost_governance import CostGovernance, CostGovernanceArgs
 from infra.components.feature_store import FeatureStore, FeatureStoreArgs
+from infra.components.finops_jobs import FinOpsJobs, FinOpsJobsArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.serving_cluster import ServingCluster, ServingClusterArgs
 from infra.components.serving_workloads import ServingWorkloads, ServingWorkloadsArgs
@@ -127,3 +128,25 @@ def build_environment(config: StackConfig) -> None:
         pulumi.export("costExportAthenaWorkgroup", cost_export.athena_workgroup)
         pulumi.export("costExportGlueDatabase", cost_export.glue_database)
         pulumi.export("costExportGlueTable", cost_export.glue_table)
+
+    if config.finops.enabled:
+        finops = FinOpsJobs(
+            "finops",
+            FinOpsJobsArgs(
+                environment=environment,
+                region=config.region,
+                config=config.finops,
+                kubernetes_version=config.serving.kubernetes_version,
+                oidc_provider_arn=serving.oidc_provider_arn,
+                alert_topic_arn=governance.alert_topic_arn,
+                checkpoint_bucket_arn=checkpoints.bucket_arn,
+                checkpoint_kms_key_arn=checkpoints.kms_key_arn,
+                tags=config.resource_tags,
+                protect=config.is_prod,
+            ),
+            pulumi.ResourceOptions(providers={"aws": provider, "kubernetes": kubernetes}),
+        )
+        pulumi.export("finopsReportsUri", finops.reports_uri)
+        pulumi.export("finopsReportRoleArn", finops.report_role_arn)
+        pulumi.export("finopsReaperRoleArn", finops.reaper_role_arn)
+        pulumi.export("finopsFinanceRoleArn", finops.finance_role_arn)

@@ -21,6 +21,8 @@ import pandas as pd
 import pytest
 
 from finops import costs, focus, focus_file, report
+from finops.analysis import Period, analyze_spend, report_period
+from finops.cost_source import FocusExportSource
 from finops.demo import sandbox_environment
 from finops.sandbox import Sandbox, SeedManifest, focus_export
 from mlp.tags import ENVIRONMENT, TEAM
@@ -30,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR_ENV = "MLP_FOCUS_VALIDATOR"
 DEFAULT_VALIDATOR = REPO_ROOT / ".venv" / "scanners" / "focus" / "bin" / "focus-validator"
 ACCOUNT = "123456789012"
-PERIOD = report.Period(date(2026, 10, 29), date(2026, 11, 3))
+PERIOD = Period(date(2026, 10, 29), date(2026, 11, 3))
 EC2 = "Amazon Elastic Compute Cloud - Compute"
 TAG_VIEW = f"tags:{TEAM}+{ENVIRONMENT}"
 
@@ -270,7 +272,7 @@ def cost_explorer_rows(cost_explorer_out: Path) -> pd.DataFrame:
 
 def test_billed_cost_sums_to_the_period_total_once(cost_explorer_rows: pd.DataFrame) -> None:
     spend = hand_made_spend()
-    analysis = report.analyze_spend(spend, PERIOD)
+    analysis = analyze_spend(spend, PERIOD)
 
     assert round(cost_explorer_rows["BilledCost"].sum(), 2) == PERIOD_TOTAL_USD
     assert round(analysis.total_usd, 2) == PERIOD_TOTAL_USD
@@ -418,7 +420,7 @@ def sandbox_reports(
 ) -> dict[str, Path]:
     """The sandbox's report from Cost Explorer and from its FOCUS export, each in its own folder."""
     moment = datetime.now(UTC)
-    period = report.report_period(SANDBOX_DAYS, moment.date())
+    period = report_period(SANDBOX_DAYS, moment.date())
     outs = {source: tmp_path_factory.mktemp(f"sandbox-{source}") for source in ("cost-explorer", "focus")}
     with sandbox_environment(sandbox):
         spend = costs.fetch_spend(period.fetch_start, period.end, use_cache=False, today=moment.date())
@@ -428,9 +430,8 @@ def sandbox_reports(
             SANDBOX_DAYS,
             outs["focus"],
             regions=list(seeded.regions),
-            cache_dir=tmp_path_factory.mktemp("ce-cache"),
+            source=FocusExportSource(focus.choose_focus_source(focus.FOCUS_SOURCE, focus_export.EXPORT_URI)),
             now=moment,
-            focus_source=focus.choose_focus_source(focus.FOCUS_SOURCE, focus_export.EXPORT_URI),
         )
     return outs
 

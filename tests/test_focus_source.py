@@ -20,7 +20,8 @@ from moto.athena.models import QueryResults, athena_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_api import state_manager
 
-from finops import costs, focus, report
+from finops import costs, focus
+from finops.analysis import Period, analyze_spend
 from finops.sandbox.focus_export import SCHEMA
 from mlp.cli import main
 from mlp.errors import UserError
@@ -158,7 +159,7 @@ def test_the_purchase_view_is_cost_explorer_s_purchase_type_and_instance_type(sp
 
 
 def test_the_report_analysis_runs_unchanged_over_the_focus_views(spend: costs.Spend) -> None:
-    analysis = report.analyze_spend(spend, report.Period(START, END))
+    analysis = analyze_spend(spend, Period(START, END))
     assert analysis.total_usd == pytest.approx(21.5)
     assert analysis.total_effective_usd == pytest.approx(20.66)
     assert analysis.by_team == pytest.approx({"vision": 12.5, "nlp": 4.0, "recsys": 3.0, "(untagged)": 2.0})
@@ -194,7 +195,7 @@ def test_a_missing_partition_is_a_named_missing_part(s3: Any) -> None:
     assert [part.part for part in spend.missing] == ["FOCUS export 2026-01"]
     assert "BILLING_PERIOD=2026-01/" in spend.missing[0].reason
     # February is still read: the views are those of the periods present.
-    analysis = report.analyze_spend(spend, report.Period(START, END))
+    analysis = analyze_spend(spend, Period(START, END))
     assert analysis.total_usd == pytest.approx(4.25)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,10 +23,57 @@ from mlp.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from finops.report import Report
+    from finops.findings import Report
+    from finops.report import Step
 
 # The report and the demo pull in pandas, plotly and moto: imported inside the commands so every
 # other `mlp` command starts fast.
+
+
+class StepProgress:
+    """The nightly job's steps as a rich progress bar on stderr when `show`, else nothing.
+
+    The bar appears with the first step and goes at `stop` or at the end of the `with` block.
+    """
+
+    def __init__(self, show: bool) -> None:
+        self._progress: Any = None
+        if show:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._progress.add_task("", total=None)
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Take the bar off the terminal (the job is done; what follows is the job's output)."""
+        if self._progress is not None:
+            self._progress.stop()
+
+    def show(self, step: Step) -> None:
+        """The step starting now; the ones before it count as done."""
+        if self._progress is None:
+            return
+        if step.number == 1:
+            self._progress.start()  # not before: what the command logs first must not run under the bar
+        self._progress.update(
+            self._task, total=step.total, completed=step.number - 1, description=step.description
+        )
 
 
 def _summary(report: Report, out_dir: Path) -> list[str]:
@@ -41,7 +89,7 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         f"  total spend        {usd(spend['total_usd'])}",
         f"  untagged spend     {usd(spend['untagged_usd'])}, {len(report.untagged)} untagged resources",
         f"  spot savings       {usd(spend['spot_savings_usd'])}",
-        f"  idle GPUs          {_idle_line(report)}",
+        f"  idle GPUs          {report.idle_summary()}",
         f"  expired runs       {len(report.leftovers)} still own resources, "
         f"${sum(run['hourly_cost_usd'] for run in report.leftovers):,.4f}/h (mlp reap)",
         f"  Cost Explorer      {report.spend.requests} requests (${report.spend.cost_usd:,.2f}), "
@@ -53,14 +101,6 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
     lines.append(f"Dashboard: {(out_dir / 'index.html').resolve()}")
     return lines
-
-
-def _idle_line(report: Report) -> str:
-    from finops.report import IDLE_SCAN, idle_summary
-
-    return idle_summary(
-        len(report.idle), report.idle_wasted_usd, report.idle_unpriced, report.scan_note(IDLE_SCAN)
-    )
 
 
 def _warn_missing(report: Report) -> None:
@@ -142,9 +182,11 @@ def report_command(
     ] = None,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
+    from finops.analysis import report_period
+    from finops.cost_source import choose_cost_source
     from finops.costs import validate_max_requests
     from finops.focus import choose_focus_source
-    from finops.report import REPORT_FILES, report_period, run_nightly
+    from finops.report import REPORT_FILES, run_nightly
     from mlp.preflight import check_report
 
     validate_max_requests(max_ce_requests)
@@ -169,17 +211,18 @@ def report_command(
         slack_webhook=slack_webhook,
     )
     target, webhook = plan.s3_target, plan.webhook
-    report = run_nightly(
-        days,
-        out,
-        regions=plan.regions,
-        mandatory_tags=mandatory_tags,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        show_progress=output_format is OutputFormat.text and sys.stderr.isatty(),
-        max_ce_requests=max_ce_requests,
-        focus_source=focus_source,
+    source = choose_cost_source(
+        focus_source, cache_dir=cache_dir, use_cache=not no_cache, max_requests=max_ce_requests
     )
+    with StepProgress(output_format is OutputFormat.text and sys.stderr.isatty()) as progress:
+        report = run_nightly(
+            days,
+            out,
+            regions=plan.regions,
+            source=source,
+            mandatory_tags=mandatory_tags,
+            on_step=progress.show,
+        )
     _warn_missing(report)
     if target is not None:
         uploaded = delivery.upload_directory(out, target, REPORT_FILES)
@@ -224,13 +267,19 @@ def demo_command(
         sys.stdout.flush()
         wait_for_interrupt()
 
-    run = run_demo(
-        out,
-        show_progress=sys.stderr.isatty(),
-        cost_source=cost_source,
-        while_running=keep_serving if keep_running else None,
-        log=log,
-    )
+    with StepProgress(sys.stderr.isatty()) as progress:
+
+        def serve_after_the_job(sandbox: Sandbox, run: DemoRun) -> None:
+            progress.stop()
+            keep_serving(sandbox, run)
+
+        run = run_demo(
+            out,
+            on_step=progress.show,
+            cost_source=cost_source,
+            while_running=serve_after_the_job if keep_running else None,
+            log=log,
+        )
     _warn_missing(run.report)
     if not keep_running:
         typer.echo("\n".join(_summary(run.report, run.out_dir)))
