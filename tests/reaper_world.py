@@ -101,6 +101,8 @@ class PlantedRun:
     role: str
     profile: str
     profile_arn: str
+    # Pulumi's auto-name suffix, played by a serial: a twin in another account reuses it.
+    serial: int = 0
 
     def ids(self) -> set[tuple[str, str]]:
         """Every (kind, id) the run owns, in `snapshot`'s vocabulary."""
@@ -172,10 +174,16 @@ class World:
         expires_at: str = EXPIRED,
         instances: int = 2,
         tags: Mapping[str, str] | None = None,
+        twin_of: PlantedRun | None = None,
     ) -> PlantedRun:
-        """One training run; `tags` replaces the run's tags on every resource (for look-alikes)."""
+        """One training run; `tags` replaces the run's tags on every resource (for look-alikes).
+
+        `twin_of` (a run planted in another account) gives every resource the same names and tags.
+        """
+        if twin_of is not None:
+            run_id, tags, instances = twin_of.run_id, twin_of.tags, len(twin_of.instances)
         tags = dict(tags) if tags is not None else run_tags(run_id, expires_at)
-        serial = next(_serial)
+        serial = twin_of.serial if twin_of is not None else next(_serial)
         # Pulumi auto-names most of a stack's resources with a random suffix; the serial plays it.
         base = f"{run_id}-{serial}"
         subnet, image = self.network()
@@ -328,6 +336,7 @@ class World:
             role=role,
             profile=role,
             profile_arn=profile["Arn"],
+            serial=serial,
         )
         self.runs.append(planted)
         return planted
