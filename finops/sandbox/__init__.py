@@ -6,13 +6,22 @@ with Sandbox() as sandbox:
 """
 
 from finops.sandbox.cost_explorer import CostExplorerEmulator, CostExplorerError, LineItem
-from finops.sandbox.seed import SeededInstance, SeededResource, SeedManifest, seed_account
+from finops.sandbox.seed import (
+    MemberManifest,
+    OrganizationManifest,
+    SeededInstance,
+    SeededResource,
+    SeedManifest,
+    seed_account,
+)
 from finops.sandbox.server import Sandbox
 
 __all__ = [
     "CostExplorerEmulator",
     "CostExplorerError",
     "LineItem",
+    "MemberManifest",
+    "OrganizationManifest",
     "Sandbox",
     "SeedManifest",
     "SeededInstance",

@@ -34,11 +34,13 @@ EXPORT_NAME = "ml-platform-focus"
 EXPORT_URI = f"s3://{EXPORT_BUCKET}/{EXPORT_PREFIX}/{EXPORT_NAME}"
 EXPORT_BUCKET_ARN = f"arn:aws:s3:::{EXPORT_BUCKET}"
 FOCUS_TABLE = "FOCUS_1_2_AWS"
+# SubAccountName of the payer's own line items (members' are their organization names).
+PAYER_ACCOUNT_NAME = "ml-platform-sandbox"
 
 HOURS = "Hours"
 GB_MONTHS = "GB-Months"
 # CUR's usage-type region prefix (us-east-1 has none for instance hours).
-USAGE_TYPE_PREFIX = {"us-east-1": "", "us-west-2": "USW2-"}
+USAGE_TYPE_PREFIX = {"us-east-1": "", "us-west-2": "USW2-", "eu-west-1": "EU-"}
 SERVICE_CODES = {
     "Amazon Elastic Compute Cloud - Compute": "AmazonEC2",
     "EC2 - Other": "AmazonEC2",
@@ -119,7 +121,7 @@ def _meter(item: LineItem) -> tuple[str, str, str]:
     return f"{prefix}AmazonEKS-Hours:perCluster", "CreateOperation", HOURS
 
 
-def focus_row(item: LineItem, account_id: str) -> dict[str, Any]:
+def focus_row(item: LineItem, account_id: str, sub_account_name: str = PAYER_ACCOUNT_NAME) -> dict[str, Any]:
     """One FOCUS 1.2 line item with AWS columns for one sandbox line item (a day of one stream)."""
     meter, operation, unit = _meter(item)
     service_code = SERVICE_CODES.get(item.service, "AWS")
@@ -164,7 +166,7 @@ def focus_row(item: LineItem, account_id: str) -> dict[str, Any]:
         "SkuId": f"{service_code}-{meter}",
         "SkuMeter": meter,
         "SubAccountId": item.linked_account,
-        "SubAccountName": "ml-platform-sandbox",
+        "SubAccountName": sub_account_name,
         "Tags": [(f"{USER_TAG_PREFIX}{key}", value) for key, value in sorted(item.tags.items())],
         "x_Discounts": None,
         "x_Operation": operation,
@@ -172,11 +174,15 @@ def focus_row(item: LineItem, account_id: str) -> dict[str, Any]:
     }
 
 
-def export_tables(line_items: Iterable[LineItem], account_id: str) -> dict[str, pa.Table]:
-    """The export's rows by billing period (`YYYY-MM`)."""
+def export_tables(
+    line_items: Iterable[LineItem], account_id: str, sub_account_names: Mapping[str, str] | None = None
+) -> dict[str, pa.Table]:
+    """The export's rows by billing period (`YYYY-MM`); accounts not in `sub_account_names` are the payer."""
+    names = sub_account_names or {}
     by_period: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in line_items:
-        by_period[f"{item.day:%Y-%m}"].append(focus_row(item, account_id))
+        name = names.get(item.linked_account, PAYER_ACCOUNT_NAME)
+        by_period[f"{item.day:%Y-%m}"].append(focus_row(item, account_id, name))
     return {period: pa.Table.from_pylist(rows, schema=SCHEMA) for period, rows in sorted(by_period.items())}
 
 
@@ -200,7 +206,13 @@ def manifest(period: str, data_keys: list[str], rows: int, now: datetime, accoun
 
 
 def seed_focus_export(
-    s3: Any, line_items: Iterable[LineItem], *, now: datetime, account_id: str, bucket_tags: Mapping[str, str]
+    s3: Any,
+    line_items: Iterable[LineItem],
+    *,
+    now: datetime,
+    account_id: str,
+    bucket_tags: Mapping[str, str],
+    sub_account_names: Mapping[str, str] | None = None,
 ) -> str:
     """Create the export bucket (tagged, so the untagged scan has nothing new) and write the export.
 
@@ -210,7 +222,7 @@ def seed_focus_export(
     s3.put_bucket_tagging(
         Bucket=EXPORT_BUCKET, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in bucket_tags.items()]}
     )
-    for period, table in export_tables(line_items, account_id).items():
+    for period, table in export_tables(line_items, account_id, sub_account_names).items():
         key = f"{EXPORT_PREFIX}/{EXPORT_NAME}/data/BILLING_PERIOD={period}/{EXPORT_NAME}-00001.snappy.parquet"
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="snappy")

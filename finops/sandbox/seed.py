@@ -9,10 +9,14 @@ Idle instances are seeded so the expected idle hours do not depend on when the s
 either idles since before the scan's lookback, or turned idle exactly a whole number of hours before
 `now` (its last busy sample a minute earlier). Expectations hold for a scan within ~50 minutes of
 seeding.
+
+The account is the payer of an AWS Organization (`organization.py`): its members' resources live in
+their own accounts, so a scan of the payer alone sees exactly the seed above.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +25,7 @@ from typing import Any
 
 from finops import idle, inventory
 from finops.inventory.ec2 import ec2_arn
-from finops.sandbox import focus_export
+from finops.sandbox import focus_export, organization
 from finops.sandbox.cost_explorer import ON_DEMAND, SAVINGS_PLANS, SPOT, LineItem
 from finops.sandbox.server import Sandbox
 from mlp import pricing, tags
@@ -112,8 +116,53 @@ class SeededResource:
 
 
 @dataclass
+class MemberManifest:
+    """What was seeded in one member account of the organization."""
+
+    account_id: str
+    name: str
+    role_arn: str  # the scan role, `organization.SCAN_ROLE_NAME` in this account
+    regions: tuple[str, ...]
+    instances: list[SeededInstance]
+    resources: list[SeededResource]
+    idle_instance_ids: list[str]
+    busy_instance_ids: list[str]
+    # The members' compute spend, linked to the member; in the Cost Explorer only with `member_spend`.
+    line_items: list[LineItem]
+
+    @property
+    def untagged(self) -> list[SeededResource]:
+        return [resource for resource in self.resources if resource.missing_tags]
+
+
+@dataclass
+class OrganizationManifest:
+    """The organization the payer (the sandbox's own account) heads; member ids are moto's random ones."""
+
+    payer_account_id: str
+    scan_role_name: str
+    regions: tuple[str, ...]
+    members: list[MemberManifest]
+
+    @property
+    def account_ids(self) -> list[str]:
+        return [self.payer_account_id, *(member.account_id for member in self.members)]
+
+    def member(self, name: str) -> MemberManifest:
+        return next(member for member in self.members if member.name == name)
+
+    @property
+    def line_items(self) -> list[LineItem]:
+        return [item for member in self.members for item in member.line_items]
+
+
+@dataclass
 class SeedManifest:
-    """What was seeded, so tests compute expectations instead of hard-coding them."""
+    """What was seeded, so tests compute expectations instead of hard-coding them.
+
+    Everything but `organization` is the payer account's, except that `line_items` (what the Cost
+    Explorer and the FOCUS export hold) carries the members' too when seeded with `member_spend`.
+    """
 
     now: datetime
     account_id: str
@@ -127,6 +176,7 @@ class SeedManifest:
     too_young_instance_ids: list[str]
     leftover_volumes: list[SeededResource]
     finished_run_id: str
+    organization: OrganizationManifest
     teams: tuple[str, ...] = field(default=tuple(team.name for team in TEAMS))
     environments: tuple[str, ...] = ENVIRONMENTS
 
@@ -179,11 +229,22 @@ class _InstancePlan:
 
 
 class _Seeder:
-    def __init__(self, sandbox: Sandbox, now: datetime) -> None:
+    """Seeds one account: the payer's by default, a member's with `credentials` of a role in it."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        now: datetime,
+        *,
+        account_id: str | None = None,
+        credentials: Mapping[str, Any] | None = None,
+        seed: int = SEED,
+    ) -> None:
         self.sandbox = sandbox
         self.now = now.astimezone(UTC).replace(microsecond=0)
-        self.random = random.Random(SEED)
-        self.account_id = sandbox.account_id
+        self.random = random.Random(seed)
+        self.account_id = account_id or sandbox.account_id
+        self.credentials = credentials
         self.resources: list[SeededResource] = []
         self.instances: list[SeededInstance] = []
         self.spend: list[_Spend] = []
@@ -195,7 +256,7 @@ class _Seeder:
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
         if key not in self._clients:
-            self._clients[key] = self.sandbox.client(service, region)
+            self._clients[key] = self.sandbox.client(service, region, credentials=self.credentials)
         return self._clients[key]
 
     def record(
@@ -247,7 +308,7 @@ class _Seeder:
         described = ec2.run_instances(**request)["Instances"][0]
         instance_id = described["InstanceId"]
         launched_at = self.now - plan.age
-        self.sandbox.backdate_launch(plan.region, instance_id, launched_at)
+        self.sandbox.backdate_launch(plan.region, instance_id, launched_at, self.account_id)
         if plan.state == "stopped":
             ec2.stop_instances(InstanceIds=[instance_id])
         self.record(
@@ -520,6 +581,19 @@ class _Seeder:
             ec2_arn(region, self.account_id, "snapshot", snapshot_id), "ec2:snapshot", region, resource_tags
         )
 
+    def create_bucket(self, name: str, region: str, resource_tags: Mapping[str, str]) -> SeededResource:
+        s3 = self.client("s3", "us-east-1")
+        request: dict[str, Any] = {"Bucket": name}
+        if region != "us-east-1":
+            request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        s3.create_bucket(**request)
+        if resource_tags:
+            s3.put_bucket_tagging(
+                Bucket=name,
+                Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resource_tags.items()]},
+            )
+        return self.record(f"arn:aws:s3:::{name}", "s3:bucket", region, resource_tags)
+
     def seed_finished_runs(self) -> str:
         """Past training runs (spend only), the last one leaving its checkpoint volumes behind."""
         first_day = self.now - timedelta(days=SPEND_DAYS)
@@ -598,7 +672,6 @@ class _Seeder:
         self.create_snapshot("us-east-1", dataset.arn, {})
         self.create_snapshot("us-west-2", self.create_volume("us-west-2", 20, {}).arn, {tags.TEAM: "recsys"})
 
-        s3 = self.client("s3", "us-east-1")
         buckets = [
             ("ml-platform-checkpoints-dev", "us-east-1", mandatory_tags("vision", "dev"), 4.0),
             ("ml-platform-checkpoints-prod", "us-west-2", mandatory_tags("nlp", "prod"), 12.0),
@@ -611,16 +684,7 @@ class _Seeder:
             ),
         ]
         for name, region, resource_tags, daily in buckets:
-            request: dict[str, Any] = {"Bucket": name}
-            if region != "us-east-1":
-                request["CreateBucketConfiguration"] = {"LocationConstraint": region}
-            s3.create_bucket(**request)
-            if resource_tags:
-                s3.put_bucket_tagging(
-                    Bucket=name,
-                    Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in resource_tags.items()]},
-                )
-            self.record(f"arn:aws:s3:::{name}", "s3:bucket", region, resource_tags)
+            self.create_bucket(name, region, resource_tags)
             self.spend.append(
                 _Spend(
                     S3_SERVICE,
@@ -858,31 +922,11 @@ def _hours_per_day(
         day += timedelta(days=1)
 
 
-def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
-    """Empty the sandbox's account, seed it over HTTP, load its spend into its Cost Explorer and FOCUS export."""
-    sandbox.reset()
-    seeder = _Seeder(sandbox, now or datetime.now(UTC))
-    seeder.seed_instances()
-    finished_run_id = seeder.seed_finished_runs()
-    seeder.seed_storage()
-    seeder.seed_feature_stores()
-    seeder.seed_serving()
-    line_items = seeder.line_items()
-    sandbox.cost_explorer.load(line_items, seeder.now)
-    export_tags = mandatory_tags("recsys", "prod")
-    export_bucket = focus_export.seed_focus_export(
-        seeder.client("s3", focus_export.EXPORT_REGION),
-        line_items,
-        now=seeder.now,
-        account_id=seeder.account_id,
-        bucket_tags=export_tags,
-    )
-    seeder.record(export_bucket, "s3:bucket", focus_export.EXPORT_REGION, export_tags)
-
-    window_start = seeder.now - timedelta(hours=idle.DEFAULT_WINDOW_HOURS)
-    judged = [
-        i for i in seeder.instances if i.is_gpu and i.state == "running" and i.launched_at <= window_start
-    ]
+def _judged(instances: list[SeededInstance], now: datetime) -> tuple[list[str], list[str], list[str]]:
+    """(idle, busy, too young) ids of the running GPU instances, as a default idle scan judges them."""
+    window_start = now - timedelta(hours=idle.DEFAULT_WINDOW_HOURS)
+    running = [i for i in instances if i.is_gpu and i.state == "running"]
+    judged = [i for i in running if i.launched_at <= window_start]
     idle_ids = [
         i.instance_id
         for i in judged
@@ -891,21 +935,137 @@ def seed_account(sandbox: Sandbox, now: datetime | None = None) -> SeedManifest:
         and i.util_max_recent is not None
         and i.util_max_recent < idle.DEFAULT_THRESHOLD_PCT
     ]
+    busy_ids = [i.instance_id for i in judged if i.instance_id not in idle_ids]
+    too_young_ids = [i.instance_id for i in running if i.launched_at > window_start]
+    return idle_ids, busy_ids, too_young_ids
+
+
+def _trust_payer(payer_account_id: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{payer_account_id}:root"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+
+
+def _seed_member(sandbox: Sandbox, now: datetime, member: organization.Member, number: int) -> MemberManifest:
+    account_id = sandbox.client("organizations").create_account(AccountName=member.name, Email=member.email)[
+        "CreateAccountStatus"
+    ]["AccountId"]
+    # moto creates the member's own resources only for calls signed with credentials of a role in it.
+    credentials = sandbox.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account_id}:role/{organization.ACCESS_ROLE_NAME}",
+        RoleSessionName="mlp-sandbox-seed",
+    )["Credentials"]
+    seeder = _Seeder(sandbox, now, account_id=account_id, credentials=credentials, seed=SEED + number)
+    role = seeder.client("iam", "us-east-1").create_role(
+        RoleName=organization.SCAN_ROLE_NAME,
+        AssumeRolePolicyDocument=_trust_payer(sandbox.account_id),
+        Description="Read-only FinOps scans from the payer account",
+    )["Role"]
+    for planned in member.instances:
+        seeder.launch(
+            _InstancePlan(
+                name=planned.name,
+                region=planned.region,
+                instance_type=planned.instance_type,
+                spot=False,
+                age=hours(planned.age_hours),
+                tags=mandatory_tags(planned.team, member.environment) if planned.team else {},
+                telemetry="gpu",
+                idle_for=None if planned.idle_hours is None else hours(planned.idle_hours),
+            )
+        )
+    for volume in member.volumes:
+        seeder.create_volume(
+            volume.region,
+            volume.size_gb,
+            mandatory_tags(volume.team, member.environment) if volume.team else {},
+        )
+    for bucket in member.buckets:
+        seeder.create_bucket(
+            f"{bucket.name}-{account_id}",
+            bucket.region,
+            mandatory_tags(bucket.team, member.environment) if bucket.team else {},
+        )
+    idle_ids, busy_ids, _ = _judged(seeder.instances, seeder.now)
+    return MemberManifest(
+        account_id=account_id,
+        name=member.name,
+        role_arn=role["Arn"],
+        regions=member.regions,
+        instances=seeder.instances,
+        resources=seeder.resources,
+        idle_instance_ids=idle_ids,
+        busy_instance_ids=busy_ids,
+        line_items=seeder.line_items(),
+    )
+
+
+def seed_organization(sandbox: Sandbox, now: datetime) -> OrganizationManifest:
+    """The payer heads an organization of `organization.MEMBERS`, each seeded in its own account."""
+    sandbox.client("organizations").create_organization(FeatureSet="ALL")
+    return OrganizationManifest(
+        payer_account_id=sandbox.account_id,
+        scan_role_name=organization.SCAN_ROLE_NAME,
+        regions=organization.REGIONS,
+        members=[
+            _seed_member(sandbox, now, member, number)
+            for number, member in enumerate(organization.MEMBERS, start=1)
+        ],
+    )
+
+
+def seed_account(
+    sandbox: Sandbox, now: datetime | None = None, *, member_spend: bool = False
+) -> SeedManifest:
+    """Empty the sandbox, seed the payer account and its organization over HTTP, load the spend.
+
+    The payer's Cost Explorer and FOCUS export hold the payer's own line items; with `member_spend`
+    they also hold the members' (linked to each member), as a payer's consolidated bill does.
+    """
+    sandbox.reset()
+    seeder = _Seeder(sandbox, now or datetime.now(UTC))
+    seeder.seed_instances()
+    finished_run_id = seeder.seed_finished_runs()
+    seeder.seed_storage()
+    seeder.seed_feature_stores()
+    seeder.seed_serving()
+    seeded_organization = seed_organization(sandbox, seeder.now)
+    line_items = seeder.line_items()
+    billed = line_items + seeded_organization.line_items if member_spend else line_items
+    sandbox.cost_explorer.load(billed, seeder.now)
+    export_tags = mandatory_tags("recsys", "prod")
+    export_bucket = focus_export.seed_focus_export(
+        seeder.client("s3", focus_export.EXPORT_REGION),
+        billed,
+        now=seeder.now,
+        account_id=seeder.account_id,
+        bucket_tags=export_tags,
+        sub_account_names={member.account_id: member.name for member in seeded_organization.members},
+    )
+    seeder.record(export_bucket, "s3:bucket", focus_export.EXPORT_REGION, export_tags)
+
+    idle_ids, busy_ids, too_young_ids = _judged(seeder.instances, seeder.now)
     return SeedManifest(
         now=seeder.now,
         account_id=seeder.account_id,
         regions=REGIONS,
-        line_items=line_items,
+        line_items=billed,
         instances=seeder.instances,
         resources=seeder.resources,
         idle_instance_ids=idle_ids,
-        busy_instance_ids=[i.instance_id for i in judged if i.instance_id not in idle_ids],
+        busy_instance_ids=busy_ids,
         cpu_only_instance_ids=[i.instance_id for i in seeder.instances if i.is_gpu and i.telemetry == "cpu"],
-        too_young_instance_ids=[
-            i.instance_id
-            for i in seeder.instances
-            if i.is_gpu and i.state == "running" and i.launched_at > window_start
-        ],
+        too_young_instance_ids=too_young_ids,
         leftover_volumes=seeder.leftover_volumes,
         finished_run_id=finished_run_id,
+        organization=seeded_organization,
     )
