@@ -62,7 +62,7 @@ class IdleFinding:
     # Unknown instance types have no list price: reported, but with no dollar figure.
     wasted_usd: float | None
     tags: Mapping[str, str]
-    account_id: str
+    account_id: str = ""
     account_name: str = ""
 
     @property
@@ -113,11 +113,11 @@ class IdleScan:
 
     window_hours: float
     threshold_pct: float
-    scope: ScanScope
     findings: list[IdleFinding] = field(default_factory=list)
     not_judged: list[dict[str, str]] = field(default_factory=list)
     cloudwatch_calls: int = 0
     instances_scanned: int = 0
+    scope: ScanScope = field(default_factory=lambda: ScanScope(targets=[], accounts=[]))
 
     @property
     def gaps(self) -> list[Gap]:

@@ -25,7 +25,7 @@ class UntaggedFinding:
     resource_type: str  # the registry's kind, e.g. "ec2:instance"
     region: str
     missing_tags: tuple[str, ...]
-    account_id: str
+    account_id: str = ""
     account_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -44,9 +44,9 @@ class UntaggedScan:
     """The untagged scan of a scope; `scope.gaps` names the accounts and account-regions not scanned."""
 
     required_tags: list[str]
-    scope: ScanScope
     findings: list[UntaggedFinding] = field(default_factory=list)
     resources_scanned: int = 0
+    scope: ScanScope = field(default_factory=lambda: ScanScope(targets=[], accounts=[]))
 
     @property
     def gaps(self) -> list[Gap]:

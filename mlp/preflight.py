@@ -192,9 +192,12 @@ def check_report(
     return ReportPlan(regions=region_list, s3_target=target, webhook=webhook, account_id=account_id)
 
 
-def check_scan(regions: str | None) -> list[str]:
-    """The regions of `mlp idle`/`mlp untagged`, parsed and known, and a usable endpoint setting."""
-    region_list = aws.parse_regions(regions)
-    check_regions(region_list, flag=regions_flag(regions))
+def check_scan(regions: str | None) -> list[str] | None:
+    """The regions `--regions` names, parsed and known (None: every enabled region), and a usable endpoint."""
+    from finops.scope import parse_regions_option
+
+    region_list = parse_regions_option(regions)
+    if region_list is not None:
+        check_regions(region_list)
     check_endpoint_url()
     return region_list

@@ -1,29 +1,46 @@
-"""`mlp idle` and `mlp untagged`: FinOps scans of the account. Findings are information: exit 0."""
+"""`mlp idle` and `mlp untagged`: FinOps scans of every account and region of the scope.
+
+Findings are information (exit 0); an account or account-region that could not be scanned makes the
+result partial (exit 1), its findings absent and the rest there.
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections import defaultdict
+from types import TracebackType
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from finops.idle import DEFAULT_THRESHOLD_PCT, DEFAULT_WINDOW_HOURS, IdleScan, scan_idle, validate_thresholds
+from finops.inventory import Scope
+from finops.scope import DEFAULT_CONCURRENCY, ScanScope, validate_concurrency
 from finops.untagged import UntaggedScan, scan_untagged
 from mlp.cli import app
 from mlp.cli.common import (
+    AccountsOption,
+    ConcurrencyOption,
+    ExternalIdOption,
     FormatOption,
+    OrgRoleOption,
     OutputFormat,
     RegionsOption,
     RequiredTagsOption,
     log,
     parse_required_tags,
     print_json,
+    scope_from_options,
 )
 from mlp.preflight import check_scan
 
 # As finops.report words it (not imported: that module pulls in pandas, and this command starts fast).
 NO_LIST_PRICE = "no list price"
+PARTIAL_EXIT = 1
 
 
 @app.command("idle")
@@ -35,42 +52,139 @@ def idle_command(
         float, typer.Option("--threshold-pct", help="Utilization (%) under which a GPU counts as idle.")
     ] = DEFAULT_THRESHOLD_PCT,
     regions: RegionsOption = None,
+    accounts: AccountsOption = None,
+    org_role: OrgRoleOption = None,
+    external_id: ExternalIdOption = None,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Running GPU instances idle over the window, with the dollars they wasted."""
     validate_thresholds(window_hours, threshold_pct)
-    region_list = check_scan(regions)
-    log(f"scanning GPU instances in {', '.join(region_list)} ...")
-    scan = scan_idle(region_list, window_hours=window_hours, threshold_pct=threshold_pct)
+    scope = _scope(accounts, org_role, regions, external_id, concurrency)
+    log(f"scanning GPU instances in {len(scope.targets)} account-regions ...")
+    with ScanProgress("idle GPUs", scope, "GetMetricData calls", enabled=_show_progress(output)) as progress:
+        scan = scan_idle(
+            scope,
+            window_hours=window_hours,
+            threshold_pct=threshold_pct,
+            concurrency=concurrency,
+            on_done=progress.target_done,
+            on_calls=progress.add,
+        )
     log(f"{scan.instances_scanned} running GPU instances; {scan.cloudwatch_calls} GetMetricData calls")
     if output is OutputFormat.json:
         print_json(scan.to_json())
     else:
+        _print_scope(scan.scope)
         _print_idle(scan)
+    _exit_if_partial(scan.scope)
 
 
 @app.command("untagged")
 def untagged_command(
     regions: RegionsOption = None,
     required_tags: RequiredTagsOption = None,
+    accounts: AccountsOption = None,
+    org_role: OrgRoleOption = None,
+    external_id: ExternalIdOption = None,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Resources missing mandatory cost tags, including never-tagged ones."""
     required = parse_required_tags(required_tags)
-    region_list = check_scan(regions)
-    log(f"scanning resources in {', '.join(region_list)} for tags {', '.join(required)} ...")
-    scan = scan_untagged(region_list, required)
+    scope = _scope(accounts, org_role, regions, external_id, concurrency)
+    log(f"scanning {len(scope.targets)} account-regions for tags {', '.join(required)} ...")
+    with ScanProgress(
+        "untagged resources", scope, "resources listed", enabled=_show_progress(output)
+    ) as progress:
+        scan = scan_untagged(
+            scope, required, concurrency=concurrency, on_done=progress.target_done, on_listed=progress.add
+        )
     log(f"{scan.resources_scanned} resources scanned, {len(scan.findings)} missing tags")
     if output is OutputFormat.json:
         print_json(scan.to_json())
     else:
+        _print_scope(scan.scope)
         _print_untagged(scan)
+    _exit_if_partial(scan.scope)
+
+
+def _scope(
+    accounts: AccountsOption,
+    org_role: OrgRoleOption,
+    regions: RegionsOption,
+    external_id: ExternalIdOption,
+    concurrency: int,
+) -> ScanScope:
+    """Every flag checked first (exit 2 on a bad one), then the accounts and their regions resolved."""
+    check_scan(regions)
+    validate_concurrency(concurrency)
+    return scope_from_options(accounts, org_role, regions, external_id)
+
+
+def _show_progress(output: OutputFormat) -> bool:
+    """A live display only for a person watching: stderr a terminal, and JSON not being piped on."""
+    return sys.stderr.isatty() and (output is OutputFormat.text or sys.stdout.isatty())
+
+
+class ScanProgress:
+    """Account-regions done of the total and a running count of the AWS work, live on stderr."""
+
+    def __init__(self, what: str, scope: ScanScope, counted: str, *, enabled: bool) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("account-regions, {task.fields[count]} " + counted),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task(what, total=len(scope.targets), count=0)
+        self._count = 0
+        # The scans' worker threads add their counts concurrently.
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ScanProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def target_done(self, target: Scope, succeeded: bool) -> None:
+        self._progress.advance(self._task)
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._count += count
+            self._progress.update(self._task, count=self._count)
+
+
+def _exit_if_partial(scope: ScanScope) -> None:
+    if scope.gaps:
+        log(f"partial result: {len(scope.gaps)} part(s) of the scope could not be scanned (named above)")
+        raise typer.Exit(PARTIAL_EXIT)
 
 
 def _console() -> Console:
     """Rich's console; wide when piped, so ARNs and ids are not cut at 80 columns."""
     console = Console()
     return console if console.is_terminal else Console(width=220)
+
+
+def _print_scope(scope: ScanScope) -> None:
+    """What was scanned, what could not be (gaps), and what was left out on purpose (skipped regions)."""
+    console = _console()
+    console.print(scope.describe(), markup=False, highlight=False)
+    skipped: dict[str, list[str]] = defaultdict(list)
+    for region in scope.skipped:
+        skipped[f"{region.account_id}: {region.reason}"].append(region.region)
+    for where, names in skipped.items():
+        console.print(f"skipped in account {where}: {', '.join(names)}", markup=False, highlight=False)
 
 
 def _money(value: float | None) -> str:
@@ -88,6 +202,7 @@ def _print_idle(scan: IdleScan) -> None:
         table = Table(title=f"Idle GPU instances (< {scan.threshold_pct:g}% for {scan.window_hours:g} h)")
         for column in (
             "instance",
+            "account",
             "region",
             "type",
             "telemetry",
@@ -105,6 +220,7 @@ def _print_idle(scan: IdleScan) -> None:
             owner = finding.run_id or finding.tags.get("team") or "(untagged)"
             table.add_row(
                 finding.resource_id,
+                finding.account_name or finding.account_id,
                 finding.region,
                 finding.instance_type,
                 finding.telemetry,
@@ -118,10 +234,11 @@ def _print_idle(scan: IdleScan) -> None:
         unpriced = sum(1 for finding in scan.findings if finding.wasted_usd is None)
         count = f"{len(scan.findings)} idle" + (f", {unpriced} with {NO_LIST_PRICE}" if unpriced else "")
         # The total sums the priced instances only; the count says how many it leaves out.
-        table.add_row("total", "", "", "", "", "", "", _money(scan.wasted_usd), count)
+        table.add_row("total", "", "", "", "", "", "", "", _money(scan.wasted_usd), count)
         console.print(table)
     for skipped in scan.not_judged:
-        console.print(f"not judged: {skipped['resource_id']} ({skipped['region']}): {skipped['reason']}")
+        where = f"{skipped['account_id']} {skipped['region']}"
+        console.print(f"not judged: {skipped['resource_id']} ({where}): {skipped['reason']}")
 
 
 def _print_untagged(scan: UntaggedScan) -> None:
@@ -131,9 +248,16 @@ def _print_untagged(scan: UntaggedScan) -> None:
         return
     table = Table(title=f"Resources missing cost tags ({len(scan.findings)})")
     table.add_column("type", no_wrap=True)
+    table.add_column("account", no_wrap=True)
     table.add_column("region", no_wrap=True)
     table.add_column("resource", overflow="fold")
     table.add_column("missing tags")
     for finding in scan.findings:
-        table.add_row(finding.resource_type, finding.region, finding.arn, ", ".join(finding.missing_tags))
+        table.add_row(
+            finding.resource_type,
+            finding.account_name or finding.account_id,
+            finding.region,
+            finding.arn,
+            ", ".join(finding.missing_tags),
+        )
     console.print(table)
