@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from finops import costs, focus_file, report
-from finops.dashboard import render_dashboard
+from finops.analysis import Period, report_period
+from finops.dashboard import render_dashboard, render_markdown
 from finops.idle import IdleFinding
 from finops.untagged import UntaggedFinding
 from mlp.pricing import EC2
@@ -38,7 +39,7 @@ PURCHASE_TYPES = ["On Demand Instances", "Spot Instances", "Savings Plans", "Sta
 INSTANCE_TYPES = [*EC2, "NoInstanceType"]
 
 
-def synthetic_spend(rows: int, period: report.Period, seed: int = 1) -> costs.Spend:
+def synthetic_spend(rows: int, period: Period, seed: int = 1) -> costs.Spend:
     """`rows` rows over every view and every day from the period's fetch start, random amounts."""
     rng = np.random.default_rng(seed)
     tag_keys = costs.report_tag_keys()
@@ -115,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    period = report.report_period(DAYS, TODAY)
+    period = report_period(DAYS, TODAY)
 
     steps: list[tuple[str, float]] = []
     spend = timed(
@@ -143,7 +144,7 @@ def main() -> None:
         # The parts of write_report, for where the time goes.
         parts = [
             ("  of which index.html", lambda: render_dashboard(built)),
-            ("  of which report.md", lambda: report.render_markdown(built)),
+            ("  of which report.md", lambda: render_markdown(built)),
             (
                 "  of which costs.focus.parquet + .csv",
                 lambda: focus_file.write_focus_files(

@@ -1,8 +1,9 @@
-"""index.html: the report as one self-contained page finance can open anywhere.
+"""The report's pages from their jinja2 templates: index.html and report.md.
 
-Charts are plotly figures; plotly.js is embedded once in the page (no CDN, no network fetch) and the
-figures' JSON is drawn by one script at the end of the page, once the layout has settled, so every
-chart takes the width of its card. The page comes from a jinja2 template.
+index.html is one self-contained page finance can open anywhere. Charts are plotly figures; plotly.js
+is embedded once in the page (no CDN, no network fetch) and the figures' JSON is drawn by one script at
+the end of the page, once the layout has settled, so every chart takes the width of its card.
+report.md holds the same figures as text (also what goes to Slack).
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
+from finops.analysis import RUN_RATE_DAYS
 from finops.costs import REQUEST_PRICE_USD, UNTAGGED_LABEL
+from finops.findings import IDLE_SCAN, LEFTOVERS_SCAN, NO_LIST_PRICE, UNTAGGED_SCAN, Report
 from mlp.tags import TEAM
-
-if TYPE_CHECKING:
-    from finops.report import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
 PALETTE = ["#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16", "#64748b"]
@@ -158,8 +158,6 @@ def _untagged_dollars(report: Report) -> Chart:
 
 
 def _untagged_resources(report: Report) -> Chart:
-    from finops.report import UNTAGGED_SCAN  # finops.report imports this module
-
     title = "Resources missing mandatory tags"
     if not report.untagged:
         note = report.scan_note(UNTAGGED_SCAN) or "Every scanned resource carries the mandatory tags."
@@ -173,8 +171,6 @@ def _untagged_resources(report: Report) -> Chart:
 
 
 def _idle(report: Report) -> Chart:
-    from finops.report import IDLE_SCAN, NO_LIST_PRICE  # finops.report imports this module
-
     title = "Idle GPU waste"
     gaps = report.scan_note(IDLE_SCAN)
     if not report.idle:
@@ -261,39 +257,61 @@ def charts(report: Report) -> list[Chart]:
     ]
 
 
-def _environment() -> jinja2.Environment:
-    from finops.report import NO_LIST_PRICE  # finops.report imports this module
+def _price(value: float | None, unit: str = "") -> str:
+    """A finding's own dollars: None there means no list price, not a missing part."""
+    return NO_LIST_PRICE if value is None else f"${value:,.2f}{unit}"
 
+
+@cache
+def _environment(missing_usd: str) -> jinja2.Environment:
+    """The templates' environment; `missing_usd` is what a figure whose source is missing shows."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        autoescape=jinja2.select_autoescape(["html.j2"], default_for_string=False),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["usd"] = lambda value: "n/a" if value is None else f"${value:,.2f}"
+    environment.filters["usd"] = lambda value: missing_usd if value is None else f"${value:,.2f}"
     environment.filters["pct"] = lambda value: "n/a" if value is None else f"{value * 100:.1f}%"
-    # A finding's own dollars: None there means no list price, not a missing part.
-    environment.filters["price"] = lambda value: NO_LIST_PRICE if value is None else f"${value:,.2f}"
+    environment.filters["price"] = _price
+    environment.filters["signed"] = lambda value: f"{value:+,.2f}"
+    environment.filters["hourly"] = lambda value: f"${value:,.4f}/h"
     return environment
 
 
 def render_dashboard(report: Report) -> str:
     """The whole page as one string: plotly.js inline once, then every chart and table."""
-    from finops.report import IDLE_SCAN, LEFTOVERS_SCAN, NO_LIST_PRICE, UNTAGGED_SCAN  # imports this module
-
-    template = _environment().get_template("dashboard.html.j2")
+    template = _environment("n/a").get_template("dashboard.html.j2")
     tiles = charts(report)
     figures = ",".join(f'"{chart.div_id}":{chart.figure}' for chart in tiles if chart.figure is not None)
     return template.render(
         report=report,
         spend=report.findings["spend"],
+        line_items=report.line_items,
         charts=tiles,
         figures_json=_script_json("{" + figures + "}"),
         chart_config=json.dumps(CHART_CONFIG),
         plotly_js=plotly_js(),
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
-        idle_sorted=sorted(report.idle, key=lambda finding: -(finding.wasted_usd or 0.0)),
         gaps={scan: report.scan_note(scan) for scan in (IDLE_SCAN, UNTAGGED_SCAN, LEFTOVERS_SCAN)},
         no_list_price=NO_LIST_PRICE,
+    )
+
+
+def render_markdown(report: Report) -> str:
+    """report.md: the figures of the dashboard as text (also what goes to Slack)."""
+    return (
+        _environment("n/a (missing)")
+        .get_template("report.md.j2")
+        .render(
+            report=report,
+            run_rate_days=RUN_RATE_DAYS,
+            request_price_usd=REQUEST_PRICE_USD,
+            TEAM=TEAM,
+            UNTAGGED_LABEL=UNTAGGED_LABEL,
+            IDLE_SCAN=IDLE_SCAN,
+            UNTAGGED_SCAN=UNTAGGED_SCAN,
+            LEFTOVERS_SCAN=LEFTOVERS_SCAN,
+        )
     )

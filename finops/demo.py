@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from finops import focus
-from finops.report import Report, run_nightly
+from finops.cost_source import choose_cost_source
+from finops.findings import Report
+from finops.report import Step, run_nightly
 from finops.sandbox import Sandbox, SeedManifest, focus_export, seed_account
 
 DEMO_DAYS = 30
@@ -70,7 +72,7 @@ class DemoRun:
 def run_demo(
     out_dir: Path,
     *,
-    show_progress: bool = False,
+    on_step: Callable[[Step], None] = lambda step: None,
     cost_source: str | None = None,
     while_running: Callable[[Sandbox, DemoRun], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
@@ -99,9 +101,8 @@ def run_demo(
                 DEMO_DAYS,
                 out_dir,
                 regions=list(manifest.regions),
-                cache_dir=Path(cache_dir),
-                show_progress=show_progress,
-                focus_source=focus_source,
+                source=choose_cost_source(focus_source, cache_dir=Path(cache_dir)),
+                on_step=on_step,
             )
             run = DemoRun(
                 report=report,

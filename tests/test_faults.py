@@ -20,6 +20,7 @@ import botocore.retries.standard
 import pytest
 
 from finops import report
+from finops.findings import Report
 from finops.idle import IdleFinding, IdleScan
 from finops.sandbox import Sandbox, SeedManifest
 from mlp import aws
@@ -363,7 +364,7 @@ UNPRICED = IdleFinding(
 
 
 @pytest.fixture(scope="module")
-def unpriced_report() -> report.Report:
+def unpriced_report() -> Report:
     return report.build_report(
         read_spend(make_line_items(days=45)),
         PERIOD,
@@ -373,7 +374,7 @@ def unpriced_report() -> report.Report:
     )
 
 
-def test_unpriced_idle_gpu_in_the_report_files(unpriced_report: report.Report, tmp_path: Path) -> None:
+def test_unpriced_idle_gpu_in_the_report_files(unpriced_report: Report, tmp_path: Path) -> None:
     priced = sum(finding.wasted_usd or 0.0 for finding in IDLE)
     assert unpriced_report.idle_wasted_usd == pytest.approx(priced)
     assert unpriced_report.idle_unpriced == 1
@@ -414,7 +415,7 @@ def test_unpriced_idle_gpu_in_the_idle_command(
 
 
 def test_unpriced_idle_gpu_in_the_report_summary(
-    unpriced_report: report.Report,
+    unpriced_report: Report,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,

@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finops import costs, focus, report
+from finops import costs, focus
+from finops.analysis import SpendAnalysis, analyze_spend, report_period
+from finops.costs import UNTAGGED_LABEL
 from finops.demo import sandbox_environment
 from finops.sandbox import Sandbox, SeedManifest, focus_export
 from tests.sandbox_fixtures import process_env, sandbox_fixture, seeded_fixture  # noqa: F401
@@ -33,18 +35,18 @@ def cents(values: dict[str, float]) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def both_sources(sandbox: Sandbox, seeded: SeedManifest) -> tuple[report.SpendAnalysis, report.SpendAnalysis]:
-    period = report.report_period(DAYS, seeded.now.date())
+def both_sources(sandbox: Sandbox, seeded: SeedManifest) -> tuple[SpendAnalysis, SpendAnalysis]:
+    period = report_period(DAYS, seeded.now.date())
     with sandbox_environment(sandbox):
         from_focus = focus.read_focus_spend(focus_export.EXPORT_URI, period.fetch_start, period.end)
         from_ce = costs.fetch_spend(period.fetch_start, period.end, use_cache=False, today=seeded.now.date())
     assert from_focus.missing == [] and from_ce.missing == []
     assert from_focus.complete_views == from_ce.complete_views
-    return report.analyze_spend(from_focus, period), report.analyze_spend(from_ce, period)
+    return analyze_spend(from_focus, period), analyze_spend(from_ce, period)
 
 
 def test_both_sources_agree_to_the_cent(
-    both_sources: tuple[report.SpendAnalysis, report.SpendAnalysis],
+    both_sources: tuple[SpendAnalysis, SpendAnalysis],
 ) -> None:
     from_focus, from_ce = both_sources
     for total in ("total_usd", "total_effective_usd", "untagged_usd", "spot_usd", "spot_savings_usd"):
@@ -55,7 +57,7 @@ def test_both_sources_agree_to_the_cent(
 
 
 def test_the_focus_figures_are_the_seeded_line_items(
-    both_sources: tuple[report.SpendAnalysis, report.SpendAnalysis], seeded: SeedManifest
+    both_sources: tuple[SpendAnalysis, SpendAnalysis], seeded: SeedManifest
 ) -> None:
     from_focus, _ = both_sources
     today = seeded.now.date()
@@ -64,7 +66,7 @@ def test_the_focus_figures_are_the_seeded_line_items(
     by_service: dict[str, float] = defaultdict(float)
     by_region: dict[str, float] = defaultdict(float)
     for item in items:
-        by_team[item.tags.get("team") or report.UNTAGGED_LABEL] += item.unblended_cost
+        by_team[item.tags.get("team") or UNTAGGED_LABEL] += item.unblended_cost
         by_service[item.service] += item.unblended_cost
         by_region[item.region] += item.unblended_cost
     assert round(from_focus.total_usd, 2) == round(sum(item.unblended_cost for item in items), 2)

@@ -26,7 +26,10 @@ import pytest
 from moto import mock_aws
 
 from finops import costs, delivery, inventory, report
-from finops.dashboard import plotly_js
+from finops.analysis import MAX_DAYS, RUN_RATE_DAYS, TOP_MOVERS, Period, join_untagged, report_period
+from finops.costs import UNTAGGED_LABEL
+from finops.dashboard import plotly_js, render_markdown
+from finops.findings import Report
 from finops.idle import IdleFinding
 from finops.sandbox.cost_explorer import CostExplorerEmulator, LineItem
 from finops.untagged import UntaggedFinding
@@ -36,8 +39,8 @@ from mlp.tags import DEFAULT_MANDATORY_TAGS
 from tests.test_costs import NOW, TODAY, EmulatedCostExplorer, SleepRecorder, make_line_items
 
 DAYS = 14
-PERIOD = report.report_period(DAYS, TODAY)
-UNTAGGED = report.UNTAGGED_LABEL
+PERIOD = report_period(DAYS, TODAY)
+UNTAGGED = UNTAGGED_LABEL
 
 # findings.json's idle and untagged entries, as the contract has them.
 IDLE_JSON = [
@@ -115,7 +118,7 @@ def line_items() -> list[LineItem]:
 
 
 @pytest.fixture(scope="module")
-def built(line_items: list[LineItem]) -> report.Report:
+def built(line_items: list[LineItem]) -> Report:
     return report.build_report(
         read_spend(line_items), PERIOD, idle=IDLE, untagged=UNTAGGED_RESOURCES, generated_at=NOW
     )
@@ -139,20 +142,20 @@ def assert_money_maps_equal(got: dict[str, float], expected: dict[str, float]) -
 
 
 def test_period_is_the_full_days_before_today() -> None:
-    period = report.report_period(30, date(2026, 3, 5))
+    period = report_period(30, date(2026, 3, 5))
     assert (period.start, period.end) == (date(2026, 2, 3), date(2026, 3, 5))
-    assert period.previous == report.Period(date(2026, 1, 4), date(2026, 2, 3))
+    assert period.previous == Period(date(2026, 1, 4), date(2026, 2, 3))
     assert period.fetch_start == date(2026, 1, 4)  # the previous period reaches further than March 1st
-    assert report.report_period(3, date(2026, 3, 20)).fetch_start == date(2026, 3, 1)
+    assert report_period(3, date(2026, 3, 20)).fetch_start == date(2026, 3, 1)
 
 
-@pytest.mark.parametrize("days", [0, -3, report.MAX_DAYS + 1])
+@pytest.mark.parametrize("days", [0, -3, MAX_DAYS + 1])
 def test_days_out_of_range_is_a_user_error(days: int) -> None:
     with pytest.raises(UserError, match="--days"):
-        report.report_period(days, TODAY)
+        report_period(days, TODAY)
 
 
-def test_spend_figures_equal_the_line_item_sums(built: report.Report, line_items: list[LineItem]) -> None:
+def test_spend_figures_equal_the_line_item_sums(built: Report, line_items: list[LineItem]) -> None:
     current = between(line_items, PERIOD.start, PERIOD.end)
     spend = built.findings["spend"]
 
@@ -182,7 +185,7 @@ def test_spend_figures_equal_the_line_item_sums(built: report.Report, line_items
         assert spend["untagged_by_tag"][key] == pytest.approx(missing_key, abs=0.006)
 
 
-def test_spot_share_and_savings(built: report.Report, line_items: list[LineItem]) -> None:
+def test_spot_share_and_savings(built: Report, line_items: list[LineItem]) -> None:
     current = between(line_items, PERIOD.start, PERIOD.end)
     spot = [item for item in current if item.purchase_type == "Spot Instances"]
     instance_spend = sum(item.unblended_cost for item in current if item.instance_type)
@@ -214,12 +217,10 @@ def test_spot_usage_of_an_unpriced_type_is_left_out_and_named(line_items: list[L
     without = report.build_report(read_spend(line_items), PERIOD, idle=[], untagged=[])
     assert with_mystery.analysis.spot_unpriced_instance_types == ["x9z.mega"]
     assert with_mystery.findings["spend"]["spot_savings_usd"] == without.findings["spend"]["spot_savings_usd"]
-    assert "x9z.mega" in report.render_markdown(with_mystery)
+    assert "x9z.mega" in render_markdown(with_mystery)
 
 
-def test_top_movers_compare_with_the_previous_period(
-    built: report.Report, line_items: list[LineItem]
-) -> None:
+def test_top_movers_compare_with_the_previous_period(built: Report, line_items: list[LineItem]) -> None:
     current = between(line_items, PERIOD.start, PERIOD.end)
     previous = between(line_items, PERIOD.previous.start, PERIOD.previous.end)
     changes = {}
@@ -232,7 +233,7 @@ def test_top_movers_compare_with_the_previous_period(
         for name in now.keys() | before.keys():
             changes[(dimension, name)] = now.get(name, 0.0) - before.get(name, 0.0)
     movers = built.findings["spend"]["top_movers"]
-    assert len(movers) == min(report.TOP_MOVERS, len(changes))
+    assert len(movers) == min(TOP_MOVERS, len(changes))
     for mover in movers:
         assert mover["change_usd"] == pytest.approx(changes[(mover["dimension"], mover["name"])], abs=0.011)
     biggest = max(changes, key=lambda key: abs(changes[key]))
@@ -242,15 +243,12 @@ def test_top_movers_compare_with_the_previous_period(
     )
 
 
-def test_month_end_forecast(built: report.Report, line_items: list[LineItem]) -> None:
+def test_month_end_forecast(built: Report, line_items: list[LineItem]) -> None:
     month_start = TODAY.replace(day=1)
     month_to_date = sum(item.unblended_cost for item in between(line_items, month_start, TODAY))
     run_rate = (
-        sum(
-            item.unblended_cost
-            for item in between(line_items, TODAY - timedelta(days=report.RUN_RATE_DAYS), TODAY)
-        )
-        / report.RUN_RATE_DAYS
+        sum(item.unblended_cost for item in between(line_items, TODAY - timedelta(days=RUN_RATE_DAYS), TODAY))
+        / RUN_RATE_DAYS
     )
     next_month = (month_start + timedelta(days=32)).replace(day=1)
     days_left = (next_month - TODAY).days
@@ -260,7 +258,7 @@ def test_month_end_forecast(built: report.Report, line_items: list[LineItem]) ->
     assert forecast["forecast_usd"] == pytest.approx(month_to_date + run_rate * days_left, abs=0.02)
 
 
-def test_findings_follow_the_contract(built: report.Report) -> None:
+def test_findings_follow_the_contract(built: Report) -> None:
     findings = built.findings
     assert findings["period"] == {"start": PERIOD.start.isoformat(), "end": PERIOD.end.isoformat()}
     for key in ("total_usd", "by_team", "by_environment", "by_service", "untagged_usd", "untagged_share"):
@@ -275,7 +273,7 @@ def test_findings_follow_the_contract(built: report.Report) -> None:
     json.dumps(findings)  # plain JSON types only
 
 
-def test_untagged_resources_are_joined_with_untagged_dollars(built: report.Report) -> None:
+def test_untagged_resources_are_joined_with_untagged_dollars(built: Report) -> None:
     joined = {(row["service"], row["region"]): row for row in built.findings["spend"]["untagged_by_service"]}
     untagged_spend = built.analysis.untagged_by_service_region
     assert untagged_spend is not None
@@ -297,7 +295,7 @@ def test_every_scanned_kind_names_the_cost_explorer_service_its_spend_shows_unde
 
 
 def test_join_without_untagged_dollars_does_not_show_zero_dollars() -> None:
-    joined = report.join_untagged(UNTAGGED_RESOURCES, None)
+    joined = join_untagged(UNTAGGED_RESOURCES, None)
     assert {row["untagged_usd"] for row in joined} == {None}
 
 
@@ -378,7 +376,7 @@ def test_a_bug_in_a_scan_is_not_hidden_as_a_missing_part() -> None:
         report.guarded_scan("idle GPUs in us-east-1", buggy_scan)
 
 
-def test_write_report_writes_every_report_file(built: report.Report, tmp_path: Path) -> None:
+def test_write_report_writes_every_report_file(built: Report, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "report"
     paths = report.write_report(built, out, billing_account_id="123456789012")
 
@@ -397,7 +395,7 @@ def test_write_report_writes_every_report_file(built: report.Report, tmp_path: P
     assert "arn:aws:s3:::scratch" in markdown
 
 
-def test_dashboard_is_self_contained(built: report.Report, tmp_path: Path) -> None:
+def test_dashboard_is_self_contained(built: Report, tmp_path: Path) -> None:
     report.write_report(built, tmp_path)
     html = (tmp_path / "index.html").read_text()
 
@@ -443,7 +441,7 @@ def test_bad_s3_uri_is_a_user_error(uri: str) -> None:
         delivery.parse_s3_uri(uri)
 
 
-def test_upload_puts_every_file_under_the_prefix(built: report.Report, tmp_path: Path) -> None:
+def test_upload_puts_every_file_under_the_prefix(built: Report, tmp_path: Path) -> None:
     report.write_report(built, tmp_path)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -462,7 +460,7 @@ def test_upload_puts_every_file_under_the_prefix(built: report.Report, tmp_path:
     assert html["Body"].read() == (tmp_path / "index.html").read_bytes()
 
 
-def test_upload_to_a_missing_bucket_is_a_user_error(built: report.Report, tmp_path: Path) -> None:
+def test_upload_to_a_missing_bucket_is_a_user_error(built: Report, tmp_path: Path) -> None:
     report.write_report(built, tmp_path)
     with mock_aws(), pytest.raises(UserError, match=r"s3://no-such-bucket/x/.*bucket does not exist"):
         delivery.upload_directory(
@@ -511,8 +509,8 @@ def slack() -> Iterator[SlackStub]:
         yield stub
 
 
-def test_slack_gets_report_md_as_mrkdwn(built: report.Report, slack: SlackStub) -> None:
-    markdown = report.render_markdown(built)
+def test_slack_gets_report_md_as_mrkdwn(built: Report, slack: SlackStub) -> None:
+    markdown = render_markdown(built)
     delivery.post_to_slack(slack.url, markdown)
 
     assert len(slack.posts) == 1
@@ -526,7 +524,7 @@ def test_slack_gets_report_md_as_mrkdwn(built: report.Report, slack: SlackStub) 
     assert "i-0idle1" in text
 
 
-def test_slack_refusal_is_a_user_error_without_the_secret(built: report.Report) -> None:
+def test_slack_refusal_is_a_user_error_without_the_secret(built: Report) -> None:
     with SlackStub(status=404) as stub, pytest.raises(UserError) as error:
         delivery.post_to_slack(stub.url, "# report")
     assert "404" in str(error.value)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from finops import costs, report
+from finops.costs import UNTAGGED_LABEL
 from finops.sandbox import Sandbox, SeedManifest
 from mlp import pricing
 from mlp.tags import DEFAULT_MANDATORY_TAGS
@@ -74,7 +75,7 @@ def test_totals_equal_the_manifest_line_items(first_run, seeded: SeedManifest) -
     findings, _ = first_run
     items = period_items(seeded)
     spend = findings["spend"]
-    untagged = report.UNTAGGED_LABEL
+    untagged = UNTAGGED_LABEL
 
     assert "missing" not in findings
     assert findings["period"]["end"] == seeded.now.date().isoformat()

@@ -1,0 +1,208 @@
+"""What the report found, typed: the scans' missing parts, the `Report`, and findings.json from its parts.
+
+findings.json's shape is the contract in docs/findings-json.md; `FindingsDocument` is that shape.
+A figure whose source is missing is None (null), never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any, NotRequired, TypedDict
+
+from finops.analysis import (
+    Forecast,
+    LineItemFindings,
+    Mover,
+    Period,
+    SpendAnalysis,
+    UntaggedServiceRow,
+)
+from finops.costs import MissingPart, Spend
+from finops.focus import COST_EXPLORER_SOURCE
+from finops.idle import IdleFinding
+from finops.untagged import UntaggedFinding
+
+NO_LIST_PRICE = "no list price"
+
+# The scans of the report, by the key `ScanMissing.scan` carries.
+IDLE_SCAN = "idle"
+UNTAGGED_SCAN = "untagged"
+LEFTOVERS_SCAN = "leftovers"
+SCAN_TITLES = {
+    IDLE_SCAN: "idle GPUs",
+    UNTAGGED_SCAN: "untagged resources",
+    LEFTOVERS_SCAN: "expired training-run leftovers",
+}
+
+
+@dataclass(frozen=True)
+class ScanMissing(MissingPart):
+    """One scan's part that is missing, for one region ("" when the whole scan is)."""
+
+    scan: str = ""
+    region: str = ""
+    # A word or two for a dashboard tile: "unreachable", "access denied", "failed".
+    status: str = "failed"
+
+    def to_json(self) -> dict[str, str]:
+        payload = super().to_json()
+        payload["scan"] = self.scan
+        if self.region:
+            payload["region"] = self.region
+        return payload
+
+    @property
+    def short(self) -> str:
+        """ "us-west-2 unreachable", or "scan failed" when no region is involved."""
+        return f"{self.region} {self.status}" if self.region else f"scan {self.status}"
+
+
+class SpendFindings(TypedDict):
+    total_usd: float | None
+    total_effective_usd: float | None
+    by_team: dict[str, float] | None
+    by_environment: dict[str, float] | None
+    by_service: dict[str, float] | None
+    by_region: dict[str, float] | None
+    untagged_usd: float | None
+    untagged_share: float | None
+    untagged_by_tag: dict[str, float]
+    untagged_by_service: list[UntaggedServiceRow]
+    spot_usd: float | None
+    spot_share: float | None
+    spot_savings_usd: float | None
+    top_movers: list[Mover]
+    forecast: Forecast | None
+
+
+class FindingsDocument(TypedDict):
+    period: dict[str, str]
+    spend: SpendFindings
+    # Only a cost source with line items (the FOCUS export read by DuckDB) has these; else null.
+    line_items: LineItemFindings | None
+    idle: list[dict[str, Any]]
+    untagged: list[dict[str, Any]]
+    reap: list[dict[str, Any]]
+    cost_source: str
+    cost_explorer_requests: int
+    cost_explorer_usd: float
+    missing: NotRequired[list[dict[str, str]]]
+
+
+def _money(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(amount, 2) for key, amount in values.items()}
+
+
+def _money_map(values: dict[str, float] | None) -> dict[str, float] | None:
+    return None if values is None else _rounded(values)
+
+
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+@dataclass
+class Report:
+    """Everything the report's files show; `findings` is findings.json."""
+
+    analysis: SpendAnalysis
+    spend: Spend
+    idle: list[IdleFinding]
+    untagged: list[UntaggedFinding]
+    untagged_joined: list[UntaggedServiceRow]
+    # Training runs past expiry that still own resources (the reaper's work, or a leak).
+    leftovers: list[dict[str, Any]]
+    required_tags: tuple[str, ...]
+    generated_at: datetime
+    line_items: LineItemFindings | None = None
+
+    @property
+    def period(self) -> Period:
+        return self.analysis.period
+
+    @property
+    def amounts_basis(self) -> str:
+        """Which cost the dollars are: what the invoice says, as the source names it."""
+        return (
+            "Cost Explorer UnblendedCost" if self.spend.source == COST_EXPLORER_SOURCE else "FOCUS BilledCost"
+        )
+
+    @property
+    def idle_by_waste(self) -> list[IdleFinding]:
+        return sorted(self.idle, key=lambda finding: -(finding.wasted_usd or 0.0))
+
+    @property
+    def idle_wasted_usd(self) -> float:
+        """Dollars wasted by the idle GPUs that have a list price (the others are counted apart)."""
+        return float(sum(finding.wasted_usd for finding in self.idle if finding.wasted_usd is not None))
+
+    @property
+    def idle_unpriced(self) -> int:
+        """Idle GPUs of an instance type without a list price: in the report, not in the dollars."""
+        return sum(1 for finding in self.idle if finding.wasted_usd is None)
+
+    def idle_summary(self) -> str:
+        """ "3 instances, $12.34 wasted while idle (1 with no list price, not in the total)"."""
+        text = f"{len(self.idle)} instances, ${self.idle_wasted_usd:,.2f} wasted while idle"
+        if self.idle_unpriced:
+            text += f" ({self.idle_unpriced} with {NO_LIST_PRICE}, not in the total)"
+        note = self.scan_note(IDLE_SCAN)
+        if note:
+            text += f"; {note}"
+        return text
+
+    @property
+    def untagged_share(self) -> float | None:
+        """Untagged dollars over the total; None when either is missing or there is no spend."""
+        untagged, total = self.analysis.untagged_usd, self.analysis.total_usd
+        return untagged / total if untagged is not None and total and total > 0 else None
+
+    def scan_gaps(self, scan: str) -> list[ScanMissing]:
+        """The missing parts of one scan (`IDLE_SCAN`, ...): failed regions, or the whole scan."""
+        return [part for part in self.analysis.missing if isinstance(part, ScanMissing) and part.scan == scan]
+
+    def scan_note(self, scan: str) -> str | None:
+        """ "n/a: us-west-2 unreachable" when part of the scan is missing, else None."""
+        gaps = self.scan_gaps(scan)
+        return "n/a: " + ", ".join(part.short for part in gaps) if gaps else None
+
+    @cached_property
+    def findings(self) -> FindingsDocument:
+        """findings.json, built once from the report's parts."""
+        analysis = self.analysis
+        document = FindingsDocument(
+            period=self.period.to_json(),
+            spend=SpendFindings(
+                total_usd=_money(analysis.total_usd),
+                total_effective_usd=_money(analysis.total_effective_usd),
+                by_team=_money_map(analysis.by_team),
+                by_environment=_money_map(analysis.by_environment),
+                by_service=_money_map(analysis.by_service),
+                by_region=_money_map(analysis.by_region),
+                untagged_usd=_money(analysis.untagged_usd),
+                untagged_share=_share(self.untagged_share),
+                untagged_by_tag=_rounded(analysis.untagged_by_tag),
+                untagged_by_service=self.untagged_joined,
+                spot_usd=_money(analysis.spot_usd),
+                spot_share=_share(analysis.spot_share),
+                spot_savings_usd=_money(analysis.spot_savings_usd),
+                top_movers=analysis.top_movers,
+                forecast=analysis.forecast,
+            ),
+            line_items=self.line_items,
+            idle=[finding.to_json() for finding in self.idle],
+            untagged=[finding.to_json() for finding in self.untagged],
+            reap=self.leftovers,
+            cost_source=self.spend.source,
+            cost_explorer_requests=self.spend.requests,
+            cost_explorer_usd=self.spend.cost_usd,
+        )
+        if analysis.missing:
+            document["missing"] = [part.to_json() for part in analysis.missing]
+        return document
