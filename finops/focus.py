@@ -12,11 +12,18 @@ UnblendedCost, EffectiveCost is AmortizedCost), so the report is built the same 
 
 The SQL is written once, in DuckDB's dialect, by `view_sql`. Two engines run it:
 
-- `duckdb` (default): in this process; each billing period's Parquet objects are read through boto3
-  (so `AWS_ENDPOINT_URL` and the credentials are `mlp.aws`'s) into Arrow and registered as one view.
+- `duckdb` (default): in this process, out of core. The periods' Parquet objects are streamed through
+  boto3 (so `AWS_ENDPOINT_URL` and the credentials are `mlp.aws`'s) to a scratch directory (a local
+  `file://` export is read in place), and DuckDB reads them natively, only the columns a query names,
+  within `SET memory_limit`, spilling to the scratch directory past it. The views' columns, tags
+  extracted once, are grouped by day into one small table the views then roll up.
 - `athena`: the export's table in the Glue catalog, partitioned by `billing_period`; the SQL is
   transpiled to Trino by sqlglot and filters on that partition, so Athena reads only those months.
   Athena aggregates in place, so its line items are not downloaded (`Spend.line_items` is None).
+
+Line items (DuckDB): `Spend.line_items` is a `LineItems`, the period's rows as a DuckDB relation over
+the scratch files, never a pandas frame of them. Whoever reads the spend closes it when the report is
+written (`with spend.line_items:` or `.close()`); closing removes the scratch directory.
 
 Tags: AWS writes user tags as `user:<key>` in the `Tags` map; the views read `user:<key>` for each
 mandatory key, and the line items' `Tags` is a JSON object with the `user:` prefix removed.
@@ -29,23 +36,28 @@ folder is a `UserError`.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import botocore.exceptions
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlglot
+from boto3.s3.transfer import TransferConfig
 from sqlglot import exp
 
 import mlp.aws
@@ -63,12 +75,21 @@ ENGINES: tuple[str, ...] = (DUCKDB_ENGINE, ATHENA_ENGINE)
 FOCUS_URI_ENV = "MLP_FOCUS_URI"
 FOCUS_URI_OPTION = "--focus-uri"
 DEFAULT_ATHENA_WORKGROUP = "primary"
-# DuckDB spills past this instead of taking the machine's memory; a month of a large org fits.
-DEFAULT_MEMORY_LIMIT = "4GB"
+# DuckDB spills to the scratch directory past this instead of taking the machine's memory.
+DEFAULT_MEMORY_LIMIT = "1GB"
+# Objects downloaded at once; each is one managed transfer streaming to disk in parts.
+DOWNLOAD_WORKERS = 8
+TRANSFER_CONFIG = TransferConfig(max_concurrency=4, multipart_chunksize=16 * 1024 * 1024)
 
 # The relation every query reads: a DuckDB view, or the Athena table put in its place.
 EXPORT_RELATION = "focus_export"
+# The views' columns of the period by day, tags extracted: what every view rolls up.
+DAILY_SPEND_RELATION = "focus_daily_spend"
+# The relation `LineItems.aggregate` queries are written against.
+LINE_ITEMS_RELATION = "line_items"
 PARTITION_COLUMN = "billing_period"
+# The partition's folder name as AWS writes it (`BILLING_PERIOD=YYYY-MM`), hive-style.
+HIVE_PARTITION = "BILLING_PERIOD"
 USER_TAG_PREFIX = "user:"
 # Cost Explorer's REGION for spend of no region (FOCUS leaves RegionId null).
 GLOBAL_REGION = "global"
@@ -83,6 +104,7 @@ INSTANCE_METER = (
 )
 
 DAY_COLUMN = "ChargeDay"
+ISO_8601_UTC = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -208,11 +230,23 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def identifier_sql(name: str) -> str:
+    """A column name as SQL (DuckDB and Trino both quote with double quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def tag_sql(key: str) -> str:
     """The value of a user tag, '' when absent or empty (Cost Explorer's `key$` bucket)."""
     return f"COALESCE(Tags[{_literal(USER_TAG_PREFIX + key)}], '')"
 
 
+# The export's columns each dimension is computed from; the daily spend keeps them as they are.
+DIMENSION_INPUTS = {
+    "SERVICE": ("ServiceName",),
+    "REGION": ("RegionId",),
+    "PURCHASE_TYPE": ("PricingCategory", "CommitmentDiscountType"),
+    "INSTANCE_TYPE": ("SkuMeter",),
+}
 PURCHASE_TYPE_SQL = (
     f"CASE WHEN PricingCategory = 'Dynamic' THEN {_literal(SPOT_PURCHASE)} "
     f"WHEN CommitmentDiscountType = 'Savings Plan' THEN {_literal(SAVINGS_PLAN_PURCHASE)} "
@@ -241,8 +275,51 @@ def period_filter_sql(periods: Sequence[str], start: date, end: date) -> str:
     )
 
 
+def _view_tag_keys(view: costs.CostView, mandatory_tags: Sequence[str]) -> list[str]:
+    """The tags a view groups by, and the mandatory ones the untagged view filters on."""
+    keys = list(view.tag_keys)
+    if view.name == costs.UNTAGGED_VIEW:
+        keys += [key for key in mandatory_tags if key not in keys]
+    return keys
+
+
+def daily_spend_sql(
+    views: Sequence[costs.CostView],
+    periods: Sequence[str],
+    start: date,
+    end: date,
+    mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
+) -> str:
+    """The line items of [start, end) summed by day and by every column the views group on.
+
+    One pass over the export for all the views: each tag is looked up in the `Tags` map once, and only
+    the columns the views need are read (what Athena bills and what DuckDB decodes).
+    """
+    inputs = [
+        column
+        for dimension in DIMENSION_INPUTS
+        if any(dimension == key for view in views for kind, key in view.group_by if kind == "DIMENSION")
+        for column in DIMENSION_INPUTS[dimension]
+    ]
+    tag_keys = list(dict.fromkeys(key for view in views for key in _view_tag_keys(view, mandatory_tags)))
+    keys = [
+        f"CAST(ChargePeriodStart AS DATE) AS {DAY_COLUMN}",
+        *inputs,
+        *(f"{tag_sql(key)} AS {identifier_sql(costs.tag_column(key))}" for key in tag_keys),
+        "BillingCurrency",
+    ]
+    sums = ["SUM(BilledCost) AS BilledCost", "SUM(EffectiveCost) AS EffectiveCost"]
+    if any(costs.USAGE_METRIC in view.metrics for view in views):
+        sums.append("SUM(COALESCE(ConsumedQuantity, 0)) AS ConsumedQuantity")
+    ordinals = ", ".join(str(index) for index in range(1, len(keys) + 1))
+    return (
+        f"SELECT {', '.join([*keys, *sums])} FROM {EXPORT_RELATION} "
+        f"WHERE {period_filter_sql(periods, start, end)} GROUP BY {ordinals}"
+    )
+
+
 def _group_sql(kind: str, key: str) -> str:
-    return tag_sql(key) if kind == "TAG" else DIMENSION_SQL[key]
+    return identifier_sql(costs.tag_column(key)) if kind == "TAG" else DIMENSION_SQL[key]
 
 
 def group_columns(view: costs.CostView) -> list[str]:
@@ -259,6 +336,30 @@ def view_columns(view: costs.CostView) -> list[str]:
     return [*columns, "ConsumedQuantity"] if costs.USAGE_METRIC in view.metrics else columns
 
 
+def rollup_sql(view: costs.CostView, mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS) -> str:
+    """One view of `costs.plan_views` as a daily GROUP BY over the daily spend (`daily_spend_sql`)."""
+    groups = [_group_sql(kind, key) for kind, key in view.group_by]
+    selects = [
+        DAY_COLUMN,
+        *(f"{sql} AS group_{index}" for index, sql in enumerate(groups)),
+        "BillingCurrency",
+        "SUM(BilledCost) AS BilledCost",
+        "SUM(EffectiveCost) AS EffectiveCost",
+    ]
+    if costs.USAGE_METRIC in view.metrics:
+        selects.append("SUM(ConsumedQuantity) AS ConsumedQuantity")
+    where = ""
+    if view.name == costs.UNTAGGED_VIEW:
+        # Cost Explorer's ABSENT filter: spend missing at least one mandatory tag.
+        absent = (f"{identifier_sql(costs.tag_column(key))} = ''" for key in mandatory_tags)
+        where = " WHERE " + " OR ".join(absent)
+    ordinals = ", ".join(str(index) for index in range(1, len(groups) + 3))
+    return (
+        f"SELECT {', '.join(selects)} FROM {DAILY_SPEND_RELATION}{where} "
+        f"GROUP BY {ordinals} ORDER BY {ordinals}"
+    )
+
+
 def view_sql(
     view: costs.CostView,
     periods: Sequence[str],
@@ -266,30 +367,16 @@ def view_sql(
     end: date,
     mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
 ) -> str:
-    """One view of `costs.plan_views` as a daily GROUP BY over the export's line items."""
-    groups = [_group_sql(kind, key) for kind, key in view.group_by]
-    selects = [
-        f"CAST(ChargePeriodStart AS DATE) AS {DAY_COLUMN}",
-        *(f"{sql} AS group_{index}" for index, sql in enumerate(groups)),
-        "BillingCurrency",
-        "SUM(BilledCost) AS BilledCost",
-        "SUM(EffectiveCost) AS EffectiveCost",
-    ]
-    if costs.USAGE_METRIC in view.metrics:
-        selects.append("SUM(COALESCE(ConsumedQuantity, 0)) AS ConsumedQuantity")
-    where = period_filter_sql(periods, start, end)
-    if view.name == costs.UNTAGGED_VIEW:
-        # Cost Explorer's ABSENT filter: spend missing at least one mandatory tag.
-        where += " AND (" + " OR ".join(f"{tag_sql(key)} = ''" for key in mandatory_tags) + ")"
-    ordinals = ", ".join(str(index) for index in range(1, len(groups) + 3))
-    return (
-        f"SELECT {', '.join(selects)} FROM {EXPORT_RELATION} WHERE {where} "
-        f"GROUP BY {ordinals} ORDER BY {ordinals}"
-    )
+    """One view on its own (what Athena runs): its daily spend, only its columns, then its rollup."""
+    daily = daily_spend_sql([view], periods, start, end, mandatory_tags)
+    return f"WITH {DAILY_SPEND_RELATION} AS ({daily}) {rollup_sql(view, mandatory_tags)}"
 
 
 def line_items_sql(periods: Sequence[str], start: date, end: date) -> str:
-    """The export's own rows of [start, end), `Tags` as JSON without the `user:` prefix (DuckDB only)."""
+    """The export's own rows of [start, end), `Tags` as JSON without the `user:` prefix (DuckDB only).
+
+    In the export's order: sorting every column of a month would cost more than the whole read.
+    """
     prefix = _literal("^" + re.escape(USER_TAG_PREFIX))
     normalised = (
         "to_json(map_from_entries(list_transform(map_entries(Tags), "
@@ -297,7 +384,7 @@ def line_items_sql(periods: Sequence[str], start: date, end: date) -> str:
     )
     return (
         f"SELECT * EXCLUDE ({PARTITION_COLUMN}) REPLACE ({normalised} AS Tags) FROM {EXPORT_RELATION} "
-        f"WHERE {period_filter_sql(periods, start, end)} ORDER BY ChargePeriodStart"
+        f"WHERE {period_filter_sql(periods, start, end)}"
     )
 
 
@@ -325,7 +412,7 @@ class ObjectStore(Protocol):
 
     def list_keys(self, prefix: str) -> list[str]: ...
 
-    def read_table(self, key: str) -> pa.Table: ...
+    def local_path(self, key: str, scratch: Path) -> Path: ...
 
 
 class S3Store:
@@ -350,14 +437,17 @@ class S3Store:
                 keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 
-    def read_table(self, key: str) -> pa.Table:
+    def local_path(self, key: str, scratch: Path) -> Path:
+        """The object streamed to `scratch/<key>` by a managed transfer: parts, never the whole in memory."""
+        path = scratch / key
+        path.parent.mkdir(parents=True, exist_ok=True)
         with mlp.aws.aws_errors(f"reading s3://{self.bucket}/{key}"):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return pq.read_table(io.BytesIO(body))
+            self.client.download_file(self.bucket, key, str(path), Config=TRANSFER_CONFIG)
+        return path
 
 
 class LocalStore:
-    """An export copied to local disk, laid out as in S3 (`file://`; the bench uses it)."""
+    """An export on local disk, laid out as in S3 (`file://`), read where it is."""
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
@@ -378,8 +468,8 @@ class LocalStore:
     def has_keys(self, prefix: str) -> bool:
         return bool(self.list_keys(prefix))
 
-    def read_table(self, key: str) -> pa.Table:
-        return pq.read_table(self.root / key)
+    def local_path(self, key: str, scratch: Path) -> Path:
+        return self.root / key
 
 
 def object_store(location: ExportLocation) -> ObjectStore:
@@ -426,23 +516,114 @@ def find_partitions(store: ObjectStore, location: ExportLocation, periods: Seque
     return ExportPartitions(keys=keys, missing=missing)
 
 
-def read_partitions(
-    store: ObjectStore, location: ExportLocation, partitions: ExportPartitions
-) -> dict[str, list[pa.Table]]:
-    """Each period's objects as Arrow; a period with an unreadable object is left out, named missing."""
-    tables: dict[str, list[pa.Table]] = {}
-    for period, keys in partitions.keys.items():
-        try:
-            tables[period] = [store.read_table(key) for key in keys]
-        except (botocore.exceptions.ClientError, UserError, pa.ArrowException, OSError) as exc:
-            partitions.missing.append(
-                MissingPart(
-                    f"FOCUS export {period}",
-                    f"an object under {location.uri}/data/BILLING_PERIOD={period}/ could not be read "
-                    f"({' '.join(str(exc).split())[:200]})",
+def _staged(store: ObjectStore, key: str, scratch: Path) -> Path:
+    path = store.local_path(key, scratch)
+    pq.read_metadata(path)  # the footer: an object that is not Parquet fails here, not in a view
+    return path
+
+
+def stage_partitions(
+    store: ObjectStore, location: ExportLocation, partitions: ExportPartitions, scratch: Path
+) -> dict[str, list[Path]]:
+    """Each period's objects as local files, downloaded in parallel into `scratch` (S3) or in place.
+
+    A period with an object that cannot be fetched or is not Parquet is left out, named missing.
+    """
+    with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+        futures = {
+            period: [pool.submit(_staged, store, key, scratch) for key in keys]
+            for period, keys in partitions.keys.items()
+        }
+        files: dict[str, list[Path]] = {}
+        for period, staged in futures.items():
+            try:
+                files[period] = [future.result() for future in staged]
+            except (botocore.exceptions.ClientError, UserError, pa.ArrowException, OSError) as exc:
+                partitions.missing.append(
+                    MissingPart(
+                        f"FOCUS export {period}",
+                        f"an object under {location.uri}/data/BILLING_PERIOD={period}/ could not be read "
+                        f"({' '.join(str(exc).split())[:200]})",
+                    )
                 )
-            )
-    return tables
+    return files
+
+
+# --- Line items -----------------------------------------------------------------------------------
+
+
+class LineItems:
+    """The FOCUS export's line items of a period as a DuckDB relation, never loaded whole.
+
+    `aggregate(sql)` runs DuckDB SQL over the relation `line_items` and answers a pandas frame;
+    `write(path, fmt)` streams the rows to Parquet or CSV with DuckDB's COPY. One built by
+    `read_focus_spend` owns its connection and scratch directory until `close()` (or the end of a
+    `with` block); one built by `select` borrows its parent's and closes nothing.
+    """
+
+    def __init__(
+        self, connection: duckdb.DuckDBPyConnection, sql: str, resources: ExitStack | None = None
+    ) -> None:
+        self.connection = connection
+        self.sql = sql
+        self._resources = resources or ExitStack()
+        self._length: int | None = None
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> LineItems:
+        """Line items held in a pandas frame (tests, small data), on a connection of their own."""
+        connection = _connect()
+        connection.register("line_items_frame", frame)
+        resources = ExitStack()
+        resources.callback(connection.close)
+        return cls(connection, "SELECT * FROM line_items_frame", resources)
+
+    def _relation(self) -> None:
+        # Every LineItems of a connection queries the one name `line_items`: point it at this one's rows.
+        self.connection.execute(f"CREATE OR REPLACE TEMP VIEW {LINE_ITEMS_RELATION} AS {self.sql}")
+
+    def aggregate(self, sql: str) -> pd.DataFrame:
+        """The answer of a DuckDB query over the relation `line_items`."""
+        self._relation()
+        return self.connection.execute(sql).df()
+
+    def select(self, sql: str) -> LineItems:
+        """The rows a DuckDB query over `line_items` answers, as line items on the same connection."""
+        return LineItems(self.connection, f"WITH {LINE_ITEMS_RELATION} AS ({self.sql}) {sql}")
+
+    def write(self, path: Path, fmt: Literal["parquet", "csv"]) -> Path:
+        """The rows to `path`, streamed by DuckDB; CSV timestamps in ISO 8601 UTC, as FOCUS asks."""
+        options = {
+            "parquet": "FORMAT parquet, COMPRESSION snappy",
+            "csv": f"FORMAT csv, HEADER, TIMESTAMPFORMAT {_literal(ISO_8601_UTC)}",
+        }[fmt]
+        self._relation()
+        self.connection.execute(
+            f"COPY (SELECT * FROM {LINE_ITEMS_RELATION}) TO {_literal(str(path))} ({options})"
+        )
+        return path
+
+    @property
+    def columns(self) -> list[str]:
+        self._relation()
+        return [row[0] for row in self.connection.execute(f"DESCRIBE {LINE_ITEMS_RELATION}").fetchall()]
+
+    def __len__(self) -> int:
+        if self._length is None:
+            (self._length,) = self.aggregate(f"SELECT count(*) FROM {LINE_ITEMS_RELATION}").iloc[0]
+        return int(self._length)
+
+    def close(self) -> None:
+        """Close the connection and remove the scratch directory, if this one owns them."""
+        self._resources.close()
+
+    def __enter__(self) -> LineItems:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 # --- Engines ---------------------------------------------------------------------------------------
@@ -452,39 +633,53 @@ class QueryFailed(Exception):
     """A query that did not answer; its view becomes a missing part with this reason."""
 
 
+def _connect(
+    memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    connection.execute(f"SET memory_limit = {_literal(memory_limit)}")
+    connection.execute(f"SET threads = {threads or os.cpu_count() or 1}")
+    # Charge days are UTC days, as Cost Explorer's are.
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
+
+
 class DuckDBEngine:
-    """The SQL in this process over the export's Arrow tables."""
+    """The SQL in this process over the export's Parquet files, within a memory limit."""
 
     name = DUCKDB_ENGINE
 
-    def __init__(self, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> None:
-        import duckdb
+    def __init__(self, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None) -> None:
+        self.connection = _connect(memory_limit, threads)
 
-        self.connection = duckdb.connect()
-        self.connection.execute(f"SET memory_limit = {_literal(memory_limit)}")
-        # Charge days are UTC days, as Cost Explorer's are.
-        self.connection.execute("SET TimeZone = 'UTC'")
-
-    def load(self, tables: dict[str, list[pa.Table]]) -> None:
-        """Register the periods' tables as the one relation the SQL reads, with their partition column."""
-        selects = []
-        for period, period_tables in tables.items():
-            for index, table in enumerate(period_tables):
-                name = f"part_{period.replace('-', '_')}_{index}"
-                self.connection.register(name, table)
-                selects.append(f"SELECT *, {_literal(period)} AS {PARTITION_COLUMN} FROM {name}")
-        # BY NAME: a month's export may carry a column an older month lacks.
+    def load(self, files: dict[str, list[Path]], scratch: Path) -> None:
+        """The periods' files as the one relation the SQL reads, with their partition column."""
+        self.connection.execute(f"SET temp_directory = {_literal(str(scratch / 'spill'))}")
+        paths = ", ".join(_literal(str(path)) for period_files in files.values() for path in period_files)
+        # The files listed, not a glob: a period left out as unreadable must stay out. BY NAME: a month
+        # may carry a column an older month lacks.
         self.connection.execute(
-            f"CREATE OR REPLACE VIEW {EXPORT_RELATION} AS {' UNION ALL BY NAME '.join(selects)}"
+            f"CREATE OR REPLACE VIEW {EXPORT_RELATION} AS SELECT * FROM read_parquet([{paths}], "
+            f"hive_partitioning = true, hive_types = {{{_literal(HIVE_PARTITION)}: VARCHAR}}, "
+            "union_by_name = true)"
         )
 
-    def query(self, sql: str) -> pd.DataFrame:
-        import duckdb
+    def define(self, relation: str, sql: str) -> None:
+        """`relation` computed once as a table, for the queries that follow to read."""
+        self.query(f"CREATE OR REPLACE TEMP TABLE {relation} AS {sql}")
 
+    def query(self, sql: str) -> pd.DataFrame:
         try:
             return self.connection.execute(sql).df()
         except duckdb.Error as exc:
             raise QueryFailed(f"DuckDB could not run the query ({' '.join(str(exc).split())[:200]})") from exc
+
+    def line_items(self, sql: str, scratch: tempfile.TemporaryDirectory[str]) -> LineItems:
+        """The rows of `sql` as line items that own this connection and the scratch directory."""
+        resources = ExitStack()
+        resources.callback(scratch.cleanup)
+        resources.callback(self.connection.close)  # callbacks run last first: closed, then removed
+        return LineItems(self.connection, sql, resources)
 
 
 ATHENA_DONE_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -518,9 +713,6 @@ class AthenaEngine:
         self.poll_seconds = poll_seconds
         self.max_polls = max_polls
         self.query_ids: list[str] = []
-
-    def load(self, tables: dict[str, list[pa.Table]]) -> None:
-        """Nothing to load: Athena reads the export where it is."""
 
     def query(self, sql: str) -> pd.DataFrame:
         text = athena_sql(sql, database=self.settings.database, table=self.settings.table)
@@ -602,6 +794,43 @@ def _view_rows(view: costs.CostView, answer: pd.DataFrame) -> list[dict[str, Any
     return rows
 
 
+def _duckdb_answers(
+    engine: DuckDBEngine,
+    views: Sequence[costs.CostView],
+    present: Sequence[str],
+    start: date,
+    end: date,
+    mandatory_tags: Sequence[str],
+) -> Iterable[tuple[costs.CostView, pd.DataFrame | QueryFailed]]:
+    """Every view from one daily-spend table: the export is scanned once, not once per view."""
+    try:
+        engine.define(DAILY_SPEND_RELATION, daily_spend_sql(views, present, start, end, mandatory_tags))
+    except QueryFailed as exc:
+        yield from ((view, exc) for view in views)
+        return
+    for view in views:
+        try:
+            yield view, engine.query(rollup_sql(view, mandatory_tags))
+        except QueryFailed as exc:
+            yield view, exc
+
+
+def _athena_answers(
+    engine: AthenaEngine,
+    views: Sequence[costs.CostView],
+    present: Sequence[str],
+    start: date,
+    end: date,
+    mandatory_tags: Sequence[str],
+) -> Iterable[tuple[costs.CostView, pd.DataFrame | QueryFailed]]:
+    """One query a view, each scanning only its own columns."""
+    for view in views:
+        try:
+            yield view, engine.query(view_sql(view, present, start, end, mandatory_tags))
+        except QueryFailed as exc:
+            yield view, exc
+
+
 def read_focus_spend(
     source: FocusSource | str,
     start: date,
@@ -615,7 +844,8 @@ def read_focus_spend(
     """Spend of [start, end) from a FOCUS export, as `costs.read_spend` gives it from Cost Explorer.
 
     `source` is a `FocusSource` or just the export's URI (DuckDB). Missing periods and failed queries
-    are named in `Spend.missing`; a bad URI raises `UserError`.
+    are named in `Spend.missing`; a bad URI raises `UserError`. With DuckDB, `Spend.line_items` holds
+    the scratch directory until the caller closes it.
     """
     if isinstance(source, str):
         source = FocusSource(uri=source)
@@ -624,33 +854,42 @@ def read_focus_spend(
     engine = engine or make_engine(source)
     periods = billing_periods(start, end)
     partitions = find_partitions(store, location, periods)
-    if engine.name == DUCKDB_ENGINE:
-        tables = read_partitions(store, location, partitions)
-    else:
-        tables = {period: [] for period in partitions.keys}
-    present = [period for period in periods if period in tables]
-    missing = list(partitions.missing)
-    rows: list[dict[str, Any]] = []
-    complete: set[str] = set()
+    views = costs.plan_views(mandatory_tags)
     line_items = None
-    if present:
-        engine.load(tables)
-    for view in costs.plan_views(mandatory_tags):
-        if on_view is not None:
-            on_view(view)
+    with ExitStack() as cleanup:
+        if isinstance(engine, DuckDBEngine):
+            scratch = tempfile.TemporaryDirectory(prefix="mlp-focus-")
+            cleanup.callback(scratch.cleanup)  # unless the line items take it
+            files = stage_partitions(store, location, partitions, Path(scratch.name))
+            present = [period for period in periods if period in files]
+        else:
+            present = [period for period in periods if period in partitions.keys]
         if not present:
-            reason = f"no billing period of {location.uri} between {start} and {end} could be read"
-            missing += [MissingPart(part, reason) for part in view.parts]
-            continue
-        try:
-            answer = engine.query(view_sql(view, present, start, end, mandatory_tags))
-        except QueryFailed as exc:
-            missing += [MissingPart(part, str(exc)) for part in view.parts]
-            continue
-        complete.add(view.name)
-        rows += _view_rows(view, answer)
-    if present and engine.name == DUCKDB_ENGINE:
-        line_items = engine.query(line_items_sql(present, start, end))
+            nothing = QueryFailed(
+                f"no billing period of {location.uri} between {start} and {end} could be read"
+            )
+            answers: Iterable[tuple[costs.CostView, pd.DataFrame | QueryFailed]] = (
+                (view, nothing) for view in views
+            )
+        elif isinstance(engine, DuckDBEngine):
+            engine.load(files, Path(scratch.name))
+            answers = _duckdb_answers(engine, views, present, start, end, mandatory_tags)
+        else:
+            answers = _athena_answers(engine, views, present, start, end, mandatory_tags)
+        missing = list(partitions.missing)
+        rows: list[dict[str, Any]] = []
+        complete: set[str] = set()
+        for view, answer in answers:
+            if on_view is not None:
+                on_view(view)
+            if isinstance(answer, QueryFailed):
+                missing += [MissingPart(part, str(answer)) for part in view.parts]
+                continue
+            complete.add(view.name)
+            rows += _view_rows(view, answer)
+        if present and isinstance(engine, DuckDBEngine):
+            line_items = engine.line_items(line_items_sql(present, start, end), scratch)
+            cleanup.pop_all()
     return Spend(
         start=start,
         end=end,

@@ -6,7 +6,8 @@ report period, whatever the cost source:
 - Cost Explorer, or the FOCUS export read by Athena (`Spend.line_items is None`): the
   `service+region` view's rows, one per day x service x region. Its BilledCost sums to the report's total; the other views (tags, purchase type,
   untagged) cut the same dollars other ways and would count them again, so they stay out.
-- The FOCUS export (`Spend.line_items`): its own line items of the period, columns as they are.
+- The FOCUS export (`Spend.line_items`): its own line items of the period, columns as they are,
+  streamed from DuckDB to both files (a month of a large account never sits in a pandas frame).
 
 Cost Explorer answers neither a list price, a contracted price, a unit-consistent quantity nor a
 charge's record type for this view, so those columns are derived as docs/focus-file.md explains.
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from finops.costs import SERVICE_REGION_VIEW, Spend
+from finops.focus import ISO_8601_UTC, LINE_ITEMS_RELATION, LineItems, identifier_sql
 
 PARQUET_NAME = "costs.focus.parquet"
 CSV_NAME = "costs.focus.csv"
@@ -33,7 +35,6 @@ TAX = "Tax"
 TAX_SERVICE = "Tax"
 # Cost Explorer's REGION values for spend not operated from one region (FOCUS: RegionId null).
 NO_REGION_VALUES = frozenset({"", "global", "NoRegion"})
-ISO_8601_UTC = "%Y-%m-%dT%H:%M:%SZ"
 
 # Cost Explorer SERVICE values of what the platform runs, to FOCUS 1.2 (ServiceCategory,
 # ServiceSubcategory); anything else is Other. "EC2 - Other" is mostly EBS volumes and snapshots here.
@@ -234,23 +235,30 @@ def cost_explorer_dataset(
     return dataset.sort_values(["ChargePeriodStart", "ServiceName", "RegionId"]).reset_index(drop=True)
 
 
-def line_items_dataset(line_items: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
+def line_items_dataset(line_items: LineItems, start: date, end: date) -> LineItems:
     """The FOCUS export's own line items of [start, end), FOCUS columns first, then x_ columns."""
-    rows = _in_period(line_items, start, end)
-    ordered = sorted(rows.columns, key=lambda column: column.startswith("x_"))
-    return rows[ordered].reset_index(drop=True)
+    ordered = sorted(line_items.columns, key=lambda column: column.startswith("x_"))
+    return line_items.select(
+        f"SELECT {', '.join(identifier_sql(column) for column in ordered)} FROM {LINE_ITEMS_RELATION} "
+        f"WHERE ChargePeriodStart >= TIMESTAMPTZ '{start} 00:00:00+00' "
+        f"AND ChargePeriodStart < TIMESTAMPTZ '{end} 00:00:00+00'"
+    )
 
 
-def focus_dataset(spend: Spend, start: date, end: date, *, billing_account_id: str | None) -> pd.DataFrame:
+def focus_dataset(
+    spend: Spend, start: date, end: date, *, billing_account_id: str | None
+) -> pd.DataFrame | LineItems:
     """The FOCUS 1.2 rows of [start, end) from whichever source answered."""
     if spend.line_items is not None:
         return line_items_dataset(spend.line_items, start, end)
     return cost_explorer_dataset(spend, start, end, billing_account_id)
 
 
-def write_focus_files(dataset: pd.DataFrame, out_dir: Path) -> list[Path]:
+def write_focus_files(dataset: pd.DataFrame | LineItems, out_dir: Path) -> list[Path]:
     """The dataset as Parquet and CSV (ISO 8601 UTC timestamps, as FOCUS asks) in `out_dir`."""
     parquet, csv = out_dir / PARQUET_NAME, out_dir / CSV_NAME
+    if isinstance(dataset, LineItems):
+        return [dataset.write(parquet, "parquet"), dataset.write(csv, "csv")]
     dataset.to_parquet(parquet, index=False)
     dataset.to_csv(csv, index=False, date_format=ISO_8601_UTC)
     return [parquet, csv]

@@ -383,20 +383,33 @@ def line_items_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export-focus")
     spend = hand_made_spend()
     spend.source = focus.FOCUS_SOURCE
-    spend.line_items = hand_made_line_items()
+    spend.line_items = focus.LineItems.from_frame(hand_made_line_items())
     dataset = focus_file.focus_dataset(spend, PERIOD.start, PERIOD.end, billing_account_id=None)
+    assert isinstance(dataset, focus.LineItems)
     focus_file.write_focus_files(dataset, out)
+    spend.line_items.close()
     return out
 
 
-def test_line_items_of_the_period_are_written_as_they_are(line_items_out: Path) -> None:
-    written = pd.read_parquet(line_items_out / focus_file.PARQUET_NAME)
+@pytest.mark.parametrize("name", focus_file.FOCUS_FILE_NAMES)
+def test_line_items_of_the_period_are_written_as_they_are(line_items_out: Path, name: str) -> None:
+    path = line_items_out / name
+    written = pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
     expected = hand_made_line_items()
 
     assert list(written.columns) == list(expected.columns)
     assert written["BilledCost"].tolist() == [24.144, 12.0, 0.5]
     assert written["x_Operation"].tolist() == ["RunInstances", "RunInstances:SV001", "RunInstances"]
     assert (written["BillingAccountName"] == "ml-platform").all()
+    starts = pd.to_datetime(written["ChargePeriodStart"], utc=True)
+    assert [f"{start:%Y-%m-%d}" for start in starts] == ["2026-10-30", "2026-11-01", "2026-11-02"]
+    assert json.loads(written["Tags"][0]) == {TEAM: "vision"}
+
+
+def test_line_items_csv_timestamps_are_iso_8601_utc(line_items_out: Path) -> None:
+    header, first, *_ = (line_items_out / focus_file.CSV_NAME).read_text().splitlines()
+    start = header.split(",").index("ChargePeriodStart")
+    assert first.split(",")[start] == "2026-10-30T00:00:00Z"
 
 
 @pytest.fixture(scope="module")

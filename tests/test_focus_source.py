@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import boto3
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -170,15 +174,127 @@ def test_the_report_analysis_runs_unchanged_over_the_focus_views(spend: costs.Sp
 
 def test_line_items_keep_focus_columns_with_user_tags_normalised(spend: costs.Spend) -> None:
     items = spend.line_items
-    assert items is not None
+    assert isinstance(items, focus.LineItems)
     assert len(items) == 6
     assert set(SCHEMA.names) <= set(items.columns)
-    assert "billing_period" not in items.columns
-    assert items["BilledCost"].sum() == pytest.approx(21.5)
-    first = json.loads(items.iloc[0]["Tags"])
+    assert "billing_period" not in {column.lower() for column in items.columns}
+    rows = items.aggregate("SELECT * FROM line_items")
+    assert rows["BilledCost"].sum() == pytest.approx(21.5)
+    first = json.loads(rows.iloc[0]["Tags"])
     assert first == {"team": "vision", "environment": "prod", **FULL}
-    eks = json.loads(items.loc[items["ServiceName"] == "Amazon EKS", "Tags"].iloc[0])
+    eks = json.loads(rows.loc[rows["ServiceName"] == "Amazon EKS", "Tags"].iloc[0])
     assert eks == {"team": "", "aws:createdBy": "root", "environment": "dev"}
+
+
+def test_line_items_aggregate_in_sql_over_the_period(spend: costs.Spend) -> None:
+    assert spend.line_items is not None
+    by_service = spend.line_items.aggregate(
+        "SELECT ServiceName, SUM(BilledCost) AS billed, SUM(EffectiveCost) AS effective, COUNT(*) AS n "
+        "FROM line_items GROUP BY ServiceName ORDER BY ServiceName"
+    )
+    # By hand from ROWS: EC2 10 + 2.5 + 4 + 3 (effective 2.16), EKS 0.75, S3 1.25.
+    assert by_service.round(6).to_dict("records") == [
+        {"ServiceName": "Amazon EKS", "billed": 0.75, "effective": 0.75, "n": 1},
+        {"ServiceName": EC2, "billed": 19.5, "effective": 18.66, "n": 4},
+        {"ServiceName": "Amazon S3", "billed": 1.25, "effective": 1.25, "n": 1},
+    ]
+    by_team = spend.line_items.aggregate(
+        "SELECT COALESCE(json_extract_string(Tags, '$.team'), '(no tags)') AS team, "
+        "SUM(BilledCost) AS billed FROM line_items GROUP BY ALL ORDER BY team"
+    )
+    assert by_team.round(6).values.tolist() == [
+        ["", 0.75],
+        ["(no tags)", 1.25],
+        ["nlp", 4.0],
+        ["recsys", 3.0],
+        ["vision", 12.5],
+    ]
+
+
+def texts(values: pd.Series) -> list[str | None]:
+    return [None if pd.isna(value) else value for value in values]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_line_items_write_the_period_s_rows(spend: costs.Spend, tmp_path: Path, fmt: str) -> None:
+    assert spend.line_items is not None
+    path = spend.line_items.write(tmp_path / f"items.{fmt}", fmt)
+    written = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    expected = spend.line_items.aggregate("SELECT * FROM line_items")
+    assert list(written.columns) == list(expected.columns)
+    assert len(written) == 6
+    assert written["BilledCost"].tolist() == expected["BilledCost"].tolist()
+    assert texts(written["Tags"]) == texts(expected["Tags"])
+    starts = pd.to_datetime(written["ChargePeriodStart"], utc=True)
+    assert starts.tolist() == expected["ChargePeriodStart"].tolist()
+    if fmt == "csv":
+        assert "2026-01-30T12:00:00Z" in path.read_text()
+
+
+def test_closing_the_line_items_removes_the_scratch_directory(s3: Any) -> None:
+    put_export(s3, ROWS)
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def recorded(**options: Any) -> tempfile.TemporaryDirectory[str]:
+        directory = real(**options)
+        made.append(directory.name)
+        return directory
+
+    with patch.object(focus.tempfile, "TemporaryDirectory", recorded):
+        spend = focus.read_focus_spend(URI, START, END)
+    (scratch,) = made
+    # The objects were streamed to the scratch directory, laid out as in S3.
+    assert (
+        sorted(path.name for path in Path(scratch).rglob("*.parquet"))
+        == ["focus-test-00001.snappy.parquet"] * 2
+    )
+    assert spend.line_items is not None
+    with spend.line_items as items:
+        assert len(items) == 6
+    assert not Path(scratch).exists()
+
+
+def test_a_local_export_is_read_in_place(tmp_path: Path) -> None:
+    export = tmp_path / "exports" / "focus-test"
+    for period, rows in ROWS.items():
+        partition = export / "data" / f"BILLING_PERIOD={period}"
+        partition.mkdir(parents=True)
+        (partition / "focus-test-00001.snappy.parquet").write_bytes(parquet(rows))
+    store = focus.LocalStore(str(tmp_path / "exports"))
+    fetched: list[Path] = []
+
+    class Recording(focus.LocalStore):
+        def local_path(self, key: str, scratch: Path) -> Path:
+            fetched.append(super().local_path(key, scratch))
+            return fetched[-1]
+
+    spend = focus.read_focus_spend(f"file://{export}", START, END, store=Recording(str(store.root)))
+    assert spend.line_items is not None
+    with spend.line_items as items:
+        assert items.aggregate("SELECT SUM(BilledCost) AS billed FROM line_items")["billed"][0] == 21.5
+        # The files DuckDB reads are the export's own: nothing was copied.
+        assert sorted(fetched) == sorted(export.rglob("*.parquet"))
+        read = items.connection.execute(
+            f"SELECT DISTINCT filename FROM read_parquet('{export}/data/*/*.parquet', filename = true)"
+        ).fetchall()
+        assert len(read) == 2
+
+
+def test_line_items_from_a_frame_answer_the_same_sql() -> None:
+    frame = pd.DataFrame(
+        {"SubAccountId": ["a", "b", "a"], "BilledCost": [1.0, 2.0, 4.5], "x_Operation": ["x", "y", "z"]}
+    )
+    with focus.LineItems.from_frame(frame) as items:
+        assert len(items) == 3
+        assert items.columns == ["SubAccountId", "BilledCost", "x_Operation"]
+        by_account = items.aggregate(
+            "SELECT SubAccountId, SUM(BilledCost) AS billed FROM line_items GROUP BY 1 ORDER BY 1"
+        )
+        assert by_account.values.tolist() == [["a", 5.5], ["b", 2.0]]
+        expensive = items.select("SELECT * FROM line_items WHERE BilledCost > 1.5")
+        assert len(expensive) == 2
+        assert expensive.aggregate("SELECT SUM(BilledCost) AS billed FROM line_items")["billed"][0] == 6.5
 
 
 def test_only_the_billing_periods_of_the_read_are_listed(s3: Any) -> None:
@@ -301,13 +417,46 @@ def test_every_athena_text_parses_as_trino_and_prunes_on_the_partition() -> None
     assert len(texts) == len(costs.plan_views(DEFAULT_MANDATORY_TAGS))
     for text in texts:
         tree = sqlglot.parse_one(text, read="trino")
-        assert [table.sql("trino") for table in tree.find_all(sqlglot.exp.Table)] == [
-            '"billing"."focus_test"'
-        ]
+        read = [table.sql("trino") for table in tree.find_all(sqlglot.exp.Table)]
+        assert [table for table in read if table != focus.DAILY_SPEND_RELATION] == ['"billing"."focus_test"']
         assert "billing_period IN ('2026-01', '2026-02')" in text
         # Trino fails on a missing map key where DuckDB answers NULL.
         assert "Tags[" not in text
     assert "ELEMENT_AT(Tags, 'user:team')" in texts[0]
+
+
+def test_each_athena_query_reads_only_the_columns_of_its_view() -> None:
+    def columns(text: str) -> set[str]:
+        tree = sqlglot.parse_one(text, read="trino")
+        inner = next(tree.find_all(sqlglot.exp.CTE)).this
+        return {column.name for column in inner.find_all(sqlglot.exp.Column)}
+
+    by_view = dict(zip((view.name for view in costs.plan_views()), athena_texts(), strict=True))
+    period = {"billing_period", "ChargePeriodStart", "BillingCurrency", "BilledCost", "EffectiveCost"}
+    assert columns(by_view[costs.SERVICE_REGION_VIEW]) == period | {"ServiceName", "RegionId"}
+    assert columns(by_view["tags:team+environment"]) == period | {"Tags"}
+    assert columns(by_view[costs.PURCHASE_VIEW]) == period | {
+        "PricingCategory",
+        "CommitmentDiscountType",
+        "SkuMeter",
+        "ConsumedQuantity",
+    }
+
+
+def test_duckdb_and_athena_texts_agree_on_every_view(spend: costs.Spend) -> None:
+    """The per-view text Athena runs answers on DuckDB what the shared daily spend answered."""
+    engine = focus.DuckDBEngine()
+    export = focus.parse_focus_uri(URI)
+    with tempfile.TemporaryDirectory() as scratch:
+        partitions = focus.find_partitions(focus.object_store(export), export, ["2026-01", "2026-02"])
+        files = focus.stage_partitions(focus.object_store(export), export, partitions, Path(scratch))
+        engine.load(files, Path(scratch))
+        for view in costs.plan_views():
+            alone = engine.query(focus.view_sql(view, ["2026-01", "2026-02"], START, END))
+            shared = spend.frame[spend.frame["x_CostView"] == view.name]
+            assert alone["BilledCost"].sum() == pytest.approx(shared["BilledCost"].sum()), view.name
+            assert len(alone) == len(shared), view.name
+        engine.connection.close()
 
 
 def athena_column(name: str, kind: str) -> dict[str, Any]:
@@ -363,7 +512,7 @@ def test_an_athena_query_is_started_polled_and_read(athena: Any) -> None:
     assert answer.values.tolist() == [[datetime(2026, 1, 30), EC2, "us-east-1", "USD", 12.5, 12.5]]
     (query_id,) = engine.query_ids
     sent = athena.executions[query_id]
-    assert sent.query.startswith("SELECT CAST(ChargePeriodStart AS DATE)")
+    assert sent.query.startswith("WITH focus_daily_spend AS (SELECT CAST(ChargePeriodStart AS DATE)")
     assert '"billing"."focus_test"' in sent.query and "billing_period IN ('2026-01')" in sent.query
     assert sent.context == {"Database": "billing"}
 
