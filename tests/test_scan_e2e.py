@@ -31,6 +31,7 @@ def mlp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def mlp_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """The JSON of a complete scan (exit 0)."""
     result = mlp(env, *args, "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -54,6 +55,18 @@ def test_idle_finds_exactly_the_idle_instances(idle_report: dict[str, Any], seed
     assert not found & set(seeded.busy_instance_ids)
     assert not found & set(seeded.too_young_instance_ids)
     assert (idle_report["window_hours"], idle_report["threshold_pct"]) == (6, 5)
+
+
+def test_idle_json_carries_the_scope_and_the_account(idle_report: dict[str, Any], sandbox: Sandbox) -> None:
+    assert idle_report["scope"] == {
+        "accounts": [{"account_id": sandbox.account_id, "name": "", "regions": REGIONS.split(",")}],
+        "regions": sorted(REGIONS.split(",")),
+        "gaps": [],
+        "skipped": [],
+    }
+    assert {(f["account_id"], f["account_name"]) for f in idle_report["findings"]} == {
+        (sandbox.account_id, "")
+    }
 
 
 def test_idle_findings_carry_telemetry_hours_and_dollars(
@@ -99,6 +112,7 @@ def test_idle_text_table_has_a_total(sandbox_env: dict[str, str], seeded: SeedMa
     result = mlp(sandbox_env, "idle", "--regions", REGIONS)
 
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "scanned 1 account x 2 regions (us-east-1, us-west-2)"
     assert "total" in result.stdout
     for instance_id in seeded.idle_instance_ids:
         assert instance_id in result.stdout
@@ -114,6 +128,7 @@ def test_untagged_finds_exactly_the_seeded_gaps(sandbox_env: dict[str, str], see
     }
     assert found == {(r.arn, r.resource_type, r.region, r.missing_tags) for r in seeded.untagged}
     assert report["required_tags"] == list(DEFAULT_MANDATORY_TAGS)
+    assert report["scope"]["regions"] == sorted(REGIONS.split(",")) and report["scope"]["gaps"] == []
     leftover = {volume.arn for volume in seeded.leftover_volumes}
     assert leftover and not leftover & {f["arn"] for f in report["findings"]}
 
