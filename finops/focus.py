@@ -377,11 +377,13 @@ def line_items_sql(periods: Sequence[str], start: date, end: date) -> str:
 
     In the export's order: sorting every column of a month would cost more than the whole read.
     """
-    prefix = _literal("^" + re.escape(USER_TAG_PREFIX))
-    normalised = (
-        "to_json(map_from_entries(list_transform(map_entries(Tags), "
-        f"lambda tag: {{'key': regexp_replace(tag.key, {prefix}, ''), 'value': tag.value}})))"
-    )
+    # to_json writes a key as `"<key>":` after `{` or `,`, and escapes every quote inside a string, so
+    # `{"user:` and `,"user:` only ever open a key: two string replaces, not a rebuilt map a row.
+    normalised = "to_json(Tags)"
+    for opener in ("{", ","):
+        key_start = opener + '"'
+        prefixed = _literal(key_start + USER_TAG_PREFIX)
+        normalised = f"replace({normalised}, {prefixed}, {_literal(key_start)})"
     return (
         f"SELECT * EXCLUDE ({PARTITION_COLUMN}) REPLACE ({normalised} AS Tags) FROM {EXPORT_RELATION} "
         f"WHERE {period_filter_sql(periods, start, end)}"
@@ -777,19 +779,33 @@ def make_engine(source: FocusSource, *, sleep: Callable[[float], None] = time.sl
 # --- The cost source ------------------------------------------------------------------------------
 
 
+def _tags_json(tag_columns: Sequence[str], values: Sequence[str]) -> str:
+    tags = {
+        column[len(costs.TAG_COLUMN_PREFIX) :]: value
+        for column, value in zip(tag_columns, values, strict=True)
+        if value
+    }
+    return json.dumps(tags, sort_keys=True)
+
+
 def _view_rows(view: costs.CostView, answer: pd.DataFrame) -> list[dict[str, Any]]:
-    columns = view_columns(view)
-    answer = answer.set_axis(columns, axis=1)
+    """The answer's rows as `costs.focus_frame` takes them; column lists zipped, not pandas rows."""
+    answer = answer.set_axis(view_columns(view), axis=1)
+    days = [day.date() for day in pd.to_datetime(answer.pop(DAY_COLUMN))]
+    names = list(answer.columns)
     tag_columns = [costs.tag_column(key) for key in view.tag_keys]
+    tags_json: dict[tuple[str, ...], str] = {}  # a view's rows share few tag combinations
     rows = []
-    for record in answer.to_dict("records"):
-        record["ChargePeriodStart"] = pd.Timestamp(record.pop(DAY_COLUMN)).date()
+    columns = zip(*(answer[name].tolist() for name in names), strict=True)
+    for day, values in zip(days, columns, strict=True):
+        record = dict(zip(names, values, strict=True))
+        tags = tuple(record[column] for column in tag_columns)
+        if tags not in tags_json:
+            tags_json[tags] = _tags_json(tag_columns, tags)
+        record["ChargePeriodStart"] = day
         record["x_CostView"] = view.name
         record["x_Estimated"] = False  # the export has no estimated flag; a restated day is rewritten
-        tags = {
-            column[len(costs.TAG_COLUMN_PREFIX) :]: record[column] for column in tag_columns if record[column]
-        }
-        record["Tags"] = json.dumps(tags, sort_keys=True)
+        record["Tags"] = tags_json[tags]
         rows.append(record)
     return rows
 
