@@ -46,6 +46,8 @@ UNTAGGED = UNTAGGED_LABEL
 IDLE_JSON = [
     {
         "resource_id": "i-0idle1",
+        "account_id": "",
+        "account_name": "",
         "region": "us-east-1",
         "instance_type": "g5.xlarge",
         "telemetry": "gpu",
@@ -59,6 +61,8 @@ IDLE_JSON = [
     },
     {
         "resource_id": "i-0idle2",
+        "account_id": "",
+        "account_name": "",
         "region": "us-west-2",
         "instance_type": "g4dn.xlarge",
         "telemetry": "cpu",
@@ -73,18 +77,24 @@ IDLE_JSON = [
 UNTAGGED_JSON = [
     {
         "arn": "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc",
+        "account_id": "",
+        "account_name": "",
         "resource_type": "ec2:instance",
         "region": "us-east-1",
         "missing_tags": ["team", "owner"],
     },
     {
         "arn": "arn:aws:ec2:us-east-1:123456789012:volume/vol-1",
+        "account_id": "",
+        "account_name": "",
         "resource_type": "ec2:volume",
         "region": "us-east-1",
         "missing_tags": list(DEFAULT_MANDATORY_TAGS),
     },
     {
         "arn": "arn:aws:s3:::scratch",
+        "account_id": "",
+        "account_name": "",
         "resource_type": "s3:bucket",
         "region": "us-west-2",
         "missing_tags": ["team"],

@@ -128,7 +128,12 @@ def report_command(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask Cost Explorer for every day.")] = False,
     s3_uri: Annotated[
-        str | None, typer.Option("--s3-uri", help="Also upload the report files to s3://bucket/prefix.")
+        str | None,
+        typer.Option(
+            "--s3-uri",
+            help="Also upload the report to s3://bucket/prefix/YYYY-MM-DD/, copy it to latest/ and "
+            "add its line to history.jsonl.",
+        ),
     ] = None,
     slack_webhook: Annotated[
         str | None,
@@ -136,7 +141,7 @@ def report_command(
             "--slack-webhook",
             envvar=delivery.SLACK_WEBHOOK_ENV,
             show_envvar=True,
-            help="Also post report.md to this Slack incoming webhook.",
+            help="Also post the report's summary to this Slack incoming webhook.",
         ),
     ] = None,
     required_tags: RequiredTagsOption = None,
@@ -180,6 +185,14 @@ def report_command(
         str | None,
         typer.Option("--athena-table", help="The export's Glue table (default: the export's name)."),
     ] = None,
+    heartbeat: Annotated[
+        bool,
+        typer.Option(
+            "--heartbeat",
+            help="After a complete report (exit 0), put JobSucceeded=1 (Job=report) in CloudWatch "
+            "for the job's alarm.",
+        ),
+    ] = False,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
     from finops.analysis import report_period
@@ -225,11 +238,15 @@ def report_command(
         )
     _warn_missing(report)
     if target is not None:
-        uploaded = delivery.upload_directory(out, target, REPORT_FILES)
-        log(f"uploaded {len(uploaded)} files to {target.uri}")
+        delivered = delivery.deliver_to_s3(out, target, REPORT_FILES)
+        log(
+            f"uploaded {len(delivered.uploaded)} files to {delivered.night.uri}"
+            f"{' and latest/' if delivered.is_latest else ''}; {delivered.history_uri} holds "
+            f"{delivered.nights_recorded} nights"
+        )
     if webhook is not None:
-        delivery.post_to_slack(webhook, (out / "report.md").read_text(), full_report=str(out / "report.md"))
-        log("posted report.md to Slack")
+        delivery.post_summary(webhook, out, target)
+        log("posted the summary to Slack")
     if output_format is OutputFormat.json:
         print_json(report.findings)
     else:
@@ -237,6 +254,11 @@ def report_command(
     if report.analysis.missing:
         # The files are written, but a report with holes is not tonight's report: say so to cron.
         raise typer.Exit(1)
+    if heartbeat:
+        # Last, and only on exit 0: a report with holes or a failed delivery leaves the alarm to fire.
+        from finops.heartbeat import publish_success
+
+        publish_success("report")
 
 
 @app.command("demo")
