@@ -197,7 +197,7 @@ def check_scan(regions: str | None) -> list[str] | None:
     from finops.scope import parse_regions_option
 
     region_list = parse_regions_option(regions)
-    if region_list is not None:
-        check_regions(region_list)
+    # Without --regions the scan asks the environment's region which regions are enabled.
+    check_regions(region_list or [aws.default_region()], flag=regions_flag(regions if region_list else None))
     check_endpoint_url()
     return region_list

@@ -14,6 +14,7 @@ import botocore.exceptions
 import pytest
 
 from finops.idle import IdleScan
+from finops.scope import ScanScope
 from mlp.cli import main
 from mlp.errors import UserError
 
@@ -34,6 +35,14 @@ def run_mlp(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     out, err = capsys.readouterr()
     code = exited.value.code
     return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.fixture(autouse=True)
+def no_scope_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlp idle` resolves its scope (STS, DescribeRegions) first: an empty one keeps these tests off AWS."""
+    monkeypatch.setattr(
+        "mlp.cli.scan_cmds.scope_from_options", lambda *a, **k: ScanScope(targets=[], accounts=[])
+    )
 
 
 def idle_raises(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
@@ -192,8 +201,10 @@ def test_the_console_script_follows_the_contract(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     code = (
         "import sys, mlp.cli.scan_cmds as s\n"
+        "from finops.scope import ScanScope\n"
         "def boom(*a, **k): raise ZeroDivisionError('divided')\n"
         "s.scan_idle = boom\n"
+        "s.scope_from_options = lambda *a, **k: ScanScope(targets=[], accounts=[])\n"
         "sys.argv = ['mlp', 'idle']\n"
         "from mlp.cli import main; main()\n"
     )

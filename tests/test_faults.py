@@ -23,6 +23,7 @@ from finops import report
 from finops.findings import Report
 from finops.idle import IdleFinding, IdleScan
 from finops.sandbox import Sandbox, SeedManifest
+from finops.scope import ScanScope
 from mlp import aws
 from mlp.cli import main
 from mlp.errors import UserError
@@ -404,6 +405,9 @@ def test_unpriced_idle_gpu_in_the_idle_command(
 ) -> None:
     scan = IdleScan(window_hours=6, threshold_pct=5, findings=[*IDLE, UNPRICED], instances_scanned=3)
     monkeypatch.setattr("mlp.cli.scan_cmds.scan_idle", lambda *args, **kwargs: scan)
+    monkeypatch.setattr(
+        "mlp.cli.scan_cmds.scope_from_options", lambda *args, **kwargs: ScanScope(targets=[], accounts=[])
+    )
 
     code, stdout, stderr = run_mlp(capsys, "idle")
 

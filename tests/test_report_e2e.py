@@ -155,8 +155,13 @@ def test_delivery_to_s3_and_slack(sandbox: Sandbox, seeded: SeedManifest, tmp_pa
             "--s3-uri", "s3://finance-nightly/ml-platform/", "--slack-webhook", slack.url,
         )  # fmt: skip
     listed = sandbox.client("s3").list_objects_v2(Bucket="finance-nightly", Prefix="ml-platform/")["Contents"]
+    night = json.loads((out / "findings.json").read_text())["period"]["end"]
     assert sorted(item["Key"] for item in listed) == sorted(
-        f"ml-platform/{name}" for name in report.REPORT_FILES
+        [
+            *(f"ml-platform/{night}/{name}" for name in report.REPORT_FILES),
+            *(f"ml-platform/latest/{name}" for name in report.REPORT_FILES),
+            "ml-platform/history.jsonl",
+        ]
     )
     assert len(slack.posts) == 1
     assert slack.posts[0]["json"]["text"].startswith("*Nightly cost report")
