@@ -19,11 +19,11 @@ from infra.components.finops_access import trust_policy
 from infra.components.finops_jobs import (
     ARN_BOUNDED_ACTIONS,
     INVENTORY_ACCESS,
-    LATEST_REPORTS_PREFIX,
     METRIC_NAME,
     METRIC_NAMESPACE,
     REAPER,
     REPORT,
+    REPORTS_PREFIX,
     STACK_DESTROY_ACCESS,
     access_role_name,
     reaper_statements,
@@ -118,11 +118,12 @@ def test_the_jobs_flags_are_the_configured_scope(prod, config) -> None:
         "--out",
         "/scratch/report",
         "--s3-uri",
-        f"s3://{bucket}/{LATEST_REPORTS_PREFIX}",
+        f"s3://{bucket}/{REPORTS_PREFIX}",
         "--cost-source",
         "cost-explorer",
         "--regions",
         ",".join(config.regions),
+        "--heartbeat",
     ]
     assert reaper["args"] == [
         "reap",
@@ -131,6 +132,7 @@ def test_the_jobs_flags_are_the_configured_scope(prod, config) -> None:
         config.state_backend_url,
         "--regions",
         "us-east-1,us-west-2",
+        "--heartbeat",
     ]
 
 
@@ -292,11 +294,19 @@ def test_the_reports_bucket_is_private_encrypted_versioned_and_expires_old_repor
             "finops-reports-lifecycle",
         )["rules"]
     }
-    expiry = rules["expire-old-reports"]
-    assert expiry["filter"] == {"prefix": "reports/"}
-    assert expiry["noncurrentVersionExpiration"]["noncurrentDays"] == config.report_retention_days
-    # The current reports (reports/latest/) never expire: no rule expires current objects.
-    assert not any("expiration" in rule for rule in rules.values())
+    nights = rules["expire-old-nights"]
+    assert (nights["filter"], nights["expiration"]) == (
+        {"prefix": "reports/2"},
+        {"days": config.report_retention_days},
+    )
+    overwritten = rules["expire-overwritten-versions"]
+    assert overwritten["filter"] == {"prefix": "reports/"}
+    assert overwritten["noncurrentVersionExpiration"]["noncurrentDays"] == config.report_retention_days
+    # Only dated nights expire: latest/ and history.jsonl are matched by no expiring prefix.
+    expiring = [rule["filter"]["prefix"] for rule in rules.values() if "expiration" in rule]
+    for kept in ("reports/latest/index.html", "reports/history.jsonl"):
+        assert not any(kept.startswith(prefix) for prefix in expiring)
+    assert any("reports/2026-12-01/index.html".startswith(prefix) for prefix in expiring)
 
 
 @pytest.mark.parametrize(("job", "hours"), [(REPORT, 26), (REAPER, 3)])
@@ -503,6 +513,11 @@ def test_scope_focus_and_secret_add_exactly_their_grants() -> None:
     assert args[args.index("--cost-source") + 1] == "focus"
     assert args[args.index("--focus-uri") + 1] == config.finops.focus_uri
     assert args[args.index("--regions") + 1] == "all"
+    # Each job assumes its own member-account role, with the external id the roles require.
+    assert args[args.index("--org-role") + 1] == "mlp-finops"
+    reap_args = _pod(plan, REAPER)["containers"][0]["args"]
+    assert reap_args[reap_args.index("--org-role") + 1] == "mlp-finops-reaper"
+    assert args[args.index("--external-id") + 1] == reap_args[reap_args.index("--external-id") + 1] == "ext-1"
 
 
 @pytest.mark.parametrize(
@@ -530,6 +545,6 @@ def test_the_docs_list_every_arn_bounded_action() -> None:
 def test_prod_exports_the_jobs_outputs() -> None:
     config, raw = _prod_with()
     outputs = plan_environment(config, raw).outputs
-    assert outputs["finopsReportsUri"].endswith(f"/{LATEST_REPORTS_PREFIX}")
+    assert outputs["finopsReportsUri"].endswith(f"/{REPORTS_PREFIX}")
     for key in ("finopsReportRoleArn", "finopsReaperRoleArn", "finopsFinanceRoleArn"):
         assert outputs[key].startswith("arn:aws:iam::"), key

@@ -478,7 +478,9 @@ class FinOpsJobs(pulumi.ComponentResource):
         config = args.config
 
         key, bucket = self._reports_bucket()
-        reports_uri = pulumi.Output.concat("s3://", bucket.bucket, "/", LATEST_REPORTS_PREFIX)
+        # The report writes each night under reports/YYYY-MM-DD/, copies it to reports/latest/ and
+        # appends reports/history.jsonl: it is given the reports/ prefix, not latest/.
+        reports_uri = pulumi.Output.concat("s3://", bucket.bucket, "/", REPORTS_PREFIX)
         finance_role = self._finance_role(bucket, key)
 
         namespace = self._namespace()
@@ -495,8 +497,16 @@ class FinOpsJobs(pulumi.ComponentResource):
                 lambda arns: self._reaper_policy(arns[0], arns[1])
             ),
         )
-        scope = [*self._option("--regions", self._regions())]
-        focus = [*self._option("--focus-uri", config.focus_uri)]
+        regions = self._option("--regions", self._regions())
+        external_id = self._option("--external-id", config.external_id)
+        focus = self._option("--focus-uri", config.focus_uri)
+
+        def scope(job: str) -> list[str]:
+            accounts = self._option(
+                "--org-role", config.accounts_role and access_role_name(config.accounts_role, job)
+            )
+            return [*regions, *accounts, *(external_id if accounts else [])]
+
         self._cron_job(
             _Job(
                 REPORT,
@@ -510,7 +520,9 @@ class FinOpsJobs(pulumi.ComponentResource):
                     "--cost-source",
                     config.cost_source,
                     *focus,
-                    *scope,
+                    *scope(REPORT),
+                    # The alarm on the jobs counts these: a night without one is a missed night.
+                    "--heartbeat",
                 ],
                 starting_deadline_seconds=3 * 3600,
                 active_deadline_seconds=3 * 3600,
@@ -527,7 +539,14 @@ class FinOpsJobs(pulumi.ComponentResource):
             _Job(
                 REAPER,
                 config.reap_schedule,
-                ["reap", "--apply", "--backend", str(config.state_backend_url), *scope],
+                [
+                    "reap",
+                    "--apply",
+                    "--backend",
+                    str(config.state_backend_url),
+                    *scope(REAPER),
+                    "--heartbeat",
+                ],
                 starting_deadline_seconds=15 * 60,
                 # Ends before the next hourly start; the next run picks up what this one left.
                 active_deadline_seconds=50 * 60,
@@ -640,9 +659,17 @@ class FinOpsJobs(pulumi.ComponentResource):
             f"{name}-reports-lifecycle",
             bucket=bucket.id,
             rules=[
-                # Each night overwrites reports/latest/: the nights before are its noncurrent versions.
+                # Dated nights (reports/2026-12-01/...) expire; latest/ and history.jsonl do not start with
+                # a digit, so they stay.
                 {
-                    "id": "expire-old-reports",
+                    "id": "expire-old-nights",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{REPORTS_PREFIX}2"},
+                    "expiration": {"days": retention},
+                },
+                # Each night overwrites latest/ and the history: the nights before are noncurrent versions.
+                {
+                    "id": "expire-overwritten-versions",
                     "status": "Enabled",
                     "filter": {"prefix": REPORTS_PREFIX},
                     "noncurrent_version_expiration": {"noncurrent_days": retention},
@@ -698,10 +725,11 @@ class FinOpsJobs(pulumi.ComponentResource):
         config, region = self._args.config, self._args.region
         statements = [
             *report_read_statements(),
+            # Reads too: the history is read, changed and written back, and latest/ is a server-side copy.
             {
-                "Sid": "ReportsWrite",
+                "Sid": "ReportsReadWrite",
                 "Effect": "Allow",
-                "Action": "s3:PutObject",
+                "Action": ["s3:GetObject", "s3:PutObject"],
                 "Resource": f"{bucket_arn}/{REPORTS_PREFIX}*",
             },
             s3_key_statement("ReportsEncrypt", key_arn, ["kms:GenerateDataKey"], region),
