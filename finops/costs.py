@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 import pandas as pd
@@ -50,6 +50,10 @@ import pandas as pd
 import mlp.aws
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
+
+if TYPE_CHECKING:
+    # finops.focus imports this module: the type is named for readers and checkers only.
+    from finops.focus import LineItems
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ml-platform" / "cost-explorer"
 CACHE_DIR_ENV = "MLP_COST_CACHE_DIR"
@@ -177,7 +181,8 @@ class Spend:
     source: str = "cost-explorer"
     # The FOCUS export's own line items of [start, end) (its columns, tags normalised), when the source
     # has line items; Cost Explorer has none, and the FOCUS file is derived from one of its views.
-    line_items: pd.DataFrame | None = None
+    # Whoever reads the spend closes them (they may hold a scratch directory of Parquet files).
+    line_items: LineItems | None = None
 
     @property
     def tag_keys(self) -> tuple[str, ...]:
