@@ -7,14 +7,14 @@ retained on delete everywhere (and protected in prod), since the bucket's object
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.buckets import retained_bucket
 from infra.config import CheckpointConfig
-from infra.kms import ViaServiceUse, customer_managed_key
+from infra.kms import ViaServiceUse
 from infra.training.checkpoints import RUNS_PREFIX
 
 
@@ -23,25 +23,6 @@ class CheckpointBucketArgs:
     environment: str
     config: CheckpointConfig
     protect: bool
-
-
-def tls_only_policy(bucket_arn: str) -> str:
-    """Deny every request that does not arrive over TLS."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
-            ],
-        }
-    )
 
 
 class CheckpointBucket(pulumi.ComponentResource):
@@ -58,77 +39,20 @@ class CheckpointBucket(pulumi.ComponentResource):
         self, name: str, args: CheckpointBucketArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("ml-platform:infra:CheckpointBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         config = args.config
 
-        # The bucket is never force-destroyed, so its objects can outlive any `pulumi destroy`: the key
-        # must too, in every environment, or a destroy that fails on a non-empty bucket would still
-        # schedule the key for deletion and leave those checkpoints unreadable.
-        key = customer_managed_key(
-            f"{name}-key",
+        # Checkpoints can outlive any `pulumi destroy`: the key is retained with them in every environment.
+        stored = retained_bucket(
+            name,
             parent=self,
+            alias=f"mlp-{args.environment}-checkpoints",
             description=f"ml-platform {args.environment} checkpoint encryption",
-            # Training run roles' kms:Decrypt / GenerateDataKey work on checkpoint objects through S3 only.
-            uses=[ViaServiceUse("s3")],
-            protect=args.protect,
-            retain_on_delete=True,
-        )
-        aws.kms.Alias(
-            f"{name}-key",
-            name=f"alias/mlp-{args.environment}-checkpoints",
-            target_key_id=key.key_id,
-            opts=child,
-        )
-
-        bucket = aws.s3.Bucket(
-            f"{name}",
             bucket_prefix=f"mlp-{args.environment}-checkpoints-",
-            # Never delete checkpoints with the stack: a non-empty bucket makes the destroy fail instead.
-            force_destroy=False,
-            # Deleted (when empty) before the key is touched, never after it.
-            opts=pulumi.ResourceOptions(
-                parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=[key]
-            ),
+            # Training run roles' kms:Decrypt / GenerateDataKey work on checkpoint objects through S3 only.
+            key_uses=[ViaServiceUse("s3")],
+            protect=args.protect,
         )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    # Bucket keys cut KMS request charges for the many small writes of checkpointing.
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
-        )
+        key, bucket, versioning = stored.key, stored.bucket, stored.versioning
         rules: list[dict] = [
             {
                 "id": "expire-noncurrent-versions",

@@ -20,9 +20,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.checkpoint_bucket import tls_only_policy
+from infra.buckets import retained_bucket, tls_only_policy
 from infra.config import CostExportConfig
-from infra.kms import PUBLISHER_ACTIONS, KeyScope, ViaServiceUse, account_scope, customer_managed_key
+from infra.kms import PUBLISHER_ACTIONS, KeyScope, ViaServiceUse, account_scope
 
 DATA_EXPORTS_REGION = "us-east-1"
 DATA_EXPORTS_PRINCIPALS: tuple[str, ...] = ("billingreports.amazonaws.com", "bcm-data-exports.amazonaws.com")
@@ -196,68 +196,23 @@ class CostExport(pulumi.ComponentResource):
         environment = args.environment
 
         # Billing history outlives the stack (the bucket is never force-destroyed), so its key does too.
-        key = customer_managed_key(
-            f"{name}-key",
-            parent=self,
-            description=f"ml-platform {environment} FOCUS cost export encryption",
-            # Data Exports writes the objects; Athena users read them and write results through S3 only.
-            uses=[DataExportsUse(), ViaServiceUse("s3")],
-            protect=args.protect,
-            retain_on_delete=True,
-        )
-        aws.kms.Alias(
-            f"{name}-key", name=f"alias/mlp-{environment}-cost-export", target_key_id=key.key_id, opts=child
-        )
-
-        bucket = aws.s3.Bucket(
-            name,
-            bucket_prefix=f"mlp-{environment}-cost-export-",
-            force_destroy=False,
-            opts=pulumi.ResourceOptions(
-                parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=[key]
-            ),
-        )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
         scope = account_scope(self)
-        policy = aws.s3.BucketPolicy(
-            f"{name}-policy",
-            bucket=bucket.id,
-            policy=pulumi.Output.all(bucket.arn, scope).apply(
+        stored = retained_bucket(
+            name,
+            parent=self,
+            alias=f"mlp-{environment}-cost-export",
+            description=f"ml-platform {environment} FOCUS cost export encryption",
+            bucket_prefix=f"mlp-{environment}-cost-export-",
+            # Data Exports writes the objects; Athena users read them and write results through S3 only.
+            key_uses=[DataExportsUse(), ViaServiceUse("s3")],
+            protect=args.protect,
+            policy=lambda bucket_arn: pulumi.Output.all(bucket_arn, scope).apply(
                 lambda values: export_bucket_policy(values[0], values[1].account_id)
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
+            policy_name="policy",
         )
+        key, bucket, versioning = stored.key, stored.bucket, stored.versioning
+        policy, encryption = stored.policy, stored.encryption
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,

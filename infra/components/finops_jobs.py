@@ -27,7 +27,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.components.checkpoint_bucket import tls_only_policy
+from infra.buckets import retained_bucket
 from infra.components.serving_workloads import (
     DNS_PORT,
     HTTPS_PORT,
@@ -37,7 +37,7 @@ from infra.components.serving_workloads import (
 )
 from infra.config import PROJECT, TRAINING_STACK_PREFIX, FinOpsConfig
 from infra.iam import RUN_ROLE_PATH, irsa_assume_role_policy
-from infra.kms import ViaServiceUse, customer_managed_key
+from infra.kms import ViaServiceUse
 from infra.training.checkpoints import RUNS_PREFIX
 from mlp.tags import EPHEMERAL, EPHEMERAL_VALUE, MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABELS
 
@@ -588,72 +588,18 @@ class FinOpsJobs(pulumi.ComponentResource):
 
     def _reports_bucket(self) -> tuple[aws.kms.Key, aws.s3.Bucket]:
         name, args = self._name, self._args
-        child = pulumi.ResourceOptions(parent=self)
         # Reports outlive the stack (the bucket is never force-destroyed), so their key does too.
-        key = customer_managed_key(
-            f"{name}-reports-key",
-            parent=self,
-            description=f"ml-platform {args.environment} FinOps reports encryption",
-            # The jobs write and finance reads through S3 only, as their IAM policies allow.
-            uses=[ViaServiceUse("s3")],
-            protect=args.protect,
-            retain_on_delete=True,
-        )
-        aws.kms.Alias(
-            f"{name}-reports-key",
-            name=f"alias/mlp-{args.environment}-finops-reports",
-            target_key_id=key.key_id,
-            opts=child,
-        )
-        bucket = aws.s3.Bucket(
+        stored = retained_bucket(
             f"{name}-reports",
+            parent=self,
+            alias=f"mlp-{args.environment}-finops-reports",
+            description=f"ml-platform {args.environment} FinOps reports encryption",
             bucket_prefix=f"mlp-{args.environment}-finops-reports-",
-            force_destroy=False,
-            opts=pulumi.ResourceOptions(
-                parent=self, protect=args.protect, retain_on_delete=args.protect, depends_on=[key]
-            ),
+            # The jobs write and finance reads through S3 only, as their IAM policies allow.
+            key_uses=[ViaServiceUse("s3")],
+            protect=args.protect,
         )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-reports-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-reports-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-reports-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-reports-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-reports-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access, ownership]),
-        )
+        key, bucket, versioning = stored.key, stored.bucket, stored.versioning
         retention = args.config.report_retention_days
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-reports-lifecycle",
