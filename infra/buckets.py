@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -40,6 +41,24 @@ def tls_only_policy(bucket_arn: str) -> str:
             ],
         }
     )
+
+
+def housekeeping_rules(*, noncurrent_days: int, abort_upload_days: int) -> list[dict[str, Any]]:
+    """Lifecycle rules every retained bucket has: overwritten versions expire, stalled uploads abort."""
+    return [
+        {
+            "id": "expire-noncurrent-versions",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
+            "noncurrent_version_expiration": {"noncurrent_days": noncurrent_days},
+        },
+        {
+            "id": "abort-incomplete-multipart-uploads",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": abort_upload_days},
+        },
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.buckets import retained_bucket
+from infra.buckets import housekeeping_rules, retained_bucket
 from infra.config import CheckpointConfig
 from infra.kms import ViaServiceUse
 from infra.training.checkpoints import RUNS_PREFIX
@@ -53,24 +53,10 @@ class CheckpointBucket(pulumi.ComponentResource):
             protect=args.protect,
         )
         key, bucket, versioning = stored.key, stored.bucket, stored.versioning
-        rules: list[dict] = [
-            {
-                "id": "expire-noncurrent-versions",
-                "status": "Enabled",
-                "filter": {"prefix": ""},
-                "noncurrent_version_expiration": {
-                    "noncurrent_days": config.noncurrent_version_expiration_days
-                },
-            },
-            {
-                "id": "abort-incomplete-multipart-uploads",
-                "status": "Enabled",
-                "filter": {"prefix": ""},
-                "abort_incomplete_multipart_upload": {
-                    "days_after_initiation": config.abort_incomplete_upload_days
-                },
-            },
-        ]
+        rules = housekeeping_rules(
+            noncurrent_days=config.noncurrent_version_expiration_days,
+            abort_upload_days=config.abort_incomplete_upload_days,
+        )
         if config.transition_runs_after_days:
             rules.append(
                 {

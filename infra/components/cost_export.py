@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.buckets import retained_bucket, tls_only_policy
+from infra.buckets import housekeeping_rules, retained_bucket, tls_only_policy
 from infra.config import CostExportConfig
 from infra.kms import PUBLISHER_ACTIONS, KeyScope, ViaServiceUse, account_scope
 
@@ -217,23 +217,11 @@ class CostExport(pulumi.ComponentResource):
             f"{name}-lifecycle",
             bucket=bucket.id,
             rules=[
-                {
-                    # OVERWRITE_REPORT replaces each period's files up to three times a day.
-                    "id": "expire-noncurrent-versions",
-                    "status": "Enabled",
-                    "filter": {"prefix": ""},
-                    "noncurrent_version_expiration": {
-                        "noncurrent_days": config.noncurrent_version_expiration_days
-                    },
-                },
-                {
-                    "id": "abort-incomplete-multipart-uploads",
-                    "status": "Enabled",
-                    "filter": {"prefix": ""},
-                    "abort_incomplete_multipart_upload": {
-                        "days_after_initiation": ABORT_INCOMPLETE_UPLOAD_DAYS
-                    },
-                },
+                # OVERWRITE_REPORT replaces each period's files up to three times a day.
+                *housekeeping_rules(
+                    noncurrent_days=config.noncurrent_version_expiration_days,
+                    abort_upload_days=ABORT_INCOMPLETE_UPLOAD_DAYS,
+                ),
                 {
                     "id": "expire-athena-results",
                     "status": "Enabled",

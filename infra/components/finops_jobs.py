@@ -29,8 +29,8 @@ import pulumi_kubernetes as k8s
 
 from infra.buckets import retained_bucket
 from infra.components.serving_workloads import (
-    DNS_PORT,
-    HTTPS_PORT,
+    DNS_EGRESS,
+    HTTPS_EGRESS,
     NAME_LABEL,
     container_security,
     pod_security_labels,
@@ -812,24 +812,8 @@ class FinOpsJobs(pulumi.ComponentResource):
                 "podSelector": {},
                 "policyTypes": ["Egress"],
                 "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                                },
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                            }
-                        ],
-                        "ports": [
-                            {"protocol": "UDP", "port": DNS_PORT},
-                            {"protocol": "TCP", "port": DNS_PORT},
-                        ],
-                    },
-                    {
-                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                        "ports": [{"protocol": "TCP", "port": HTTPS_PORT}],
-                    },
+                    DNS_EGRESS,
+                    HTTPS_EGRESS,
                 ],
             },
             opts=pulumi.ResourceOptions(parent=self),

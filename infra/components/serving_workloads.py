@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -37,6 +38,21 @@ PSA_LABEL = "pod-security.kubernetes.io"
 MODEL_SERVER_UID = 10001
 HTTPS_PORT = 443
 DNS_PORT = 53
+# Egress rules every workload namespace's policies share: cluster DNS, and HTTPS anywhere (AWS APIs
+# answer on public or endpoint addresses that no fixed CIDR names).
+DNS_EGRESS: dict[str, Any] = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],
+}
+HTTPS_EGRESS: dict[str, Any] = {
+    "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+    "ports": [{"protocol": "TCP", "port": HTTPS_PORT}],
+}
 # Scratch space under read-only root filesystems.
 SCRATCH_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
 SCRATCH_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
@@ -263,28 +279,12 @@ class ServingWorkloads(pulumi.ComponentResource):
                 # Load balancer targets, in-cluster clients and the kubelet's probes all come from the VPC.
                 "ingress": [{"from": from_vpc, "ports": [{"protocol": "TCP", "port": port}]}],
                 "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                                },
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                            }
-                        ],
-                        "ports": [
-                            {"protocol": "UDP", "port": DNS_PORT},
-                            {"protocol": "TCP", "port": DNS_PORT},
-                        ],
-                    },
+                    DNS_EGRESS,
                     {"to": from_vpc, "ports": [{"protocol": "TCP", "port": feature_store_port}]},
                     # S3 answers on public addresses (reached through the gateway endpoint) that no
                     # fixed CIDR names, and STS for IRSA may be an interface endpoint in the VPC or
                     # public: HTTPS goes anywhere, everything else stays denied.
-                    {
-                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                        "ports": [{"protocol": "TCP", "port": HTTPS_PORT}],
-                    },
+                    HTTPS_EGRESS,
                 ],
             },
             opts=pulumi.ResourceOptions(parent=self),
