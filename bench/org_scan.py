@@ -163,38 +163,45 @@ def main() -> None:
         seeded = seed(sandbox, options.accounts, options.instances, now)
         print(
             f"seeded {options.accounts} accounts x {len(REGIONS)} regions x {options.instances} GPU instances "
-            f"= {seeded.instance_count} ({seeded.idle_count} idle) in {seeded.seconds:.1f}s on {os.cpu_count()} CPUs"
+            f"= {seeded.instance_count} ({seeded.idle_count} idle) in {seeded.seconds:.1f}s on {os.cpu_count()} CPUs",
+            flush=True,
         )
         per_target_idle = sum(1 for position in range(options.instances) if is_idle(position))
-        rows: list[tuple[str, int, int, int, int, float]] = []
+
+        def row(what: str, accounts: int, concurrency: int, found: int, calls: int, seconds: float) -> None:
+            instances = accounts * len(REGIONS) * options.instances
+            print(
+                f"{what:<22}{accounts:>9}{concurrency:>7}{found:>7}{calls:>10}{seconds:>9.2f}"
+                f"{instances / seconds:>9.0f}",
+                flush=True,
+            )
+
         with sandbox_environment(sandbox):
             scope = org_scope(seeded.payer_account_id, options.accounts)
-            targets = len(scope.targets)
+            print(f"{len(scope.targets)} account-regions; {options.instances} GPU instances each")
+            print(
+                f"{'what':<22}{'accounts':>9}{'conc.':>7}{'idle':>7}{'CW calls':>10}{'seconds':>9}{'inst/s':>9}"
+            )
             listing, seconds = timed(
                 lambda: run_targets(
                     scope, lambda target: list(idle.running_gpu_instances(target)), concurrency=16
                 )
             )
             assert sum(len(found) for _, found in listing.results) == seeded.instance_count
-            rows.append(("list instances only", options.accounts, 16, 0, 0, seconds))
+            row("list instances only", options.accounts, 16, 0, 0, seconds)
             for concurrency in (16, 8, 1):
                 gathered, seconds = idle_scan(scope, concurrency, now)
-                found, calls = check(gathered, seeded.idle_count)
-                rows.append(("idle scan", options.accounts, concurrency, found, calls, seconds))
+                row("idle scan", options.accounts, concurrency, *check(gathered, seeded.idle_count), seconds)
             for accounts in sorted({1, 5, 10, 20, options.accounts} & set(range(1, options.accounts + 1))):
                 part = org_scope(seeded.payer_account_id, accounts)
                 gathered, seconds = idle_scan(part, 8, now)
-                found, calls = check(gathered, per_target_idle * len(part.targets))
-                rows.append(("scaling: idle scan", accounts, 8, found, calls, seconds))
-        print(f"{targets} account-regions; {options.instances} GPU instances each")
-        print(
-            f"{'what':<22}{'accounts':>9}{'conc.':>7}{'idle':>7}{'CW calls':>10}{'seconds':>9}{'inst/s':>9}"
-        )
-        for what, accounts, concurrency, found, calls, seconds in rows:
-            instances = accounts * len(REGIONS) * options.instances
-            print(
-                f"{what:<22}{accounts:>9}{concurrency:>7}{found:>7}{calls:>10}{seconds:>9.2f}{instances / seconds:>9.0f}"
-            )
+                row(
+                    "scaling: idle scan",
+                    accounts,
+                    8,
+                    *check(gathered, per_target_idle * len(part.targets)),
+                    seconds,
+                )
 
 
 if __name__ == "__main__":
