@@ -29,7 +29,7 @@ from finops.costs import (
 )
 from finops.idle import IdleFinding
 from finops.untagged import UntaggedFinding
-from mlp import pricing
+from mlp import aws, pricing
 from mlp.errors import UserError
 from mlp.tags import ENVIRONMENT, TEAM
 
@@ -65,6 +65,13 @@ class UntaggedServiceRow(TypedDict):
     untagged_usd: float | None
     resources: int
     resource_types: dict[str, int]
+
+
+class RegionSpend(TypedDict):
+    """Spend in a region the scans did not cover."""
+
+    region: str
+    usd: float
 
 
 @dataclass(frozen=True)
@@ -330,6 +337,21 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
         forecast=forecast,
         missing=missing,
     )
+
+
+def unscanned_spend(by_region: dict[str, float] | None, scanned: Sequence[str]) -> list[RegionSpend] | None:
+    """Regions with spend that are not among `scanned`, biggest first; None when spend by region is missing.
+
+    Global and NoRegion spend (IAM, Route 53, support, tax) belong to no region a scan could cover.
+    """
+    if by_region is None:
+        return None
+    rows = [
+        RegionSpend(region=region, usd=round(amount, 2))
+        for region, amount in by_region.items()
+        if aws.REGION_NAME.fullmatch(region) and region not in scanned and round(amount, 2) > 0
+    ]
+    return sorted(rows, key=lambda row: (-row["usd"], row["region"]))
 
 
 def join_untagged(

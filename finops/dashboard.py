@@ -23,7 +23,15 @@ import plotly.offline
 
 from finops.analysis import RUN_RATE_DAYS
 from finops.costs import REQUEST_PRICE_USD, UNTAGGED_LABEL
-from finops.findings import IDLE_SCAN, LEFTOVERS_SCAN, NO_LIST_PRICE, UNTAGGED_SCAN, Report
+from finops.delivery import HISTORY_NIGHTS
+from finops.findings import (
+    BY_ACCOUNT_NEEDS_LINE_ITEMS,
+    IDLE_SCAN,
+    LEFTOVERS_SCAN,
+    NO_LIST_PRICE,
+    UNTAGGED_SCAN,
+    Report,
+)
 from mlp.tags import TEAM
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -242,9 +250,58 @@ def _forecast(report: Report) -> Chart:
     return _chart("forecast", title, _layout(figure, yaxis_tickprefix="$"))
 
 
+def _trend(report: Report) -> Chart:
+    """The delivered nights and tonight's: total spend and idle waste in dollars, the untagged share in %."""
+    title = f"The last {HISTORY_NIGHTS} nights"
+    nights = report.trend
+    if report.history is None:
+        return Chart(
+            "trend", title, note="No trend: the report is not delivered (--s3-uri keeps its history)."
+        )
+    if len(nights) < 2:
+        return Chart("trend", title, note="No trend yet: tonight is the first night of the history.")
+    dates = [night["date"] for night in nights]
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=dates, y=[night["total_usd"] for night in nights], name="total spend", mode="lines+markers"
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=[night["idle_wasted_usd"] for night in nights],
+            name="idle GPU waste",
+            mode="lines+markers",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=[
+                None if night["untagged_share"] is None else night["untagged_share"] * 100 for night in nights
+            ],
+            name="untagged share (%)",
+            mode="lines+markers",
+            yaxis="y2",
+            line={"dash": "dot", "color": PALETTE[3]},
+        )
+    )
+    return _chart(
+        "trend",
+        title,
+        _layout(
+            figure,
+            yaxis_tickprefix="$",
+            yaxis2={"overlaying": "y", "side": "right", "ticksuffix": "%", "rangemode": "tozero"},
+        ),
+    )
+
+
 def charts(report: Report) -> list[Chart]:
     analysis = report.analysis
     return [
+        _trend(report),
         _stacked_daily("team", "Daily spend by team", analysis.daily_by_team, "area"),
         _stacked_daily("environment", "Daily spend by environment", analysis.daily_by_environment, "bar"),
         _by_service(report),
@@ -296,6 +353,7 @@ def render_dashboard(report: Report) -> str:
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
         gaps={scan: report.scan_note(scan) for scan in (IDLE_SCAN, UNTAGGED_SCAN, LEFTOVERS_SCAN)},
         no_list_price=NO_LIST_PRICE,
+        by_account_note=BY_ACCOUNT_NEEDS_LINE_ITEMS,
     )
 
 
@@ -313,5 +371,6 @@ def render_markdown(report: Report) -> str:
             IDLE_SCAN=IDLE_SCAN,
             UNTAGGED_SCAN=UNTAGGED_SCAN,
             LEFTOVERS_SCAN=LEFTOVERS_SCAN,
+            by_account_note=BY_ACCOUNT_NEEDS_LINE_ITEMS,
         )
     )

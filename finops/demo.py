@@ -4,7 +4,12 @@ The sandbox (moto's server on a free 127.0.0.1 port) is seeded with a realistic 
 same `run_nightly` a user runs every night reads it over HTTP through the real boto3 code paths: only
 the AWS environment differs, and it is isolated so no profile, token or per-service endpoint of the
 user's shell can send a request to real AWS. Spend is read from the sandbox's FOCUS export with DuckDB
-by default, or from its Cost Explorer (`cost_source="cost-explorer"`); both hold the same line items.
+by default, or from its Cost Explorer (`cost_source="cost-explorer"`); both hold the same line items,
+the payer's and its members' (a consolidated bill).
+
+The sandbox's payer heads an organization, so the demo scans it as `mlp report --org-role
+FinOpsReadOnly --regions <the organization's regions>` would: every account, in the regions the
+sandbox seeded (moto enables every region of every partition; scanning them all shows nothing more).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from finops.cost_source import choose_cost_source
 from finops.findings import Report
 from finops.report import Step, run_nightly
 from finops.sandbox import Sandbox, SeedManifest, focus_export, seed_account
+from finops.scope import ScanScope, organization_accounts, resolve_scope
 
 DEMO_DAYS = 30
 # Variables that could point boto3 somewhere other than the sandbox.
@@ -83,7 +89,7 @@ def run_demo(
     with Sandbox() as sandbox, tempfile.TemporaryDirectory(prefix="mlp-demo-cache-") as cache_dir:
         log(f"sandbox listening on {sandbox.endpoint}; seeding a dev+prod account with 3 teams")
         started = time.perf_counter()
-        manifest = seed_account(sandbox, now=datetime.now(UTC))
+        manifest = seed_account(sandbox, now=datetime.now(UTC), member_spend=True)
         seeded = time.perf_counter()
         log(
             f"seeded {len(manifest.instances)} instances, {len(manifest.resources)} resources and "
@@ -97,10 +103,15 @@ def run_demo(
             else "reading spend from the sandbox's Cost Explorer"
         )
         with sandbox_environment(sandbox):
+            scope = organization_scope(manifest)
+            log(
+                f"scanning the sandbox's organization with --org-role {manifest.organization.scan_role_name}: "
+                f"{len(scope.accounts)} accounts x {', '.join(scope.regions)}"
+            )
             report = run_nightly(
                 DEMO_DAYS,
                 out_dir,
-                regions=list(manifest.regions),
+                scope=scope,
                 source=choose_cost_source(focus_source, cache_dir=Path(cache_dir)),
                 on_step=on_step,
             )
@@ -114,6 +125,13 @@ def run_demo(
             if while_running is not None:
                 while_running(sandbox, run)
     return run
+
+
+def organization_scope(manifest: SeedManifest) -> ScanScope:
+    """The seeded organization's accounts (members through its scan role) in its regions."""
+    organization = manifest.organization
+    accounts = organization_accounts(organization.scan_role_name, organization.payer_account_id)
+    return resolve_scope(accounts, list(organization.regions))
 
 
 def wait_for_interrupt() -> None:

@@ -6,6 +6,7 @@ A figure whose source is missing is None (null), never zero.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -16,15 +17,24 @@ from finops.analysis import (
     LineItemFindings,
     Mover,
     Period,
+    RegionSpend,
     SpendAnalysis,
     UntaggedServiceRow,
+    unscanned_spend,
 )
 from finops.costs import MissingPart, Spend
+from finops.delivery import HISTORY_NIGHTS, history_line
 from finops.focus import COST_EXPLORER_SOURCE
 from finops.idle import IdleFinding
+from finops.scope import ScanScope
 from finops.untagged import UntaggedFinding
 
 NO_LIST_PRICE = "no list price"
+# Cost Explorer's views are not split by account (one more view would be), nor are the FOCUS export's
+# aggregates under Athena: the per-account dollars come from the export's line items.
+BY_ACCOUNT_NEEDS_LINE_ITEMS = (
+    "Spend by account needs the FOCUS export's line items: --cost-source focus (read with DuckDB)."
+)
 
 # The scans of the report, by the key `ScanMissing.scan` carries.
 IDLE_SCAN = "idle"
@@ -39,24 +49,31 @@ SCAN_TITLES = {
 
 @dataclass(frozen=True)
 class ScanMissing(MissingPart):
-    """One scan's part that is missing, for one region ("" when the whole scan is)."""
+    """One scan's part that is missing: one account-region, a whole account (no region), or the scan."""
 
     scan: str = ""
     region: str = ""
     # A word or two for a dashboard tile: "unreachable", "access denied", "failed".
     status: str = "failed"
+    account_id: str = ""
+    account_name: str = ""
+    # Where, as a tile says it: "us-west-2", "ml-team-a us-west-2" (several accounts), "account ml-team-b".
+    place: str = ""
 
     def to_json(self) -> dict[str, str]:
         payload = super().to_json()
         payload["scan"] = self.scan
+        if self.account_id:
+            payload["account_id"] = self.account_id
+            payload["account_name"] = self.account_name
         if self.region:
             payload["region"] = self.region
         return payload
 
     @property
     def short(self) -> str:
-        """ "us-west-2 unreachable", or "scan failed" when no region is involved."""
-        return f"{self.region} {self.status}" if self.region else f"scan {self.status}"
+        """ "us-west-2 unreachable", or "scan failed" when nothing narrower is involved."""
+        return f"{self.place} {self.status}" if self.place else f"scan {self.status}"
 
 
 class SpendFindings(TypedDict):
@@ -79,6 +96,10 @@ class SpendFindings(TypedDict):
 
 class FindingsDocument(TypedDict):
     period: dict[str, str]
+    # What the scans covered (`ScanScope.to_json`); null for a report built without a scope.
+    scope: dict[str, Any] | None
+    # Spend in regions the scans did not cover; null when spend by region or the scope is missing.
+    unscanned_spend: list[RegionSpend] | None
     spend: SpendFindings
     # Only a cost source with line items (the FOCUS export read by DuckDB) has these; else null.
     line_items: LineItemFindings | None
@@ -121,10 +142,48 @@ class Report:
     required_tags: tuple[str, ...]
     generated_at: datetime
     line_items: LineItemFindings | None = None
+    # The accounts and regions scanned, with gaps merged from every scan; None when not known.
+    scope: ScanScope | None = None
+    # The nights already in the delivery's history.jsonl; None when the report is not delivered.
+    history: list[dict[str, Any]] | None = None
 
     @property
     def period(self) -> Period:
         return self.analysis.period
+
+    @property
+    def unscanned_spend(self) -> list[RegionSpend] | None:
+        if self.scope is None:
+            return None
+        return unscanned_spend(self.analysis.by_region, self.scope.regions)
+
+    def scope_lines(self) -> list[str]:
+        """What was scanned (and its gaps), then each reason regions were skipped for, with the regions."""
+        if self.scope is None:
+            return []
+        described = self.scope.describe()
+        lines = [described[:1].upper() + described[1:]]
+        skipped: dict[str, list[str]] = defaultdict(list)
+        for region in self.scope.skipped:
+            skipped[f"account {region.account_id} ({region.reason})"].append(region.region)
+        lines += [f"Skipped in {where}: {', '.join(regions)}" for where, regions in skipped.items()]
+        return lines
+
+    def unscanned_spend_lines(self) -> list[str]:
+        """ "$260.12 in us-west-2, not scanned" for each region with spend outside the scope."""
+        return [f"${row['usd']:,.2f} in {row['region']}, not scanned" for row in self.unscanned_spend or []]
+
+    @property
+    def trend(self) -> list[dict[str, Any]]:
+        """The delivered nights and tonight's, as history.jsonl will hold them, oldest first (up to 90).
+
+        Tonight's line is `delivery.history_line` of these findings: the line the delivery writes.
+        """
+        if self.history is None:
+            return []
+        tonight = history_line(self.findings)
+        earlier = [night for night in self.history if night["date"] != tonight["date"]]
+        return sorted([*earlier, tonight], key=lambda night: night["date"])[-HISTORY_NIGHTS:]
 
     @property
     def amounts_basis(self) -> str:
@@ -178,6 +237,8 @@ class Report:
         analysis = self.analysis
         document = FindingsDocument(
             period=self.period.to_json(),
+            scope=None if self.scope is None else self.scope.to_json(),
+            unscanned_spend=self.unscanned_spend,
             spend=SpendFindings(
                 total_usd=_money(analysis.total_usd),
                 total_effective_usd=_money(analysis.total_effective_usd),

@@ -1,13 +1,13 @@
 """The nightly job: spend, idle GPUs and untagged resources assembled into the report's files.
 
-`run_nightly` is the job: read spend from a `CostSource`, scan the regions, `build_report`, then
-`write_report`. Where each part lives: the cost sources in `finops.cost_source`, the figures in
+`run_nightly` is the job: read spend from a `CostSource`, scan every account and region of a
+`ScanScope`, `build_report`, then `write_report`. Where each part lives: the cost sources in `finops.cost_source`, the figures in
 `finops.analysis`, the typed findings (and `Report`) in `finops.findings`, the pages (index.html,
 report.md, from jinja templates) in `finops.dashboard`, the FOCUS files in `finops.focus_file`.
 
-The report is made of parts: each cost view, and each region's idle scan and untagged scan, and the
-expired-run leftovers. A part that fails (after retries) is named in `missing` and every other part is
-still written: the Cost Explorer requests are paid for by then.
+The report is made of parts: each cost view, and each account-region's idle scan, untagged scan and
+expired-run leftovers. A part that fails (after retries; a gap of the scan's scope) is named in
+`missing` and every other part is still written: the Cost Explorer requests are paid for by then.
 """
 
 from __future__ import annotations
@@ -15,31 +15,29 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-import botocore.exceptions
-import botocore.parsers
+from typing import Any
 
 from finops import costs
 from finops.analysis import Period, analyze_line_items, analyze_spend, join_untagged, report_period
 from finops.cost_source import CostSource
 from finops.costs import MissingPart, Spend
 from finops.dashboard import render_dashboard, render_markdown
+from finops.delivery import S3Target, read_history
 from finops.findings import IDLE_SCAN, LEFTOVERS_SCAN, SCAN_TITLES, UNTAGGED_SCAN, Report, ScanMissing
 from finops.focus_file import FOCUS_FILE_NAMES, focus_dataset, write_focus_files
 from finops.idle import IdleFinding, scan_idle
-from finops.reaper import expired_run_leftovers
+from finops.inventory import Scope
+from finops.reaper import scan_expired_run_leftovers
+from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope
 from finops.untagged import UntaggedFinding, scan_untagged
 from mlp import aws
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 
 REPORT_FILES = ("index.html", "report.md", *FOCUS_FILE_NAMES, "findings.json")
-
-Finding = TypeVar("Finding")
 
 
 @dataclass(frozen=True)
@@ -61,8 +59,13 @@ def build_report(
     required_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     scan_missing: Sequence[MissingPart] = (),
     generated_at: datetime | None = None,
+    scope: ScanScope | None = None,
+    history: Sequence[dict[str, Any]] | None = None,
 ) -> Report:
-    """Assemble the report; `idle`/`untagged` are None when their scan failed (named in `scan_missing`)."""
+    """Assemble the report; `idle`/`untagged` are None when their scan failed (named in `scan_missing`).
+
+    `scope` is what the scans covered; `history` the delivered nights before tonight (None: not delivered).
+    """
     analysis = analyze_spend(spend, period)
     analysis.missing += scan_missing
     idle_list, untagged_list = list(idle or []), list(untagged or [])
@@ -78,6 +81,8 @@ def build_report(
         line_items=None
         if spend.line_items is None
         else analyze_line_items(spend.line_items, period, idle=idle_list, untagged=untagged_list),
+        scope=scope,
+        history=None if history is None else list(history),
     )
 
 
@@ -124,131 +129,153 @@ def write_report(report: Report, out_dir: Path, *, billing_account_id: str | Non
     return [out_dir / name for name in REPORT_FILES]
 
 
-# What a scan may fail with that is AWS's or the network's, not a bug: the part goes missing.
-SCAN_FAILURES: tuple[type[Exception], ...] = (
-    UserError,
-    botocore.exceptions.ClientError,
-    botocore.exceptions.BotoCoreError,
-    botocore.parsers.ResponseParserError,
-)
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+# The openings of `mlp.aws.unreachable`'s reasons: the endpoint (or proxy, TLS) did not answer.
+UNREACHABLE_REASONS = ("endpoint unreachable", "proxy unreachable", "TLS failed", "not an AWS answer")
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
-    """The reason a part is missing, and its short status for the dashboard."""
-    cause = exc.__cause__ if isinstance(exc, UserError) and exc.__cause__ is not None else exc
-    down = exc if isinstance(exc, aws.AwsUnreachable) else aws.unreachable(cause)
-    if down is not None:
-        return down.reason, down.status
-    if isinstance(cause, botocore.exceptions.ClientError):
-        code = cause.response.get("Error", {}).get("Code", "")
-        status = "access denied" if code in ACCESS_DENIED_CODES else "failed"
-        return f"the scan failed: {' '.join(str(cause).split())}", status
-    return f"the scan failed: {' '.join(str(exc).split())}", "failed"
+def gap_status(gap: Gap) -> str:
+    """A gap's word for a dashboard tile, from its reason (`Code: message` for an AWS refusal)."""
+    if gap.reason.startswith(UNREACHABLE_REASONS):
+        return "unreachable"
+    if gap.reason.split(":", 1)[0] in ACCESS_DENIED_CODES:
+        return "access denied"
+    return "failed"
 
 
-def guarded_scan(
-    what: str, scan: Callable[[], Sequence[Finding]], *, kind: str = "", region: str = ""
-) -> tuple[list[Finding] | None, list[MissingPart]]:
-    """Run one scan part; AWS and network failures (after retries) leave that part missing, named."""
-    try:
-        return list(scan()), []
-    except SCAN_FAILURES as exc:
-        reason, status = _failure(exc)
-        return None, [ScanMissing(what, reason, scan=kind, region=region, status=status)]
+def _where(gap: Gap, name_accounts: bool) -> str:
+    """ "us-west-2" in a one-account report, "account 111111111111 (payer) us-west-2" in a wider one."""
+    return gap.part if name_accounts or not gap.region else gap.region
+
+
+def missing_parts(
+    scan: str, gaps: Sequence[Gap], *, name_accounts: bool, status: str | None = None
+) -> list[ScanMissing]:
+    """Each gap of one scan as a missing part; `name_accounts` when the report covers several accounts."""
+    parts = []
+    for gap in gaps:
+        account = gap.account_name or gap.account_id
+        if not gap.region:
+            place = f"account {account}"
+        else:
+            place = f"{account} {gap.region}" if name_accounts else gap.region
+        parts.append(
+            ScanMissing(
+                f"{SCAN_TITLES[scan]} in {_where(gap, name_accounts)}",
+                gap.reason,
+                scan=scan,
+                region=gap.region,
+                status=status or gap_status(gap),
+                account_id=gap.account_id,
+                account_name=gap.account_name,
+                place=place,
+            )
+        )
+    return parts
 
 
 @dataclass
 class ScanResults:
-    """The scans of every region; a region that failed is in `missing`, its findings absent."""
+    """The scans of a scope; what could not be scanned is in `missing`, its findings absent."""
 
+    scope: ScanScope
     idle: list[IdleFinding] = field(default_factory=list)
     untagged: list[UntaggedFinding] = field(default_factory=list)
     leftovers: list[dict[str, Any]] = field(default_factory=list)
     missing: list[MissingPart] = field(default_factory=list)
 
 
-def scan_regions(
-    regions: Sequence[str],
+def _merged_gaps(*scopes: ScanScope) -> list[Gap]:
+    """Every account and account-region some scan could not cover, once each (its first reason)."""
+    merged: dict[tuple[str, str], Gap] = {}
+    for scope in scopes:
+        for gap in scope.gaps:
+            merged.setdefault((gap.account_id, gap.region), gap)
+    return list(merged.values())
+
+
+def run_scans(
+    scope: ScanScope,
     moment: datetime,
     *,
     mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
+    concurrency: int = DEFAULT_CONCURRENCY,
     on_step: Callable[[str], None] = lambda description: None,
 ) -> ScanResults:
-    """Idle and untagged scans region by region, then the leftovers of every region that answered."""
-    results = ScanResults()
-    unreachable: list[str] = []
-    for region in regions:
-        on_step(f"Idle GPUs in {region}")
-        idle, lost = guarded_scan(
-            f"{SCAN_TITLES[IDLE_SCAN]} in {region}",
-            lambda region=region: scan_idle([region], now=moment).findings,
-            kind=IDLE_SCAN,
-            region=region,
-        )
-        results.idle += idle or []
-        results.missing += lost
-        on_step(f"Untagged resources in {region}")
-        untagged, lost_too = guarded_scan(
-            f"{SCAN_TITLES[UNTAGGED_SCAN]} in {region}",
-            lambda region=region: scan_untagged([region], required_tags=tuple(mandatory_tags)).findings,
-            kind=UNTAGGED_SCAN,
-            region=region,
-        )
-        results.untagged += untagged or []
-        results.missing += lost_too
-        if any(isinstance(part, ScanMissing) and part.status == "unreachable" for part in [*lost, *lost_too]):
-            unreachable.append(region)
-    results.idle.sort(key=lambda finding: (-(finding.wasted_usd or 0.0), finding.resource_id))
-    results.untagged.sort(key=lambda finding: (finding.region, finding.resource_type, finding.arn))
+    """Idle and untagged scans over every target of `scope`, then the leftovers of every target that answered."""
+    name_accounts = len(scope.accounts) > 1
+    count = len(scope.targets)
 
-    # A run's resources are grouped across regions, so the leftovers are one scan over the regions
-    # that answered; an unreachable region's share is named missing instead of waiting on it again.
-    reachable = [region for region in regions if region not in unreachable]
-    for region in unreachable:
-        results.missing.append(
-            ScanMissing(
-                f"{SCAN_TITLES[LEFTOVERS_SCAN]} in {region}",
-                f"not scanned: {region} did not answer the scans above",
-                scan=LEFTOVERS_SCAN,
-                region=region,
-                status="unreachable",
-            )
-        )
-    if reachable:
-        on_step(f"Expired training runs in {', '.join(reachable)}")
-        leftovers, lost = guarded_scan(
-            SCAN_TITLES[LEFTOVERS_SCAN],
-            lambda: expired_run_leftovers(reachable, moment),
-            kind=LEFTOVERS_SCAN,
-        )
-        results.leftovers = leftovers or []
-        results.missing += lost
-    return results
+    def progress(what: str) -> Callable[[Scope, bool], None]:
+        done = itertools.count(1)
+        return lambda target, succeeded: on_step(f"{what}: {next(done)} of {count} account-regions")
+
+    on_step(f"Idle GPUs in {count} account-regions")
+    idle = scan_idle(scope, now=moment, concurrency=concurrency, on_done=progress("Idle GPUs"))
+    on_step(f"Untagged resources in {count} account-regions")
+    untagged = scan_untagged(
+        scope, tuple(mandatory_tags), concurrency=concurrency, on_done=progress("Untagged resources")
+    )
+    missing: list[MissingPart] = [
+        *missing_parts(IDLE_SCAN, idle.gaps, name_accounts=name_accounts),
+        *missing_parts(UNTAGGED_SCAN, untagged.gaps, name_accounts=name_accounts),
+    ]
+
+    # A run's resources are grouped across regions, so the leftovers are one scan over the targets
+    # that answered; an unreachable target's share is named missing instead of waiting on it again.
+    unreachable = {
+        (gap.account_id, gap.region): gap
+        for gap in [*idle.gaps, *untagged.gaps]
+        if gap.region and gap_status(gap) == "unreachable"
+    }
+    answered = replace(
+        scope,
+        targets=[target for target in scope.targets if (target.account_id, target.region) not in unreachable],
+    )
+    on_step(f"Expired training runs in {len(answered.targets)} account-regions")
+    found = scan_expired_run_leftovers(answered, moment, concurrency=concurrency)
+    missing += missing_parts(LEFTOVERS_SCAN, found.scope.gaps, name_accounts=name_accounts)
+    not_asked = [
+        replace(gap, reason=f"not scanned: {_where(gap, name_accounts)} did not answer the scans above")
+        for gap in unreachable.values()
+    ]
+    missing += missing_parts(LEFTOVERS_SCAN, not_asked, name_accounts=name_accounts, status="unreachable")
+    return ScanResults(
+        scope=replace(scope, gaps=_merged_gaps(idle.scope, untagged.scope, found.scope)),
+        idle=idle.findings,
+        untagged=untagged.findings,
+        leftovers=found.leftovers,
+        missing=missing,
+    )
 
 
 def run_nightly(
     days: int,
     out_dir: Path,
     *,
-    regions: Sequence[str],
+    scope: ScanScope,
     source: CostSource,
     mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    history_target: S3Target | None = None,
     now: datetime | None = None,
     on_step: Callable[[Step], None] = lambda step: None,
 ) -> Report:
-    """The nightly job: read spend from `source`, scan idle GPUs and untagged resources, write the files.
+    """The nightly job: read spend from `source`, scan idle GPUs and untagged resources of `scope`, write the files.
 
-    `on_step` hears of each long step as it starts. `mlp report` runs `mlp.preflight.check_report`
-    first, so flags are checked before any request.
+    With `history_target` (where the report will be delivered) its history.jsonl is read first, so the
+    dashboard draws the nights before tonight's. `on_step` hears of each long step as it starts.
+    `mlp report` runs `mlp.preflight.check_report` first, so flags are checked before any request.
     """
     moment = now or datetime.now(UTC)
     period = report_period(days, moment.date())
     make_out_dir(out_dir)  # before the long steps: a bad --out must not cost a whole run
+    history = None if history_target is None else read_history(history_target)
     with aws.aws_errors("reading the account the report is for"):
         # Cost Explorer answers for the caller's account: the FOCUS file's BillingAccountId.
-        billing_account_id = aws.caller_account_id(regions[0])
-    total = len(costs.plan_views(mandatory_tags)) + 2 * len(regions) + 2
+        billing_account_id = aws.caller_account_id()
+    # The views, each scan's start and targets, the leftovers, and the writing.
+    total = len(costs.plan_views(mandatory_tags)) + 2 * (1 + len(scope.targets)) + 2
     numbers = itertools.count(1)
 
     def step(description: str) -> None:
@@ -261,7 +288,7 @@ def run_nightly(
         on_view=lambda view: step(f"{source.name}: {view.name}"),
     )
     try:
-        scans = scan_regions(regions, moment, mandatory_tags=mandatory_tags, on_step=step)
+        scans = run_scans(scope, moment, mandatory_tags=mandatory_tags, concurrency=concurrency, on_step=step)
         step("Writing the report")
         report = build_report(
             spend,
@@ -272,6 +299,8 @@ def run_nightly(
             required_tags=mandatory_tags,
             scan_missing=scans.missing,
             generated_at=moment,
+            scope=scans.scope,
+            history=history,
         )
         write_report(report, out_dir, billing_account_id=billing_account_id)
     finally:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.exceptions
 import pandas as pd
 import pytest
 from moto import mock_aws
@@ -32,8 +31,9 @@ from finops.dashboard import plotly_js, render_markdown
 from finops.findings import Report
 from finops.idle import IdleFinding
 from finops.sandbox.cost_explorer import CostExplorerEmulator, LineItem
+from finops.scope import Gap
 from finops.untagged import UntaggedFinding
-from mlp import aws, pricing
+from mlp import pricing
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 from tests.test_costs import NOW, TODAY, EmulatedCostExplorer, SleepRecorder, make_line_items
@@ -331,59 +331,53 @@ def test_a_missing_cost_explorer_part_is_named_not_zeroed(line_items: list[LineI
     assert json.loads((tmp_path / "findings.json").read_text())["missing"] == findings["missing"]
 
 
-def test_a_failed_scan_is_named_missing() -> None:
-    def failing_scan() -> Any:
-        raise botocore.exceptions.ClientError({"Error": {"Code": "Throttling"}}, "DescribeInstances")
-
-    findings, missing = report.guarded_scan("idle GPUs", failing_scan)
-    assert findings is None
-    assert [part.part for part in missing] == ["idle GPUs"]
-
-
 @pytest.mark.parametrize(
-    ("error", "status", "reason"),
+    ("reason", "status"),
     [
         (
-            botocore.exceptions.EndpointConnectionError(endpoint_url="https://ec2.us-west-2.amazonaws.com"),
-            "unreachable",
             "endpoint unreachable (EndpointConnectionError: https://ec2.us-west-2.amazonaws.com)",
-        ),
-        (
-            botocore.exceptions.ReadTimeoutError(endpoint_url="https://ec2.us-west-2.amazonaws.com"),
             "unreachable",
-            "endpoint unreachable (ReadTimeoutError: https://ec2.us-west-2.amazonaws.com)",
         ),
-        (
-            botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "DescribeInstances"),
-            "access denied",
-            "the scan failed",
-        ),
+        ("TLS failed (SSLError: https://ec2.us-west-2.amazonaws.com)", "unreachable"),
+        ("AccessDenied: not authorized to perform ec2:DescribeInstances", "access denied"),
+        ("UnauthorizedOperation: You are not authorized", "access denied"),
+        ("Throttling: Rate exceeded", "failed"),
     ],
 )
-def test_a_failed_region_is_one_named_part(error: Exception, status: str, reason: str) -> None:
-    def failing_scan() -> Any:
-        # As the scans raise it: the botocore error inside the command's one-line wrapper.
-        with aws.aws_errors("scanning GPU instances in us-west-2"):
-            raise error
+def test_a_gap_of_one_region_is_one_named_part(reason: str, status: str) -> None:
+    gap = Gap("123456789012", "", "us-west-2", reason)
 
-    _, missing = report.guarded_scan("idle GPUs in us-west-2", failing_scan, kind="idle", region="us-west-2")
-    [part] = missing
-    assert part.reason.startswith(reason)
-    assert part.status == status
-    assert part.to_json()["region"] == "us-west-2"
+    [part] = report.missing_parts("idle", [gap], name_accounts=False)
 
-    partial = report.build_report(read_spend([]), PERIOD, idle=[], untagged=[], scan_missing=missing)
+    assert (part.part, part.reason, part.status) == ("idle GPUs in us-west-2", reason, status)
+    assert part.to_json() == {
+        "part": "idle GPUs in us-west-2",
+        "reason": reason,
+        "scan": "idle",
+        "account_id": "123456789012",
+        "account_name": "",
+        "region": "us-west-2",
+    }
+    partial = report.build_report(read_spend([]), PERIOD, idle=[], untagged=[], scan_missing=[part])
     assert partial.scan_note("idle") == f"n/a: us-west-2 {status}"
     assert partial.scan_note("untagged") is None
     assert partial.findings["missing"] == [part.to_json()]
 
 
-def test_a_bug_in_a_scan_is_not_hidden_as_a_missing_part() -> None:
-    def buggy_scan() -> Any:
-        raise KeyError("State")
+def test_gaps_name_their_account_when_the_report_covers_several() -> None:
+    region_gap = Gap("222222222222", "ml-team-a", "eu-west-1", "Throttling: Rate exceeded")
+    account_gap = Gap(
+        "333333333333", "ml-team-b", "", "AccessDenied: not authorized to perform sts:AssumeRole"
+    )
 
-    with pytest.raises(KeyError):
-        report.guarded_scan("idle GPUs in us-east-1", buggy_scan)
+    parts = report.missing_parts("untagged", [region_gap, account_gap], name_accounts=True)
+
+    assert [part.part for part in parts] == [
+        "untagged resources in account 222222222222 (ml-team-a) eu-west-1",
+        "untagged resources in account 333333333333 (ml-team-b)",
+    ]
+    assert [part.short for part in parts] == ["ml-team-a eu-west-1 failed", "account ml-team-b access denied"]
+    assert "region" not in parts[1].to_json()
 
 
 def test_write_report_writes_every_report_file(built: Report, tmp_path: Path) -> None:

@@ -11,15 +11,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finops import delivery
+from finops.scope import DEFAULT_CONCURRENCY
 from mlp.cli import app
 from mlp.cli.common import (
+    AccountsOption,
+    ConcurrencyOption,
+    ExternalIdOption,
     FormatOption,
+    OrgRoleOption,
     OutputFormat,
     RegionsOption,
     RequiredTagsOption,
     log,
     parse_required_tags,
     print_json,
+    scope_from_options,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +105,7 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
     ]
     if spend["forecast"]:
         lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
+    lines[1:1] = [f"  {line}" for line in [*report.scope_lines(), *report.unscanned_spend_lines()]]
     lines.append(f"Dashboard: {(out_dir / 'index.html').resolve()}")
     return lines
 
@@ -117,6 +124,10 @@ def report_command(
         Path, typer.Option("--out", help="Directory for index.html, report.md, CSV, JSON.")
     ] = Path("mlp-report"),
     regions: RegionsOption = None,
+    accounts: AccountsOption = None,
+    org_role: OrgRoleOption = None,
+    external_id: ExternalIdOption = None,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output_format: FormatOption = OutputFormat.text,
     cache_dir: Annotated[
         Path | None,
@@ -200,9 +211,11 @@ def report_command(
     from finops.costs import validate_max_requests
     from finops.focus import choose_focus_source
     from finops.report import REPORT_FILES, run_nightly
+    from finops.scope import parse_regions_option, validate_concurrency
     from mlp.preflight import check_report
 
     validate_max_requests(max_ce_requests)
+    validate_concurrency(concurrency)
     focus_source = choose_focus_source(
         cost_source,
         focus_uri,
@@ -216,7 +229,8 @@ def report_command(
     report_period(days, date.today())  # --days first: the cheapest flag to get wrong
     # Every flag, directory and the credentials are checked before the first paid request.
     plan = check_report(
-        regions=regions,
+        # `all` is the default said out loud: preflight checks named regions only.
+        regions=regions if parse_regions_option(regions) else None,
         out=out,
         cache_dir=cache_dir,
         use_cache=not no_cache,
@@ -227,13 +241,17 @@ def report_command(
     source = choose_cost_source(
         focus_source, cache_dir=cache_dir, use_cache=not no_cache, max_requests=max_ce_requests
     )
+    scope = scope_from_options(accounts, org_role, regions, external_id)
+    log(f"scanning {len(scope.targets)} account-regions of {len(scope.accounts)} accounts")
     with StepProgress(output_format is OutputFormat.text and sys.stderr.isatty()) as progress:
         report = run_nightly(
             days,
             out,
-            regions=plan.regions,
+            scope=scope,
             source=source,
             mandatory_tags=mandatory_tags,
+            concurrency=concurrency,
+            history_target=target,
             on_step=progress.show,
         )
     _warn_missing(report)
