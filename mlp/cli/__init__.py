@@ -39,7 +39,7 @@ def _root(debug: common.DebugOption = False) -> None:
 
 
 # Imported for their side effect of registering commands on `app`.
-from mlp.cli import infra_cmds, policy_cmds, reap_cmds, report_cmds, scan_cmds, train_cmds  # noqa: E402,F401
+from mlp.cli import infra_cmds, policy_cmds, reap_cmds, report_cmds, runs_cmds, scan_cmds, train_cmds  # noqa: E402,F401
 
 
 def main(argv: Sequence[str] | None = None) -> None:
