@@ -262,8 +262,17 @@ def _error_reason(exc: BaseException) -> str:
 
 def enabled_regions(session: boto3.session.Session | None) -> tuple[list[str], list[str]]:
     """(enabled, not enabled) regions of the session's account, from DescribeRegions with opt-in status."""
-    ec2 = aws.client("ec2", aws.default_region(), session=session)
-    regions = ec2.describe_regions(AllRegions=True)["Regions"]
+    home = aws.default_region()
+    ec2 = aws.client("ec2", home, session=session)
+    # One partition per scan: credentials of the commercial partition do not work in China or GovCloud,
+    # whatever an emulator lists.
+    partition_of = boto3.session.Session().get_partition_for_region
+    partition = partition_of(home)
+    regions = [
+        region
+        for region in ec2.describe_regions(AllRegions=True)["Regions"]
+        if partition_of(region["RegionName"]) == partition
+    ]
     enabled = sorted(
         r["RegionName"]
         for r in regions
