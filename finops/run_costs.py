@@ -719,7 +719,7 @@ def _cost(
         status=status,
         start=start,
         end=end,
-        wall_hours=period.hours(start, end or now) if start else 0.0,
+        wall_hours=((end or now) - start).total_seconds() / 3600 if start else 0.0,
         expires_at=evidence.tags.get(EXPIRES_AT),
         bucket=evidence.bucket,
         usage=tuple(usage),
