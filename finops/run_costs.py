@@ -37,7 +37,7 @@ from finops.inventory import Scope
 from finops.inventory.core import pages
 from finops.inventory.ec2 import instances_by_id
 from finops.run_resources import TERMINATING_STATES, proven_run_id, run_tag_filter
-from finops.scope import DEFAULT_CONCURRENCY, ScanScope, run_targets
+from finops.scope import DEFAULT_CONCURRENCY, Account, ScanScope, run_targets
 from infra.components.training_fleet import INTERRUPTION_EVENTS, asg_name
 from infra.config import load_stack_config
 from infra.training.checkpoints import (
@@ -845,3 +845,34 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def receipt_cost_line(targets: Sequence[Scope], run_id: str, period: Period) -> dict[str, Any] | None:
+    """A destroy receipt's cost line for one run in one account: billed, estimated and instance-hours.
+
+    Read right after the destroy, while EC2 still shows the terminated instances; None when AWS shows
+    nothing of the run in the period.
+    """
+    [account_id] = {target.account_id for target in targets}
+    found = run_costs(
+        ScanScope(targets=list(targets), accounts=[Account(account_id)]),
+        period,
+        run_id=run_id,
+        budget_usd=lambda environment: None,
+    )
+    run = next((item for item in found.runs if item.run_id == run_id), None)
+    if run is None:
+        return None
+    line = run.to_json()
+    return {
+        key: line[key]
+        for key in (
+            "billed_usd",
+            "billed_through",
+            "estimated_usd",
+            "estimated",
+            "cost_usd",
+            "instance_hours",
+            "instance_hours_total",
+        )
+    }

@@ -58,6 +58,8 @@ class Receipt:
     # Deletes that failed during an orphan sweep, one line each; what they left is among the leaks.
     errors: list[str] = field(default_factory=list)
     account_id: str = ""
+    # Billed, estimated and instance-hours (finops.run_costs.receipt_cost_line); None when not asked for.
+    cost_line: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class Receipt:
             "leaks": [leak.to_json() for leak in self.leaks],
             "run_cost_usd": self.run_cost_usd,
             "errors": self.errors,
+            "cost_line": self.cost_line,
         }
 
     def lines(self) -> list[str]:
@@ -75,6 +78,12 @@ class Receipt:
             f"receipt for {self.run_id} in account {self.account_id}: {len(self.removed)} resource(s) removed, "
             f"{len(self.leaks)} left behind, run cost {cost}"
         ]
+        if self.cost_line is not None:
+            estimated = " (estimated in part)" if self.cost_line["estimated"] else ""
+            lines.append(
+                f"  cost ${self.cost_line['cost_usd']:,.2f}{estimated}: billed ${self.cost_line['billed_usd'] or 0.0:,.2f}, "
+                f"estimated ${self.cost_line['estimated_usd']:,.2f}, {self.cost_line['instance_hours_total']:.2f} instance-h"
+            )
         lines += [f"  LEAK {leak.arn} (${leak.hourly_cost_usd or 0.0:.4f}/h)" for leak in self.leaks]
         lines += [f"  ERROR {error}" for error in self.errors]
         return lines
@@ -89,6 +98,8 @@ class RunTeardown:
     log: Log
     # Acts in the account (an assumed role's); None: the caller's own credentials.
     session: boto3.session.Session | None = field(default=None, compare=False, repr=False)
+    # Whether the receipt carries the run's cost line (instance-hours and estimates besides the bill).
+    with_cost_line: bool = False
 
     def scope(self, region: str = inventory.GLOBAL) -> Scope:
         """The account in `region`, with its session; global types go through the first region."""
@@ -141,12 +152,20 @@ class RunTeardown:
             run_cost_usd=self.run_cost(run_id),
             errors=list(errors),
             account_id=self.account_id,
+            cost_line=self._cost_line(run_id) if self.with_cost_line else None,
         )
         for leak in receipt.leaks:
             self.log(
                 f"LEAK after destroying train-{run_id}: {leak.arn} (${leak.hourly_cost_usd or 0.0:.4f}/h)"
             )
         return receipt
+
+    def _cost_line(self, run_id: str) -> dict[str, Any] | None:
+        # Here, not at the top: run costs load the fleet's Pulumi module, which no other teardown step needs.
+        from finops.run_costs import Period, receipt_cost_line
+
+        period = Period.last_days(RUN_COST_LOOKBACK.days)
+        return receipt_cost_line([self.scope(region) for region in self.regions], run_id, period)
 
     def _proven(self, run_id: str) -> RunProof:
         proof = self.prove(run_id)
@@ -185,7 +204,12 @@ def destroy_named_run(
     the run is the opt-in for prod; the ownership proofs still apply in full.
     """
     teardown = RunTeardown(
-        regions, aws.caller_account_id(regions[0]), prod_opt_in=True, run_cost=run_cost_usd, log=log
+        regions,
+        aws.caller_account_id(regions[0]),
+        prod_opt_in=True,
+        run_cost=run_cost_usd,
+        log=log,
+        with_cost_line=True,
     )
     with locks_for(backend_url, lambda: aws.client("s3")).hold(stack) as lease:
         return teardown.destroy_stack(stack, run_id, backend, lease.check)

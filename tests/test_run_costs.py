@@ -25,6 +25,7 @@ from finops.inventory import Scope
 from finops.run_costs import Period, RunCosts, run_costs
 from finops.sandbox.cost_explorer import CostExplorerEmulator, LineItem
 from finops.scope import Account, ScanScope
+from finops.teardown import RunTeardown
 from mlp import pricing
 from mlp.cli import main
 from tests.reaper_world import ACCOUNT_ID, FLEET_AMI, LIVE, REGION, run_tags, tag_list
@@ -449,3 +450,23 @@ def test_bad_days_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], day
     code, out, err = run_cli(capsys, "--days", days)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "--days" in err
+
+
+def test_a_destroy_receipt_carries_the_runs_cost_line(world: dict[str, Any]) -> None:
+    teardown = RunTeardown(
+        [REGION], ACCOUNT_ID, prod_opt_in=False, run_cost=lambda run_id: None, log=print, with_cost_line=True
+    )
+    receipt = teardown.receipt("r1", [])
+    line = receipt.to_json()["cost_line"]
+    assert line is not None and line["billed_usd"] is None and line["estimated"] is True
+    # Real time has moved on a little since NOW: the running instances have a few more seconds.
+    assert line["instance_hours_total"] == pytest.approx(
+        2.0 + (NOW - C_LAUNCH).total_seconds() / 3600 + 4.0, abs=0.01
+    )
+    assert any("instance-h" in text for text in receipt.lines())
+    assert (
+        RunTeardown([REGION], ACCOUNT_ID, prod_opt_in=False, run_cost=lambda run_id: None, log=print)
+        .receipt("r1", [])
+        .cost_line
+        is None
+    )
