@@ -38,6 +38,7 @@ from finops.inventory.core import pages
 from finops.inventory.ec2 import instances_by_id
 from finops.run_resources import TERMINATING_STATES, proven_run_id, run_tag_filter
 from finops.scope import DEFAULT_CONCURRENCY, Account, ScanScope, run_targets
+from infra.components.checkpoint_bucket import CHECKPOINT_BUCKET_NAME
 from infra.components.training_fleet import INTERRUPTION_EVENTS, asg_name
 from infra.config import load_stack_config
 from infra.training.checkpoints import (
@@ -60,7 +61,7 @@ DEFAULT_STALE_AFTER = timedelta(minutes=60)
 SPOT, ON_DEMAND = "spot", "on-demand"
 INTERRUPTION, REBALANCE = "interruption", "rebalance"
 # The environment's CheckpointBucket names its bucket with this prefix (infra/components/checkpoint_bucket.py).
-CHECKPOINT_BUCKET = re.compile(r"mlp-(?P<environment>[a-z0-9-]+?)-checkpoints-.+")
+
 LAUNCH_ACTIVITY = re.compile(r"Launching a new EC2 instance: (i-[0-9a-f]+)")
 TERMINATE_ACTIVITY = re.compile(r"Terminating EC2 instance: (i-[0-9a-f]+)")
 # "User initiated (2026-11-23 10:00:00 GMT)": the only place EC2 states when an instance ended.
@@ -224,7 +225,7 @@ def _read_buckets(
     """The runs with objects under `runs/` of the target's checkpoint buckets, active in the period."""
     s3 = target.client("s3")
     for bucket in inventory.scan_scope(["s3:bucket"], target, None, with_global=False):
-        match = CHECKPOINT_BUCKET.fullmatch(bucket.resource_id)
+        match = CHECKPOINT_BUCKET_NAME.fullmatch(bucket.resource_id)
         if match is None:
             continue
         prefix = f"{RUNS_PREFIX}{run_id}/" if run_id else RUNS_PREFIX

@@ -7,6 +7,7 @@ retained on delete everywhere (and protected in prod), since the bucket's object
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -16,6 +17,15 @@ from infra.buckets import housekeeping_rules, retained_bucket
 from infra.config import CheckpointConfig
 from infra.kms import ViaServiceUse
 from infra.training.checkpoints import RUNS_PREFIX
+
+
+def checkpoint_bucket_prefix(environment: str) -> str:
+    """What every checkpoint bucket's name starts with: FinOps finds an environment's by it."""
+    return f"mlp-{environment}-checkpoints-"
+
+
+# The environment a checkpoint bucket's name belongs to, as `checkpoint_bucket_prefix` writes it.
+CHECKPOINT_BUCKET_NAME = re.compile(r"mlp-(?P<environment>[a-z0-9-]+?)-checkpoints-.+")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class CheckpointBucket(pulumi.ComponentResource):
             parent=self,
             alias=f"mlp-{args.environment}-checkpoints",
             description=f"ml-platform {args.environment} checkpoint encryption",
-            bucket_prefix=f"mlp-{args.environment}-checkpoints-",
+            bucket_prefix=checkpoint_bucket_prefix(args.environment),
             # Training run roles' kms:Decrypt / GenerateDataKey work on checkpoint objects through S3 only.
             key_uses=[ViaServiceUse("s3")],
             protect=args.protect,
