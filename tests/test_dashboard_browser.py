@@ -1,20 +1,27 @@
 """The dashboard opened in Debian's headless Chromium: it renders, every chart is drawn, no console errors.
 
 The page is the demo's (the nightly job on the seeded sandbox), so every chart has data. A screenshot
-is kept in test-artifacts/dashboard.png.
+is kept in test-artifacts/dashboard.png. Three nights delivered to the sandbox's S3 on consecutive
+days draw the trend of the last nights, tonight's point the line the delivery wrote.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from finops import report
-from finops.demo import run_demo
+from finops import delivery, focus, report
+from finops.cost_source import FocusExportSource
+from finops.demo import run_demo, sandbox_environment
+from finops.sandbox import Sandbox, focus_export, seed_account
+from finops.scope import resolve_scope
 from tests.conftest import ARTIFACTS_DIR
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -125,3 +132,72 @@ def test_the_console_check_sees_errors(tmp_path: Path) -> None:
     page.write_text("<html><body><script>throw new Error('dashboard is broken')</script></body></html>")
     result = open_page(page, tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom")
     assert any("dashboard is broken" in line for line in console_messages(result.stderr))
+
+
+# --- three nights delivered: the trend -------------------------------------------------------------
+
+NIGHTS = 3
+TREND_BUCKET = "finance-nightly"
+FIGURES = re.compile(r"const figures = (\{.*?\});\n", re.S)
+
+
+def page_figures(html: str) -> dict[str, Any]:
+    """The plotly figures the page draws, by chart div id, as embedded in its script."""
+    match = FIGURES.search(html)
+    assert match, "the page should embed its figures"
+    return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[dict[str, Any]]]:
+    """`mlp report --s3-uri` on three consecutive days of the sandbox: each night's folder, the history."""
+    with Sandbox() as sandbox:
+        manifest = seed_account(sandbox, now=datetime.now(UTC))
+        target = delivery.parse_s3_uri(f"s3://{TREND_BUCKET}/ml-platform/")
+        outs = []
+        with sandbox_environment(sandbox):
+            sandbox.client("s3").create_bucket(Bucket=TREND_BUCKET)
+            scope = resolve_scope(None, list(manifest.regions))
+            source = FocusExportSource(focus.choose_focus_source(focus.FOCUS_SOURCE, focus_export.EXPORT_URI))
+            for nights_ago in reversed(range(NIGHTS)):
+                out = tmp_path_factory.mktemp(f"night-{nights_ago}")
+                report.run_nightly(
+                    30,
+                    out,
+                    scope=scope,
+                    source=source,
+                    history_target=target,
+                    now=manifest.now - timedelta(days=nights_ago),
+                )
+                delivery.deliver_to_s3(out, target, report.REPORT_FILES)
+                outs.append(out)
+            history = delivery.read_history(target)
+    return outs, history
+
+
+def test_three_nights_draw_a_trend_of_three_points(three_nights, tmp_path: Path) -> None:
+    outs, history = three_nights
+    days = [date.fromisoformat(night["date"]) for night in history]
+    assert len(history) == NIGHTS
+    assert days == [days[0] + timedelta(days=number) for number in range(NIGHTS)]
+
+    first = (outs[0] / "index.html").read_text()
+    assert "chart-trend" not in page_figures(first)
+    assert "No trend yet: tonight is the first night of the history." in first
+    tonight = outs[-1] / "index.html"
+    [trend] = [page_figures(tonight.read_text())["chart-trend"]]
+    total, idle_waste, untagged_share = trend["data"]
+    assert total["x"] == [night["date"] for night in history]
+    # Tonight's point is the line the delivery wrote for tonight, like every night before it.
+    assert total["y"] == [night["total_usd"] for night in history]
+    assert idle_waste["y"] == [night["idle_wasted_usd"] for night in history]
+    assert untagged_share["y"] == pytest.approx([night["untagged_share"] * 100 for night in history])
+    assert all(value > 0 for value in total["y"])
+
+    result = open_page(tonight, tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    drawn = drawn_svgs_per_chart(result.stdout)
+    assert drawn["chart-trend"] > 0
+    assert result.stdout.count('class="trace scatter') >= 3
+    assert console_messages(result.stderr) == []

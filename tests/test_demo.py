@@ -41,6 +41,14 @@ def test_demo_writes_the_report_and_prints_the_dashboard(tmp_path: Path) -> None
     assert (findings["cost_source"], findings["cost_explorer_requests"]) == ("focus", 0)
     assert round(findings["line_items"]["total"]["billed_usd"], 2) == round(findings["spend"]["total_usd"], 2)
     assert "warning" not in result.stderr
+    # The sandbox heads an organization: the demo scans all of it, and says so.
+    assert "--org-role FinOpsReadOnly: 3 accounts" in result.stderr
+    accounts = findings["scope"]["accounts"]
+    assert len(accounts) == 3 and {"ml-team-a", "ml-team-b"} <= {account["name"] for account in accounts}
+    assert findings["scope"]["gaps"] == [] and findings["unscanned_spend"] == []
+    assert {finding["account_name"] for finding in findings["idle"]} >= {"ml-team-a", "ml-team-b"}
+    assert len(findings["line_items"]["by_account"]) == 3
+    assert "Scanned 3 accounts x 3 regions" in (out / "report.md").read_text()
 
 
 def test_keep_running_serves_the_sandbox_until_ctrl_c(tmp_path: Path) -> None:

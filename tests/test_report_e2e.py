@@ -30,12 +30,12 @@ DAYS = 30
 
 
 def run_report(
-    running: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str
+    running: Sandbox, manifest: SeedManifest, out: Path, cache: Path, *extra: str, regions: str = ""
 ) -> dict[str, Any]:
     env = {**process_env(running), "MLP_COST_CACHE_DIR": str(cache)}
     result = subprocess.run(
         [MLP, "report", "--days", str(DAYS), "--out", str(out), "--format", "json",
-         "--regions", ",".join(manifest.regions), *extra],
+         "--regions", regions or ",".join(manifest.regions), *extra],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -117,6 +117,38 @@ def test_scans_are_in_the_report(first_run, seeded: SeedManifest) -> None:
     }
     joined = findings["spend"]["untagged_by_service"]
     assert sum(row["resources"] for row in joined) == len(seeded.untagged)
+
+
+def test_the_report_says_what_it_scanned(first_run, seeded: SeedManifest) -> None:
+    findings, out = first_run
+    regions = sorted(seeded.regions)
+    assert findings["scope"] == {
+        "accounts": [{"account_id": seeded.account_id, "name": "", "regions": list(seeded.regions)}],
+        "regions": regions,
+        "gaps": [],
+        "skipped": [],
+    }
+    assert findings["unscanned_spend"] == []
+    assert {finding["account_id"] for finding in [*findings["idle"], *findings["untagged"]]} == {
+        seeded.account_id
+    }
+    line = f"Scanned 1 account x {len(regions)} regions ({', '.join(regions)})."
+    assert line in (out / "report.md").read_text()
+    assert "Spend by account needs the FOCUS export's line items" in (out / "report.md").read_text()
+
+
+def test_spend_of_a_region_left_out_is_called_out(
+    seeded: SeedManifest, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    scanned, *left_out = seeded.regions
+    findings = run_report(sandbox, seeded, tmp_path / "out", tmp_path / "cache", regions=scanned)
+
+    by_region = sums(period_items(seeded), lambda item: item.region)
+    assert findings["scope"]["regions"] == [scanned]
+    called_out = {row["region"]: row["usd"] for row in findings["unscanned_spend"]}
+    assert called_out == pytest.approx({region: by_region[region] for region in left_out}, abs=0.01)
+    assert all(usd > 0 for usd in called_out.values())
+    assert all(finding["region"] == scanned for finding in findings["idle"])
 
 
 def test_the_report_files_are_written(first_run) -> None:
