@@ -15,6 +15,8 @@ launched 30 h ago, with hourly GPU utilization over the last hours; three of eve
 Each scan's idle count must equal what was seeded, and each target's CloudWatch calls stay within
 ceil(judged instances / 500). moto answers in this process's threads, so the GIL bounds what
 concurrency gains here: the figures show the scan's own overhead and call counts, not AWS latency.
+`--latency-ms N` adds N ms of waiting to every request after seeding (a network round trip: the wait
+releases the GIL, as a socket read would), which is where a bounded pool earns its keep against AWS.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import botocore.endpoint
 
 from finops import idle
 from finops.demo import sandbox_environment
@@ -151,12 +155,26 @@ def check(gathered: TargetResults[idle.TargetIdle], expected_idle: int) -> tuple
     return found, sum(part.cloudwatch_calls for _, part in gathered.results)
 
 
+def add_round_trip(seconds: float) -> None:
+    """Every botocore request waits `seconds` before it is sent, as a network round trip would."""
+    send = botocore.endpoint.Endpoint._send
+
+    def delayed(self: Any, request: Any) -> Any:
+        time.sleep(seconds)
+        return send(self, request)
+
+    botocore.endpoint.Endpoint._send = delayed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--accounts", type=int, default=20)
     parser.add_argument("--instances", type=int, default=250, help="GPU instances per account-region")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="round-trip time added to every scan request"
+    )
     options = parser.parse_args()
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     with Sandbox() as sandbox:
@@ -176,6 +194,9 @@ def main() -> None:
                 flush=True,
             )
 
+        if options.latency_ms:
+            add_round_trip(options.latency_ms / 1000)
+            print(f"every request waits {options.latency_ms:g} ms, as over a network")
         with sandbox_environment(sandbox):
             scope = org_scope(seeded.payer_account_id, options.accounts)
             print(f"{len(scope.targets)} account-regions; {options.instances} GPU instances each")
