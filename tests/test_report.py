@@ -606,3 +606,12 @@ def test_an_account_without_spend_says_so(tmp_path: Path) -> None:
     assert not report.build_report(
         read_spend(make_line_items(days=45)), PERIOD, idle=[], untagged=[]
     ).analysis.no_spend
+
+
+def test_a_report_not_delivered_has_no_trend_and_no_scope_claims(built: Report, tmp_path: Path) -> None:
+    report.write_report(built, tmp_path)
+
+    assert built.trend == []
+    assert "No trend: the report is not delivered" in (tmp_path / "index.html").read_text()
+    assert (built.findings["scope"], built.findings["unscanned_spend"]) == (None, None)
+    assert "Scanned" not in (tmp_path / "report.md").read_text()
