@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from finops import inventory
-from finops.scope import DEFAULT_CONCURRENCY, Account, Gap, ScanScope, run_targets
+from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope, run_targets, single_account_scope
 from mlp import aws, gpu_metrics, pricing
 from mlp.errors import UserError
 from mlp.tags import PULUMI_STACK, RUN_ID
@@ -170,20 +170,6 @@ def validate_thresholds(window_hours: float, threshold_pct: float) -> None:
         raise UserError(
             f"--threshold-pct must be a percentage in (0, 100], got {threshold_pct}; e.g. --threshold-pct 5"
         )
-
-
-def single_account_scope(regions: Sequence[str], account_id: str | None = None) -> ScanScope:
-    """`regions` of one account (the caller's when None) as a scope, taken as given: no DescribeRegions.
-
-    For callers that chose and checked their regions already (`mlp report`, `mlp reap`).
-    """
-    if account_id is None:
-        with aws.aws_errors("reading the caller's account"):
-            account_id = aws.caller_account_id(regions[0])
-    return ScanScope(
-        targets=[inventory.Scope(region, account_id) for region in regions],
-        accounts=[Account(account_id)],
-    )
 
 
 def scan_idle(

@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.parsers
 import yaml
 
 from finops.inventory import Scope
@@ -46,6 +47,15 @@ ENABLED_OPT_IN_STATUSES = frozenset({"opt-in-not-required", "opted-in"})
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 _ROLE_NAME = re.compile(r"[\w+=,.@/-]{1,512}")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::([0-9]{12}):role/[\w+=,.@/-]{1,512}")
+# What an account or target may fail with and still leave the rest of the scan standing: AWS's
+# refusals, botocore's transport and parsing errors (an endpoint answering something else), and the
+# one-line errors mlp.aws makes of them.
+AWS_FAILURES: tuple[type[Exception], ...] = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    botocore.parsers.ResponseParserError,
+    UserError,
+)
 # Organizations' account state that can still hold resources.
 ACTIVE = "ACTIVE"
 
@@ -142,6 +152,20 @@ class ScanScope:
         if self.gaps:
             line += "; not scanned: " + "; ".join(f"{gap.part}: {gap.reason}" for gap in self.gaps)
         return line
+
+
+def single_account_scope(regions: Sequence[str], account_id: str | None = None) -> ScanScope:
+    """`regions` of one account (the caller's when None) as a scope, taken as given: no DescribeRegions.
+
+    For callers that chose and checked their regions already (`mlp report`, `mlp reap`).
+    """
+    if account_id is None:
+        with aws.aws_errors("reading the caller's account"):
+            account_id = aws.caller_account_id(regions[0])
+    return ScanScope(
+        targets=[Scope(region, account_id) for region in regions],
+        accounts=[Account(account_id)],
+    )
 
 
 def parse_regions_option(value: str | None) -> list[str] | None:
@@ -305,7 +329,7 @@ def resolve_scope(
         try:
             session = account_session(account, external_id)
             enabled, disabled = enabled_regions(session)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, UserError) as exc:
+        except AWS_FAILURES as exc:
             scope.gaps.append(Gap(account.account_id, account.name, "", _error_reason(exc)))
             continue
         wanted = list(account.regions or regions or enabled)
@@ -356,7 +380,7 @@ def run_targets(
             target = scope.targets[index]
             try:
                 outcomes[index] = future.result()
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, UserError) as exc:
+            except AWS_FAILURES as exc:
                 failures[index] = Gap(
                     target.account_id, target.account_name, target.region, _error_reason(exc)
                 )

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from finops import inventory
-from finops.idle import single_account_scope
-from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope, run_targets
+from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope, run_targets, single_account_scope
 from mlp import aws
 from mlp.tags import DEFAULT_MANDATORY_TAGS, missing_tags
 

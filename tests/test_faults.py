@@ -426,6 +426,9 @@ def test_unpriced_idle_gpu_in_the_report_summary(
 ) -> None:
     monkeypatch.setattr("mlp.preflight.check_aws_access", lambda region=None: "123456789012")
     monkeypatch.setattr("finops.report.run_nightly", lambda *args, **kwargs: unpriced_report)
+    monkeypatch.setattr(
+        "mlp.cli.report_cmds.scope_from_options", lambda *args, **kwargs: ScanScope(targets=[], accounts=[])
+    )
 
     code, stdout, stderr = run_mlp(capsys, "report", "--out", str(tmp_path), "--no-cache")
 

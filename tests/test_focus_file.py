@@ -25,6 +25,7 @@ from finops.analysis import Period, analyze_spend, report_period
 from finops.cost_source import FocusExportSource
 from finops.demo import sandbox_environment
 from finops.sandbox import Sandbox, SeedManifest, focus_export
+from finops.scope import single_account_scope
 from mlp.tags import ENVIRONMENT, TEAM
 from tests.sandbox_fixtures import sandbox_fixture, seeded_fixture  # noqa: F401
 
@@ -442,7 +443,7 @@ def sandbox_reports(
         report.run_nightly(
             SANDBOX_DAYS,
             outs["focus"],
-            regions=list(seeded.regions),
+            scope=single_account_scope(list(seeded.regions), sandbox.account_id),
             source=FocusExportSource(focus.choose_focus_source(focus.FOCUS_SOURCE, focus_export.EXPORT_URI)),
             now=moment,
         )

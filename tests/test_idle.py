@@ -22,9 +22,8 @@ from finops.idle import (
     MAX_QUERIES_PER_CALL,
     IdleFinding,
     scan_idle,
-    single_account_scope,
 )
-from finops.scope import ScanScope
+from finops.scope import ScanScope, single_account_scope
 from mlp import pricing
 from mlp.errors import UserError
 

@@ -11,9 +11,8 @@ import pytest
 from moto import mock_aws
 
 from finops import inventory
-from finops.idle import single_account_scope
 from finops.inventory.ec2 import ec2_arn
-from finops.scope import ScanScope
+from finops.scope import ScanScope, single_account_scope
 from finops.untagged import scan_untagged
 from mlp.tags import DEFAULT_MANDATORY_TAGS
 
