@@ -256,10 +256,11 @@ def test_cost_explorer_has_no_line_items_and_shows_what_it_did(cost_explorer_spe
         cost_explorer_spend, PERIOD, idle=IDLE, untagged=UNTAGGED_RESOURCES, generated_at=NOW
     )
     assert built.findings["line_items"] is None
-    assert "Spend by account" not in render_markdown(built)
+    # Cost Explorer's views carry no account: the section says where per-account spend comes from.
+    assert "Spend by account needs the FOCUS export's line items" in render_markdown(built)
     html = render_dashboard(built)
     assert "Cost source: cost-explorer" in html
-    assert 'id="table-accounts"' not in html and 'id="table-idle-billed"' not in html
+    assert "Spend by account needs the FOCUS export" in html and 'id="table-idle-billed"' not in html
 
 
 def cost_explorer_item(
@@ -349,7 +350,8 @@ def test_report_md_is_the_report_it_was_for_a_fixed_report() -> None:
     assert render_markdown(fixed) == FIXED_REPORT_MD
 
 
-# report.md of the fixed report above, as the renderer wrote it before report.md had a template.
+# report.md of the fixed report above, as the renderer wrote it before report.md had a template, with
+# the account columns and the per-account note the multi-account scans added since.
 FIXED_REPORT_MD = """# Nightly cost report — 09 Nov 2026 to 22 Nov 2026 (14 days)
 
 Generated 2026-11-23 09:30 UTC. Amounts are Cost Explorer UnblendedCost in USD.
@@ -398,6 +400,10 @@ Cost source: cost-explorer.
 | us-east-1 | $112.50 | 73.8% |
 | us-west-2 | $40.00 | 26.2% |
 
+## Spend by account
+
+Spend by account needs the FOCUS export's line items: --cost-source focus (read with DuckDB).
+
 ## Top movers versus the previous 14 days
 
 | Dimension | Name | Previous | Current | Change |
@@ -424,10 +430,10 @@ Cost source: cost-explorer.
 
 ## Idle GPU instances
 
-| Instance | Region | Type | Team | Telemetry | Idle hours | Cost | Wasted |
-|---|---|---|---|---|---|---|---|
-| i-0idle1 | us-east-1 | g5.xlarge | vision | gpu | 12.0 | $1.01/h | $12.07 |
-| i-0idle2 | us-west-2 | g4dn.xlarge | (untagged) | cpu | 6.0 | $0.53/h | $3.16 |
+| Instance | Account | Region | Type | Team | Telemetry | Idle hours | Cost | Wasted |
+|---|---|---|---|---|---|---|---|---|
+| i-0idle1 |  | us-east-1 | g5.xlarge | vision | gpu | 12.0 | $1.01/h | $12.07 |
+| i-0idle2 |  | us-west-2 | g4dn.xlarge | (untagged) | cpu | 6.0 | $0.53/h | $3.16 |
 
 ## Training runs left billing after expiry
 
@@ -441,9 +447,9 @@ Cost source: cost-explorer.
 
 **Missing: untagged resources in us-west-2 (endpoint unreachable (EndpointConnectionError))**; the rows below leave it out.
 
-| ARN | Type | Region | Missing tags |
-|---|---|---|---|
-| arn:aws:ec2:us-east-1:123456789012:instance/i-0abc | ec2:instance | us-east-1 | team, owner |
-| arn:aws:ec2:us-east-1:123456789012:volume/vol-1 | ec2:volume | us-east-1 | team, project, environment, cost-center, owner, managed-by |
-| arn:aws:s3:::scratch | s3:bucket | us-west-2 | team |
+| ARN | Type | Account | Region | Missing tags |
+|---|---|---|---|---|
+| arn:aws:ec2:us-east-1:123456789012:instance/i-0abc | ec2:instance |  | us-east-1 | team, owner |
+| arn:aws:ec2:us-east-1:123456789012:volume/vol-1 | ec2:volume |  | us-east-1 | team, project, environment, cost-center, owner, managed-by |
+| arn:aws:s3:::scratch | s3:bucket |  | us-west-2 | team |
 """
