@@ -34,6 +34,9 @@ import mlp.aws
 from mlp.errors import UserError
 
 SLACK_WEBHOOK_ENV = "MLP_SLACK_WEBHOOK"
+# Where a scheduled job finds the webhook: a Secrets Manager secret whose string is the URL.
+SLACK_WEBHOOK_SECRET_ENV = "MLP_SLACK_WEBHOOK_SECRET_ARN"
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):[0-9]{12}:secret:.+")
 # Slack cuts a message's text at 40,000 characters; stay below with room for the notice.
 SLACK_TEXT_LIMIT = 39_000
 SLACK_TIMEOUT_SECONDS = 15
@@ -294,6 +297,26 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return exc.response.get("Error", {}).get("Code", "error")
     return str(exc).split(":")[-1].strip() or type(exc).__name__
+
+
+def webhook_from_secret(secret_arn: str) -> str:
+    """The webhook URL a Secrets Manager secret holds; one line naming the secret when it cannot be read."""
+    where = f"--slack-webhook-secret / {SLACK_WEBHOOK_SECRET_ENV}"
+    match = _SECRET_ARN.fullmatch(secret_arn.strip())
+    if match is None:
+        raise UserError(f"{where}: {secret_arn!r} is not a Secrets Manager secret ARN")
+    client = mlp.aws.client("secretsmanager", match.group(1))
+    with mlp.aws.aws_errors(f"{where}: reading the secret"):
+        try:
+            secret = client.get_secret_value(SecretId=secret_arn.strip())
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            raise UserError(f"{where}: no secret {secret_arn}; create it or fix the ARN") from exc
+    url = (secret.get("SecretString") or "").strip()
+    if not url:
+        raise UserError(f"{where}: the secret holds no string; put the webhook URL in it")
+    return url
 
 
 def validate_webhook(url: str) -> str:

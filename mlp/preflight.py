@@ -176,6 +176,7 @@ def check_report(
     use_cache: bool,
     s3_uri: str | None,
     slack_webhook: str | None,
+    slack_webhook_secret: str | None = None,
 ) -> ReportPlan:
     """Everything `mlp report` needs, cheapest first, before any Cost Explorer request."""
     from finops import costs, delivery
@@ -189,6 +190,8 @@ def check_report(
     if use_cache:
         check_cache_dir(cache_dir, costs.default_cache_dir(), env=costs.CACHE_DIR_ENV)
     account_id = check_aws_access()
+    if webhook is None and slack_webhook_secret:
+        webhook = delivery.validate_webhook(delivery.webhook_from_secret(slack_webhook_secret))
     return ReportPlan(regions=region_list, s3_target=target, webhook=webhook, account_id=account_id)
 
 

@@ -518,6 +518,11 @@ def test_scope_focus_and_secret_add_exactly_their_grants() -> None:
     reap_args = _pod(plan, REAPER)["containers"][0]["args"]
     assert reap_args[reap_args.index("--org-role") + 1] == "mlp-finops-reaper"
     assert args[args.index("--external-id") + 1] == reap_args[reap_args.index("--external-id") + 1] == "ext-1"
+    # The report job reads the webhook from the secret itself; the reaper has no use for it.
+    env = {item["name"]: item["value"] for item in _pod(plan, REPORT)["containers"][0]["env"]}
+    assert env["MLP_SLACK_WEBHOOK_SECRET_ARN"] == config.finops.slack_webhook_secret_arn
+    reaper_env = {item["name"] for item in _pod(plan, REAPER)["containers"][0]["env"]}
+    assert "MLP_SLACK_WEBHOOK_SECRET_ARN" not in reaper_env
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from finops.delivery import SLACK_WEBHOOK_SECRET_ENV
 from infra.buckets import retained_bucket
 from infra.components.serving_workloads import (
     DNS_EGRESS,
@@ -454,6 +455,8 @@ class _Job:
     memory: str
     # The alarm fires when no success was published over this many hours.
     alarm_hours: int
+    # Settings the job reads from its environment (names are the CLI's own variables).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class FinOpsJobs(pulumi.ComponentResource):
@@ -531,6 +534,10 @@ class FinOpsJobs(pulumi.ComponentResource):
                 cpu="500m",
                 memory="2Gi",
                 alarm_hours=26,
+                # The job reads the webhook itself: the URL never sits in the CronJob or the stack.
+                env={SLACK_WEBHOOK_SECRET_ENV: config.slack_webhook_secret_arn}
+                if config.slack_webhook_secret_arn
+                else {},
             ),
             namespace_name,
             report_role,
@@ -862,6 +869,7 @@ class FinOpsJobs(pulumi.ComponentResource):
                         {"name": "TMPDIR", "value": SCRATCH},
                         {"name": "AWS_REGION", "value": args.region},
                         {"name": "AWS_DEFAULT_REGION", "value": args.region},
+                        *({"name": name, "value": value} for name, value in job.env.items()),
                     ],
                     "resources": {
                         "requests": {"cpu": job.cpu, "memory": job.memory},

@@ -155,6 +155,15 @@ def report_command(
             help="Also post the report's summary to this Slack incoming webhook.",
         ),
     ] = None,
+    slack_webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--slack-webhook-secret",
+            envvar=delivery.SLACK_WEBHOOK_SECRET_ENV,
+            show_envvar=True,
+            help="Read the Slack webhook from this Secrets Manager secret ARN (the scheduled job's way).",
+        ),
+    ] = None,
     required_tags: RequiredTagsOption = None,
     max_ce_requests: Annotated[
         int,
@@ -236,6 +245,7 @@ def report_command(
         use_cache=not no_cache,
         s3_uri=s3_uri,
         slack_webhook=slack_webhook,
+        slack_webhook_secret=slack_webhook_secret,
     )
     target, webhook = plan.s3_target, plan.webhook
     source = choose_cost_source(
