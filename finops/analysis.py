@@ -19,6 +19,7 @@ import pandas as pd
 
 from finops import costs, inventory
 from finops.costs import (
+    ACCOUNT_VIEW,
     NO_INSTANCE_TYPE,
     PURCHASE_VIEW,
     SERVICE_REGION_VIEW,
@@ -65,6 +66,15 @@ class UntaggedServiceRow(TypedDict):
     untagged_usd: float | None
     resources: int
     resource_types: dict[str, int]
+
+
+class AccountShare(TypedDict):
+    """One account's spend of the period (UnblendedCost) and its share of the accounts' total."""
+
+    account_id: str
+    account_name: str
+    usd: float
+    share: float | None
 
 
 class RegionSpend(TypedDict):
@@ -124,6 +134,7 @@ class SpendAnalysis:
     by_environment: dict[str, float] | None
     by_service: dict[str, float] | None
     by_region: dict[str, float] | None
+    by_account: list[AccountShare] | None
     untagged_usd: float | None
     untagged_by_tag: dict[str, float]
     spot_usd: float | None
@@ -210,6 +221,25 @@ def _spot(purchase: pd.DataFrame) -> tuple[float, float | None, float, list[str]
     return spot_usd, share, savings, unpriced
 
 
+def _by_account(rows: pd.DataFrame) -> list[AccountShare]:
+    """Biggest first; an account's name is its latest day's (a renamed account is one row, not two)."""
+    latest = rows.sort_values("ChargePeriodStart", kind="stable")
+    accounts = latest.groupby("SubAccountId", sort=False).agg(
+        account_name=("SubAccountName", "last"), usd=("BilledCost", "sum")
+    )
+    accounts = accounts.reset_index().sort_values(["usd", "SubAccountId"], ascending=[False, True])
+    total = float(accounts["usd"].sum())
+    return [
+        AccountShare(
+            account_id=str(row.SubAccountId),
+            account_name=str(row.account_name),
+            usd=round(float(row.usd), 2),
+            share=round(float(row.usd) / total, 4) if total > 0 else None,
+        )
+        for row in accounts.itertuples(index=False)
+    ]
+
+
 def _movers(current: pd.DataFrame, previous: pd.DataFrame, dimension: str, column: str) -> list[Mover]:
     now = pd.Series(_sums(current, column), dtype=float)
     before = pd.Series(_sums(previous, column), dtype=float)
@@ -283,6 +313,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
     services = _view(current, SERVICE_REGION_VIEW) if SERVICE_REGION_VIEW in spend.complete_views else None
     purchase = _view(current, PURCHASE_VIEW) if PURCHASE_VIEW in spend.complete_views else None
     untagged = _view(current, UNTAGGED_VIEW) if UNTAGGED_VIEW in spend.complete_views else None
+    accounts = _view(current, ACCOUNT_VIEW) if ACCOUNT_VIEW in spend.complete_views else None
     spot_usd = spot_share = spot_savings = None
     unpriced: list[str] = []
     if purchase is not None:
@@ -321,6 +352,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
         by_environment=by_environment,
         by_service=_sums(services, "ServiceName") if services is not None else None,
         by_region=_sums(services, "RegionId") if services is not None else None,
+        by_account=_by_account(accounts) if accounts is not None else None,
         untagged_usd=float(untagged["BilledCost"].sum()) if untagged is not None else None,
         untagged_by_tag=untagged_by_tag,
         spot_usd=spot_usd,

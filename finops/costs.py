@@ -10,6 +10,8 @@ one view, never across views:
   environment and the team x environment matrix), then the other mandatory keys two by two. Each
   key's `key$` bucket (empty value) is the spend missing that tag.
 - `service+region`: SERVICE x REGION, for spend by service, by region and the total.
+- `account+service`: LINKED_ACCOUNT x SERVICE, for spend by account (one more request than without
+  it); the account names come from the response's `DimensionValueAttributes`, the id when absent.
 - `purchase+instance`: PURCHASE_TYPE x INSTANCE_TYPE with UsageQuantity: spot share (PricingCategory)
   and spot savings, i.e. spot instance-hours priced on demand (`mlp.pricing`) minus what they cost.
 - `untagged:service+region`: SERVICE x REGION filtered to spend missing *any* mandatory tag (the
@@ -74,6 +76,7 @@ MAX_GROUP_BY = 2
 TAG_COLUMN_PREFIX = "x_Tag_"
 
 SERVICE_REGION_VIEW = "service+region"
+ACCOUNT_VIEW = "account+service"
 PURCHASE_VIEW = "purchase+instance"
 UNTAGGED_VIEW = "untagged:service+region"
 
@@ -112,6 +115,8 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "x_Estimated",
     "x_PurchaseType",
     "x_InstanceType",
+    "SubAccountId",
+    "SubAccountName",
 )
 
 DIMENSION_COLUMNS = {
@@ -119,7 +124,11 @@ DIMENSION_COLUMNS = {
     "REGION": "RegionId",
     "PURCHASE_TYPE": "x_PurchaseType",
     "INSTANCE_TYPE": "x_InstanceType",
+    "LINKED_ACCOUNT": "SubAccountId",
 }
+# Where `_fetch_range` keeps a group's value descriptions (Cost Explorer gives them per response, not
+# per group); on the group, so cached days keep them too.
+DESCRIPTIONS_KEY = "x_Descriptions"
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,13 @@ def plan_views(mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS) -> list[C
             name=SERVICE_REGION_VIEW,
             group_by=(("DIMENSION", "SERVICE"), ("DIMENSION", "REGION")),
             parts=("spend by service", "spend by region"),
+        )
+    )
+    views.append(
+        CostView(
+            name=ACCOUNT_VIEW,
+            group_by=(("DIMENSION", "LINKED_ACCOUNT"), ("DIMENSION", "SERVICE")),
+            parts=("spend by account",),
         )
     )
     views.append(
@@ -431,10 +447,17 @@ class CostExplorerReader:
             if page_token:
                 request["NextPageToken"] = page_token
             page = self._call(request)
+            descriptions = {
+                attribute["Value"]: attribute["Attributes"]["description"]
+                for attribute in page.get("DimensionValueAttributes", [])
+                if attribute.get("Attributes", {}).get("description")
+            }
             for by_time in page.get("ResultsByTime", []):
                 day = date.fromisoformat(by_time["TimePeriod"]["Start"])
                 result = results.setdefault(day, DayResult(groups=[], estimated=False))
-                result.groups.extend(by_time.get("Groups", []))
+                for group in by_time.get("Groups", []):
+                    described = {key: descriptions[key] for key in group["Keys"] if key in descriptions}
+                    result.groups.append({**group, DESCRIPTIONS_KEY: described} if described else group)
                 result.estimated = result.estimated or bool(by_time.get("Estimated"))
             page_token = page.get("NextPageToken")
             if not page_token:
@@ -509,6 +532,8 @@ def _view_rows(view: CostView, day_results: dict[date, DayResult]) -> Iterator[d
                         tags[key] = tag_value
                 else:
                     row[DIMENSION_COLUMNS[key]] = value
+                if key == "LINKED_ACCOUNT":
+                    row["SubAccountName"] = group.get(DESCRIPTIONS_KEY, {}).get(value) or value
             metrics = group.get("Metrics", {})
             row["BilledCost"] = float(metrics.get("UnblendedCost", {}).get("Amount", 0.0))
             row["EffectiveCost"] = float(metrics.get("AmortizedCost", {}).get("Amount", 0.0))

@@ -25,7 +25,6 @@ from finops.analysis import RUN_RATE_DAYS
 from finops.costs import REQUEST_PRICE_USD, UNTAGGED_LABEL
 from finops.delivery import HISTORY_NIGHTS
 from finops.findings import (
-    BY_ACCOUNT_NEEDS_LINE_ITEMS,
     IDLE_SCAN,
     LEFTOVERS_SCAN,
     NO_LIST_PRICE,
@@ -353,7 +352,6 @@ def render_dashboard(report: Report) -> str:
         request_cost_usd=report.spend.requests * REQUEST_PRICE_USD,
         gaps={scan: report.scan_note(scan) for scan in (IDLE_SCAN, UNTAGGED_SCAN, LEFTOVERS_SCAN)},
         no_list_price=NO_LIST_PRICE,
-        by_account_note=BY_ACCOUNT_NEEDS_LINE_ITEMS,
     )
 
 
@@ -371,6 +369,5 @@ def render_markdown(report: Report) -> str:
             IDLE_SCAN=IDLE_SCAN,
             UNTAGGED_SCAN=UNTAGGED_SCAN,
             LEFTOVERS_SCAN=LEFTOVERS_SCAN,
-            by_account_note=BY_ACCOUNT_NEEDS_LINE_ITEMS,
         )
     )

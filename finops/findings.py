@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, NotRequired, TypedDict
 
 from finops.analysis import (
+    AccountShare,
     Forecast,
     LineItemFindings,
     Mover,
@@ -30,11 +31,6 @@ from finops.scope import ScanScope
 from finops.untagged import UntaggedFinding
 
 NO_LIST_PRICE = "no list price"
-# Cost Explorer's views are not split by account (one more view would be), nor are the FOCUS export's
-# aggregates under Athena: the per-account dollars come from the export's line items.
-BY_ACCOUNT_NEEDS_LINE_ITEMS = (
-    "Spend by account needs the FOCUS export's line items: --cost-source focus (read with DuckDB)."
-)
 
 # The scans of the report, by the key `ScanMissing.scan` carries.
 IDLE_SCAN = "idle"
@@ -83,6 +79,7 @@ class SpendFindings(TypedDict):
     by_environment: dict[str, float] | None
     by_service: dict[str, float] | None
     by_region: dict[str, float] | None
+    by_account: list[AccountShare] | None
     untagged_usd: float | None
     untagged_share: float | None
     untagged_by_tag: dict[str, float]
@@ -246,6 +243,7 @@ class Report:
                 by_environment=_money_map(analysis.by_environment),
                 by_service=_money_map(analysis.by_service),
                 by_region=_money_map(analysis.by_region),
+                by_account=analysis.by_account,
                 untagged_usd=_money(analysis.untagged_usd),
                 untagged_share=_share(self.untagged_share),
                 untagged_by_tag=_rounded(analysis.untagged_by_tag),

@@ -246,6 +246,7 @@ DIMENSION_INPUTS = {
     "REGION": ("RegionId",),
     "PURCHASE_TYPE": ("PricingCategory", "CommitmentDiscountType"),
     "INSTANCE_TYPE": ("SkuMeter",),
+    "LINKED_ACCOUNT": ("SubAccountId", "SubAccountName"),
 }
 PURCHASE_TYPE_SQL = (
     f"CASE WHEN PricingCategory = 'Dynamic' THEN {_literal(SPOT_PURCHASE)} "
@@ -262,6 +263,12 @@ DIMENSION_SQL = {
     "REGION": f"COALESCE(RegionId, {_literal(GLOBAL_REGION)})",
     "PURCHASE_TYPE": PURCHASE_TYPE_SQL,
     "INSTANCE_TYPE": INSTANCE_TYPE_SQL,
+    "LINKED_ACCOUNT": "COALESCE(SubAccountId, '')",
+}
+# What Cost Explorer describes a dimension's value with (its `DimensionValueAttributes`): a frame
+# column and its aggregate, the id where the export has no name, as Cost Explorer falls back to.
+DIMENSION_ATTRIBUTES = {
+    "LINKED_ACCOUNT": ("SubAccountName", "MAX(COALESCE(NULLIF(SubAccountName, ''), SubAccountId, ''))"),
 }
 
 
@@ -330,10 +337,16 @@ def group_columns(view: costs.CostView) -> list[str]:
     ]
 
 
+def _attributes(view: costs.CostView) -> list[tuple[str, str]]:
+    return [DIMENSION_ATTRIBUTES[key] for kind, key in view.group_by if key in DIMENSION_ATTRIBUTES]
+
+
 def view_columns(view: costs.CostView) -> list[str]:
     """The columns `view_sql` answers, in order (Athena's result labels are not trusted for case)."""
     columns = [DAY_COLUMN, *group_columns(view), "BillingCurrency", "BilledCost", "EffectiveCost"]
-    return [*columns, "ConsumedQuantity"] if costs.USAGE_METRIC in view.metrics else columns
+    if costs.USAGE_METRIC in view.metrics:
+        columns.append("ConsumedQuantity")
+    return [*columns, *(column for column, _ in _attributes(view))]
 
 
 def rollup_sql(view: costs.CostView, mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS) -> str:
@@ -348,6 +361,8 @@ def rollup_sql(view: costs.CostView, mandatory_tags: Sequence[str] = DEFAULT_MAN
     ]
     if costs.USAGE_METRIC in view.metrics:
         selects.append("SUM(ConsumedQuantity) AS ConsumedQuantity")
+    # Last, after the aggregates: the GROUP BY ordinals below count the group keys only.
+    selects += [f"{sql} AS {identifier_sql(column)}" for column, sql in _attributes(view)]
     where = ""
     if view.name == costs.UNTAGGED_VIEW:
         # Cost Explorer's ABSENT filter: spend missing at least one mandatory tag.

@@ -21,6 +21,7 @@ import pytest
 from botocore.stub import Stubber
 
 from finops import costs
+from finops.analysis import Period, analyze_spend
 from finops.sandbox.cost_explorer import CostExplorerEmulator, CostExplorerError, LineItem
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS
@@ -437,3 +438,49 @@ def test_cost_of_one_tag_value(client: EmulatedCostExplorer, line_items: list[Li
     assert costs.tag_value_cost_usd("team", "nobody", start, end, client=client) is None
     client.emulator.throttle_next(100)
     assert costs.tag_value_cost_usd("team", "nlp", start, end, client=client, sleep=SleepRecorder()) is None
+
+
+class TwoAccountsCostExplorer:
+    """Answers the account+service view only, naming one account of two in DimensionValueAttributes."""
+
+    GROUPS = {
+        "2026-11-19": [("222222222222", "Amazon EC2", 100.0)],  # the previous period's
+        "2026-11-20": [("111111111111", "Amazon EC2", 10.0), ("222222222222", "Amazon S3", 2.5)],
+        "2026-11-21": [("111111111111", "Amazon S3", 5.0)],
+    }
+
+    def get_cost_and_usage(self, **request: Any) -> dict[str, Any]:
+        if [group["Key"] for group in request["GroupBy"]] != ["LINKED_ACCOUNT", "SERVICE"]:
+            return {"ResultsByTime": []}
+        return {
+            "ResultsByTime": [
+                {
+                    "TimePeriod": {"Start": day, "End": day},
+                    "Groups": [
+                        {
+                            "Keys": [account, service],
+                            "Metrics": {
+                                "UnblendedCost": {"Amount": str(usd), "Unit": "USD"},
+                                "AmortizedCost": {"Amount": str(usd), "Unit": "USD"},
+                            },
+                        }
+                        for account, service, usd in groups
+                    ],
+                }
+                for day, groups in self.GROUPS.items()
+            ],
+            "DimensionValueAttributes": [
+                {"Value": "111111111111", "Attributes": {"description": "research"}},
+            ],
+        }
+
+
+def test_spend_by_account_from_cost_explorer_names_accounts_it_describes() -> None:
+    period = Period(date(2026, 11, 20), date(2026, 11, 22))
+    reader = costs.CostExplorerReader(TwoAccountsCostExplorer(), today=TODAY)
+    spend = costs.read_spend(reader, period.fetch_start, period.end)
+    # $15.00 + $2.50 in the period; the $100 of the day before is the previous period's.
+    assert analyze_spend(spend, period).by_account == [
+        {"account_id": "111111111111", "account_name": "research", "usd": 15.0, "share": 0.8571},
+        {"account_id": "222222222222", "account_name": "222222222222", "usd": 2.5, "share": 0.1429},
+    ]

@@ -34,6 +34,11 @@ def cents(values: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 2) for key, value in values.items()}
 
 
+def account_figures(by_account: list[Any]) -> list[tuple[str, float, float | None]]:
+    """Id, dollars and share: the sandbox's Cost Explorer gives no account names, the export does."""
+    return [(row["account_id"], row["usd"], row["share"]) for row in by_account]
+
+
 @pytest.fixture(scope="module")
 def both_sources(sandbox: Sandbox, seeded: SeedManifest) -> tuple[SpendAnalysis, SpendAnalysis]:
     period = report_period(DAYS, seeded.now.date())
@@ -53,6 +58,7 @@ def test_both_sources_agree_to_the_cent(
         assert round(getattr(from_focus, total), 2) == round(getattr(from_ce, total), 2), total
     for figure in FIGURES:
         assert cents(getattr(from_focus, figure)) == cents(getattr(from_ce, figure)), figure
+    assert account_figures(from_focus.by_account) == account_figures(from_ce.by_account)
     assert from_focus.daily_total.round(2).tolist() == from_ce.daily_total.round(2).tolist()
 
 
@@ -65,14 +71,17 @@ def test_the_focus_figures_are_the_seeded_line_items(
     by_team: dict[str, float] = defaultdict(float)
     by_service: dict[str, float] = defaultdict(float)
     by_region: dict[str, float] = defaultdict(float)
+    by_account: dict[str, float] = defaultdict(float)
     for item in items:
         by_team[item.tags.get("team") or UNTAGGED_LABEL] += item.unblended_cost
         by_service[item.service] += item.unblended_cost
         by_region[item.region] += item.unblended_cost
+        by_account[item.linked_account] += item.unblended_cost
     assert round(from_focus.total_usd, 2) == round(sum(item.unblended_cost for item in items), 2)
     assert cents(from_focus.by_team) == cents(by_team)
     assert cents(from_focus.by_service) == cents(by_service)
     assert cents(from_focus.by_region) == cents(by_region)
+    assert {row["account_id"]: row["usd"] for row in from_focus.by_account} == cents(by_account)
 
 
 def test_the_export_is_laid_out_as_aws_delivers_it(sandbox: Sandbox, seeded: SeedManifest) -> None:
@@ -126,4 +135,7 @@ def test_mlp_report_says_which_source_it_read_and_the_figures_agree(
     assert from_focus["cost_explorer_requests"] == 0 < from_ce["cost_explorer_requests"]
     for key in ("total_usd", "total_effective_usd", "untagged_usd", "spot_usd", *FIGURES):
         assert from_focus["spend"][key] == from_ce["spend"][key], key
+    assert account_figures(from_focus["spend"]["by_account"]) == account_figures(
+        from_ce["spend"]["by_account"]
+    )
     assert "Cost source: focus." in (tmp_path / "focus" / "report.md").read_text()

@@ -134,7 +134,7 @@ def test_the_report_says_what_it_scanned(first_run, seeded: SeedManifest) -> Non
     }
     line = f"Scanned 1 account x {len(regions)} regions ({', '.join(regions)})."
     assert line in (out / "report.md").read_text()
-    assert "Spend by account needs the FOCUS export's line items" in (out / "report.md").read_text()
+    assert "## Spend by account\n\n| Account | Name | Spend | Share |" in (out / "report.md").read_text()
 
 
 def test_spend_of_a_region_left_out_is_called_out(

@@ -256,11 +256,12 @@ def test_cost_explorer_has_no_line_items_and_shows_what_it_did(cost_explorer_spe
         cost_explorer_spend, PERIOD, idle=IDLE, untagged=UNTAGGED_RESOURCES, generated_at=NOW
     )
     assert built.findings["line_items"] is None
-    # Cost Explorer's views carry no account: the section says where per-account spend comes from.
-    assert "Spend by account needs the FOCUS export's line items" in render_markdown(built)
+    # No line items, yet spend by account: Cost Explorer's account+service view answers it.
+    assert built.findings["spend"]["by_account"] == []
+    assert "## Spend by account\n\nNo spend." in render_markdown(built)
     html = render_dashboard(built)
     assert "Cost source: cost-explorer" in html
-    assert "Spend by account needs the FOCUS export" in html and 'id="table-idle-billed"' not in html
+    assert 'id="table-accounts"' in html and 'id="table-idle-billed"' not in html
 
 
 def cost_explorer_item(
@@ -351,7 +352,8 @@ def test_report_md_is_the_report_it_was_for_a_fixed_report() -> None:
 
 
 # report.md of the fixed report above, as the renderer wrote it before report.md had a template, with
-# the account columns and the per-account note the multi-account scans added since.
+# the account columns the multi-account scans added since and the spend by account of Cost Explorer's
+# account+service view (the sandbox's Cost Explorer gives no account names: the id stands for it).
 FIXED_REPORT_MD = """# Nightly cost report — 09 Nov 2026 to 22 Nov 2026 (14 days)
 
 Generated 2026-11-23 09:30 UTC. Amounts are Cost Explorer UnblendedCost in USD.
@@ -369,7 +371,7 @@ Cost source: cost-explorer.
 - Spot: $40.00 (28.6% of instance spend), saving $23.12 against on-demand prices
 - Idle GPUs: 2 instances, $15.23 wasted while idle
 - Month-end forecast for 2026-11: **$252.50** ($152.50 so far, $12.50/day over the last 7 days)
-- Cost Explorer: 6 requests ($0.06), 0 view-days from the cache
+- Cost Explorer: 7 requests ($0.07), 0 view-days from the cache
 
 ## Spend by team
 
@@ -402,7 +404,9 @@ Cost source: cost-explorer.
 
 ## Spend by account
 
-Spend by account needs the FOCUS export's line items: --cost-source focus (read with DuckDB).
+| Account | Name | Spend | Share |
+|---|---|---|---|
+| 123456789012 | 123456789012 | $152.50 | 100.0% |
 
 ## Top movers versus the previous 14 days
 
