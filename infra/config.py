@@ -295,6 +295,9 @@ SubnetId = Annotated[
 ]
 Ipv4Cidr = Annotated[str, AfterValidator(_public_access_cidr)]
 EcrRepository = Annotated[str, AfterValidator(_ecr_repository)]
+AthenaName = Annotated[
+    str, _matching(r"[a-zA-Z0-9_.-]{1,128}", "must be an Athena/Glue name (1-128 letters, digits and _.-)")
+]
 ImageReference = Annotated[
     str,
     _matching(
@@ -612,6 +615,11 @@ class FinOpsConfig(_Model):
     ) = None
     cost_source: Literal["cost-explorer", "focus"] = "cost-explorer"
     focus_uri: S3Uri | None = None
+    # The FOCUS export read by Athena (past one machine) instead of DuckDB in the job's pod: the
+    # CostExport component's workgroup and Glue database (and table, default the export's name).
+    athena_workgroup: AthenaName | None = None
+    athena_database: AthenaName | None = None
+    athena_table: AthenaName | None = None
     slack_webhook_secret_arn: (
         Annotated[
             str,
@@ -638,6 +646,15 @@ class FinOpsConfig(_Model):
             raise _KeyedError("finops.focusUri", "is read only with costSource: focus; set that or remove it")
         if self.external_id is not None and self.accounts_role is None:
             raise _KeyedError("finops.externalId", "is sent when assuming accountsRole; set accountsRole too")
+        if (self.athena_database or self.athena_table) and not self.athena_workgroup:
+            raise _KeyedError(
+                "finops.athenaWorkgroup", "the Athena engine needs its workgroup; set it or remove the others"
+            )
+        if self.athena_workgroup and not (self.cost_source == "focus" and self.athena_database):
+            raise _KeyedError(
+                "finops.athenaDatabase",
+                "Athena reads the FOCUS export's Glue database: set it, with costSource: focus and focusUri",
+            )
         if self.enabled:
             required = {
                 "image": self.image,

@@ -533,6 +533,8 @@ def test_scope_focus_and_secret_add_exactly_their_grants() -> None:
         ({"costSource": "focus"}, "finops.focusUri"),
         ({"stateBackendUrl": None}, "finops.stateBackendUrl: missing"),
         ({"financeRoleTrustedArns": ["arn:aws:iam::123:role/x"]}, "finops.financeRoleTrustedArns"),
+        ({"athenaDatabase": "mlp_focus"}, "finops.athenaWorkgroup"),
+        ({"athenaWorkgroup": "mlp-focus"}, "finops.athenaDatabase"),
     ],
 )
 def test_bad_finops_config_is_one_line_naming_the_key(change: dict[str, Any], message: str) -> None:
@@ -553,3 +555,45 @@ def test_prod_exports_the_jobs_outputs() -> None:
     assert outputs["finopsReportsUri"].endswith(f"/{REPORTS_PREFIX}")
     for key in ("finopsReportRoleArn", "finopsReaperRoleArn", "finopsFinanceRoleArn"):
         assert outputs[key].startswith("arn:aws:iam::"), key
+
+
+def test_the_athena_engine_queries_the_cost_exports_workgroup_and_nothing_more() -> None:
+    from tests.test_iam_lint import plan_documents, unexpected_findings
+
+    config, raw = _prod_with(
+        costSource="focus",
+        focusUri="s3://mlp-payer-cost-export-x1/focus/mlp-focus",
+        athenaWorkgroup="mlp-prod-focus",
+        athenaDatabase="mlp_prod_focus",
+    )
+    plan = plan_environment(config, raw).to_json()
+    args = _pod(plan, REPORT)["containers"][0]["args"]
+    engine = args[args.index("--engine") :][:6]
+    assert engine == [
+        "--engine",
+        "athena",
+        "--athena-workgroup",
+        "mlp-prod-focus",
+        "--athena-database",
+        "mlp_prod_focus",
+    ]
+    report = {statement["Sid"]: statement for statement in _policy(plan, f"finops-{REPORT}")}
+    assert (
+        report["AthenaQueries"]["Resource"]
+        == "arn:aws:athena:us-east-1:123456789012:workgroup/mlp-prod-focus"
+    )
+    # The table defaults to the export's name, the URI's last part.
+    assert report["GlueCatalogRead"]["Resource"][-1] == (
+        "arn:aws:glue:us-east-1:123456789012:table/mlp_prod_focus/mlp-focus"
+    )
+    assert report["AthenaResults"]["Resource"] == "arn:aws:s3:::mlp-payer-cost-export-x1/athena-results/*"
+    assert {"athena:DeleteWorkGroup", "glue:DeleteTable"}.isdisjoint(
+        action for statement in report.values() for action in _actions(statement)
+    )
+    # Without the Athena settings the role has none of it.
+    plain = {
+        statement["Sid"]
+        for statement in _policy(plan_environment(*_prod_with()).to_json(), f"finops-{REPORT}")
+    }
+    assert not {"AthenaQueries", "GlueCatalogRead", "AthenaResults"} & plain
+    assert unexpected_findings(plan_documents(plan)) == []

@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 
 from finops.delivery import SLACK_WEBHOOK_SECRET_ENV
 from infra.buckets import retained_bucket
+from infra.components.cost_export import ATHENA_RESULTS_PREFIX
 from infra.components.serving_workloads import (
     DNS_EGRESS,
     HTTPS_EGRESS,
@@ -38,7 +39,7 @@ from infra.components.serving_workloads import (
 )
 from infra.config import PROJECT, TRAINING_STACK_PREFIX, FinOpsConfig
 from infra.iam import RUN_ROLE_PATH, irsa_assume_role_policy
-from infra.kms import ViaServiceUse
+from infra.kms import ViaServiceUse, account_scope
 from infra.training.checkpoints import RUNS_PREFIX
 from mlp.tags import EPHEMERAL, EPHEMERAL_VALUE, MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABELS
 
@@ -376,6 +377,56 @@ def prefix_read_statements(sid: str, uri: str) -> list[dict[str, Any]]:
     ]
 
 
+def athena_statements(config: FinOpsConfig, region: str, account_id: str) -> list[dict[str, Any]]:
+    """Queries in the CostExport workgroup over its Glue table, and the results it writes beside the export."""
+    bucket, _ = _bucket_and_prefix(str(config.focus_uri))
+    database = config.athena_database
+    table = config.athena_table or str(config.focus_uri).rstrip("/").rsplit("/", 1)[-1]
+    return [
+        {
+            "Sid": "AthenaQueries",
+            "Effect": "Allow",
+            "Action": [
+                "athena:StartQueryExecution",
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StopQueryExecution",
+            ],
+            "Resource": f"arn:aws:athena:{region}:{account_id}:workgroup/{config.athena_workgroup}",
+        },
+        {
+            "Sid": "GlueCatalogRead",
+            "Effect": "Allow",
+            "Action": ["glue:GetDatabase", "glue:GetTable", "glue:GetPartitions"],
+            "Resource": [
+                f"arn:aws:glue:{region}:{account_id}:catalog",
+                f"arn:aws:glue:{region}:{account_id}:database/{database}",
+                f"arn:aws:glue:{region}:{account_id}:table/{database}/{table}",
+            ],
+        },
+        # The workgroup enforces its results location: the export bucket's athena-results/ prefix.
+        {
+            "Sid": "AthenaResults",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"arn:aws:s3:::{bucket}/{ATHENA_RESULTS_PREFIX}*",
+        },
+        {
+            "Sid": "AthenaResultsBucket",
+            "Effect": "Allow",
+            "Action": "s3:GetBucketLocation",
+            "Resource": f"arn:aws:s3:::{bucket}",
+        },
+        {
+            "Sid": "AthenaResultsEncrypt",
+            "Effect": "Allow",
+            "Action": "kms:GenerateDataKey",
+            "Resource": "arn:aws:kms:*:*:key/*",
+            "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        },
+    ]
+
+
 def state_statements(state_backend_url: str) -> list[dict[str, Any]]:
     """The Pulumi state: read every stack (to decide), write and delete only training stacks' files.
 
@@ -491,7 +542,9 @@ class FinOpsJobs(pulumi.ComponentResource):
         report_role = self._job_role(
             REPORT,
             namespace_name,
-            pulumi.Output.all(bucket.arn, key.arn).apply(lambda arns: self._report_policy(arns[0], arns[1])),
+            pulumi.Output.all(bucket.arn, key.arn, account_scope(self)).apply(
+                lambda values: self._report_policy(values[0], values[1], values[2].account_id)
+            ),
         )
         reaper_role = self._job_role(
             REAPER,
@@ -503,6 +556,14 @@ class FinOpsJobs(pulumi.ComponentResource):
         regions = self._option("--regions", self._regions())
         external_id = self._option("--external-id", config.external_id)
         focus = self._option("--focus-uri", config.focus_uri)
+        if config.athena_workgroup:
+            focus += [
+                "--engine",
+                "athena",
+                *self._option("--athena-workgroup", config.athena_workgroup),
+                *self._option("--athena-database", config.athena_database),
+                *self._option("--athena-table", config.athena_table),
+            ]
 
         def scope(job: str) -> list[str]:
             accounts = self._option(
@@ -674,7 +735,7 @@ class FinOpsJobs(pulumi.ComponentResource):
         )
         return role
 
-    def _report_policy(self, bucket_arn: str, key_arn: str) -> str:
+    def _report_policy(self, bucket_arn: str, key_arn: str, account_id: str) -> str:
         config, region = self._args.config, self._args.region
         statements = [
             *report_read_statements(),
@@ -702,6 +763,8 @@ class FinOpsJobs(pulumi.ComponentResource):
                     "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
                 }
             )
+        if config.athena_workgroup and config.focus_uri:
+            statements += athena_statements(config, region, account_id)
         return policy_document(statements)
 
     def _reaper_policy(self, checkpoint_bucket_arn: str, checkpoint_key_arn: str) -> str:
