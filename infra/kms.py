@@ -253,3 +253,27 @@ def customer_managed_key(
         policy=scope.apply(lambda resolved: key_policy(resolved, uses)),
         opts=pulumi.ResourceOptions(parent=parent, protect=protect, retain_on_delete=retain_on_delete),
     )
+
+
+def encrypted_log_group(
+    resource_name: str,
+    *,
+    parent: pulumi.ComponentResource,
+    log_group_name: str,
+    retention_days: int,
+    description: str,
+) -> aws.cloudwatch.LogGroup:
+    """A log group under its own key, which only CloudWatch Logs may use, and only for this group.
+
+    The key and the group share `resource_name`; the group is named up front so neither waits on the other.
+    """
+    key = customer_managed_key(
+        resource_name, parent=parent, description=description, uses=[LogsUse(log_group_name)]
+    )
+    return aws.cloudwatch.LogGroup(
+        resource_name,
+        name=log_group_name,
+        retention_in_days=retention_days,
+        kms_key_id=key.arn,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

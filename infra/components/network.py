@@ -11,7 +11,7 @@ import pulumi_aws as aws
 
 from infra.config import NetworkConfig
 from infra.iam import assume_role_policy
-from infra.kms import KeyScope, LogsUse, SourceArn, account_scope, customer_managed_key, source_conditions
+from infra.kms import KeyScope, SourceArn, account_scope, encrypted_log_group, source_conditions
 
 HTTPS = 443
 FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
@@ -111,18 +111,12 @@ class Network(pulumi.ComponentResource):
     def _flow_logs(self, name: str) -> None:
         environment = self._args.environment
         log_group_name = f"/aws/vpc/mlp-{environment}/flow-logs"
-        key = customer_managed_key(
+        log_group = encrypted_log_group(
             f"{name}-flow-logs",
             parent=self,
+            log_group_name=log_group_name,
+            retention_days=self._args.config.flow_log_retention_days,
             description=f"ml-platform {environment} VPC flow logs",
-            uses=[LogsUse(log_group_name)],
-        )
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs",
-            name=log_group_name,
-            retention_in_days=self._args.config.flow_log_retention_days,
-            kms_key_id=key.arn,
-            opts=self._child,
         )
         role = aws.iam.Role(
             f"{name}-flow-logs",

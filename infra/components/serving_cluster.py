@@ -15,12 +15,12 @@ from infra.iam import assume_role_policy, irsa_assume_role_policy, managed_polic
 from infra.kms import (
     EKS_SECRETS_ACTIONS,
     GRANTING_SERVICE_ACTIONS,
-    LogsUse,
     RoleUse,
     SourceArn,
     ViaServiceUse,
     account_scope,
     customer_managed_key,
+    encrypted_log_group,
     source_conditions,
 )
 from infra.tagging import NODE_GROUP_TAG_KINDS, launch_tag_specifications
@@ -92,19 +92,13 @@ class ServingCluster(pulumi.ComponentResource):
             ],
         )
         log_group_name = f"/aws/eks/{cluster_name}/cluster"
-        logs_key = customer_managed_key(
+        # Created before the cluster so EKS logs into a group with a retention, not an unbounded one.
+        log_group = encrypted_log_group(
             f"{name}-logs",
             parent=self,
+            log_group_name=log_group_name,
+            retention_days=args.log_retention_days,
             description=f"ml-platform {args.environment} EKS control-plane logs",
-            uses=[LogsUse(log_group_name)],
-        )
-        # Created before the cluster so EKS logs into a group with a retention, not an unbounded one.
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=log_group_name,
-            retention_in_days=args.log_retention_days,
-            kms_key_id=logs_key.arn,
-            opts=self._child,
         )
         cluster = aws.eks.Cluster(
             f"{name}",
