@@ -8,9 +8,8 @@ UnblendedCost (FOCUS BilledCost, what the invoice says); the amortized (effectiv
 
 from __future__ import annotations
 
-import calendar
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
 from typing import Any, Protocol, TypedDict
@@ -28,11 +27,19 @@ from finops.costs import (
     MissingPart,
     Spend,
 )
+from finops.forecast import (
+    COST_EXPLORER_METHOD,
+    PREDICTION_INTERVAL_PCT,
+    RUN_RATE_METHOD,
+    CostExplorerForecast,
+    ForecastUnavailable,
+    month_end,
+)
 from finops.idle import IdleFinding
 from finops.untagged import UntaggedFinding
 from mlp import aws, pricing
 from mlp.errors import UserError
-from mlp.tags import ENVIRONMENT, TEAM
+from mlp.tags import COST_CENTER, ENVIRONMENT, TEAM
 
 TOP_MOVERS = 8
 RUN_RATE_DAYS = 7
@@ -50,12 +57,35 @@ class Mover(TypedDict):
     change_pct: float | None
 
 
-class Forecast(TypedDict):
+class DaySpend(TypedDict):
+    date: str
+    usd: float
+
+
+class MonthTotal(TypedDict):
     month: str
+    month_label: str
+    usd: float
+
+
+class Forecast(TypedDict):
+    """The month of the last billed day: its spend so far and where it ends (see `finops.forecast`)."""
+
+    month: str
+    month_label: str
     month_to_date_usd: float
     daily_run_rate_usd: float
     days_left: int
     forecast_usd: float
+    lower_usd: float | None
+    upper_usd: float | None
+    method: str  # "cost-explorer" | "run-rate"
+    method_note: str
+    daily: list[DaySpend]
+    # The month before, whole; None when the spend read does not cover it.
+    previous_month: MonthTotal | None
+    # The environment budgets' sum, once the report knows its budgets.
+    budget_usd: float | None
 
 
 class UntaggedServiceRow(TypedDict):
@@ -100,13 +130,22 @@ class Period:
         return Period(self.start - timedelta(days=self.days), self.start)
 
     @property
+    def last_day(self) -> date:
+        return self.end - timedelta(days=1)
+
+    @property
     def month_start(self) -> date:
-        return self.end.replace(day=1)
+        """The first day of the month of the last billed day: the month the forecast is for."""
+        return self.last_day.replace(day=1)
+
+    @property
+    def previous_month_start(self) -> date:
+        return (self.month_start - timedelta(days=1)).replace(day=1)
 
     @property
     def fetch_start(self) -> date:
-        """The first day the report needs: the previous period's, or the month's for the forecast."""
-        return min(self.previous.start, self.month_start)
+        """The first day the report needs: the previous period's, or the previous month's for the forecast."""
+        return min(self.previous.start, self.previous_month_start)
 
     def label(self) -> str:
         last = self.end - timedelta(days=1)
@@ -132,6 +171,7 @@ class SpendAnalysis:
     total_effective_usd: float | None
     by_team: dict[str, float] | None
     by_environment: dict[str, float] | None
+    by_cost_center: dict[str, float] | None
     by_service: dict[str, float] | None
     by_region: dict[str, float] | None
     by_account: list[AccountShare] | None
@@ -194,6 +234,41 @@ def _tag_view_name(spend: Spend, key: str) -> str | None:
         if key in view.tag_keys and view.name in spend.complete_views:
             return view.name
     return None
+
+
+def tag_view_rows(spend: Spend, keys: Sequence[str]) -> pd.DataFrame | None:
+    """The rows of the whole read (every day) of the complete tag view that holds all `keys`."""
+    for view in costs.plan_views(spend.mandatory_tags):
+        if set(keys) <= set(view.tag_keys) and view.name in spend.complete_views:
+            return _view(spend.frame, view.name)
+    return None
+
+
+def rows_with_tags(rows: pd.DataFrame, tags: Mapping[str, str]) -> pd.DataFrame:
+    """The rows whose tag columns hold every given value."""
+    selected = pd.Series(True, index=rows.index)
+    for key, value in tags.items():
+        selected &= rows[costs.tag_column(key)].fillna("") == value
+    return rows[selected]
+
+
+def daily_spend(rows: pd.DataFrame) -> pd.Series:
+    return rows.groupby("ChargePeriodStart")["BilledCost"].sum()
+
+
+def month_spend(daily: pd.Series, period: Period) -> tuple[float, float]:
+    """(month to date, month-end forecast at the last days' run rate) of one daily series."""
+    month_to_date = _month_to_date(daily, period)
+    return month_to_date, month_to_date + _run_rate(daily, period) * _days_left(period)
+
+
+def period_spend(daily: pd.Series, period: Period) -> float:
+    return float(
+        daily[
+            (daily.index >= pd.Timestamp(period.start, tz=UTC))
+            & (daily.index < pd.Timestamp(period.end, tz=UTC))
+        ].sum()
+    )
 
 
 def _total_view_name(spend: Spend) -> str | None:
@@ -259,30 +334,102 @@ def _movers(current: pd.DataFrame, previous: pd.DataFrame, dimension: str, colum
     ]
 
 
-def _forecast(daily_total_all: pd.Series, period: Period) -> Forecast:
-    """Month-end spend: month to date plus the last days' average for every day left in the month."""
-    month_start = pd.Timestamp(period.month_start, tz=UTC)
+def month_label(day: date) -> str:
+    return f"{day:%B %Y}"
+
+
+def _run_rate(daily: pd.Series, period: Period) -> float:
+    """The average day of the last `RUN_RATE_DAYS` billed days (0 for days without spend)."""
     end = pd.Timestamp(period.end, tz=UTC)
-    month_to_date = float(
-        daily_total_all[(daily_total_all.index >= month_start) & (daily_total_all.index < end)].sum()
-    )
-    recent = daily_total_all[
-        (daily_total_all.index >= end - pd.Timedelta(days=RUN_RATE_DAYS)) & (daily_total_all.index < end)
+    days = pd.date_range(end - pd.Timedelta(days=RUN_RATE_DAYS), periods=RUN_RATE_DAYS, freq="D")
+    return float(daily.reindex(days, fill_value=0.0).mean())
+
+
+def _days_left(period: Period) -> int:
+    """Days from the report's end (today, unbilled) to the month's end, today included."""
+    return (month_end(period.last_day) - period.end).days
+
+
+def _month_to_date(daily: pd.Series, period: Period) -> float:
+    month = daily[
+        (daily.index >= pd.Timestamp(period.month_start, tz=UTC))
+        & (daily.index < pd.Timestamp(period.end, tz=UTC))
     ]
-    run_rate = float(recent.mean()) if len(recent) else 0.0
-    days_in_month = calendar.monthrange(period.end.year, period.end.month)[1]
-    days_left = days_in_month - (period.end.day - 1)
+    return float(month.sum())
+
+
+def _forecast(
+    daily_total_all: pd.Series,
+    period: Period,
+    frame_start: date,
+    cost_explorer: CostExplorerForecast | ForecastUnavailable | None,
+) -> Forecast:
+    """Month-end spend: month to date plus Cost Explorer's forecast of the days left, or the run rate's."""
+    month_to_date = _month_to_date(daily_total_all, period)
+    run_rate = _run_rate(daily_total_all, period)
+    days_left = _days_left(period)
+    lower = upper = None
+    if days_left == 0:
+        method, note, rest = (
+            RUN_RATE_METHOD,
+            f"{month_label(period.month_start)} is complete: no day left",
+            0.0,
+        )
+    elif isinstance(cost_explorer, CostExplorerForecast):
+        method, rest = COST_EXPLORER_METHOD, cost_explorer.mean_usd
+        note = (
+            f"Cost Explorer's forecast of the {days_left} days left "
+            f"({PREDICTION_INTERVAL_PCT}% prediction interval), added to the month to date"
+        )
+        if cost_explorer.lower_usd is not None and cost_explorer.upper_usd is not None:
+            lower, upper = month_to_date + cost_explorer.lower_usd, month_to_date + cost_explorer.upper_usd
+    else:
+        method, rest = RUN_RATE_METHOD, run_rate * days_left
+        note = f"the month to date plus the last {RUN_RATE_DAYS} days' average (${run_rate:,.2f}) for each of the {days_left} days left"
+        if isinstance(cost_explorer, ForecastUnavailable):
+            note += f" (Cost Explorer gave no forecast: {cost_explorer.reason})"
+    month_days = daily_total_all[
+        (daily_total_all.index >= pd.Timestamp(period.month_start, tz=UTC))
+        & (daily_total_all.index < pd.Timestamp(period.end, tz=UTC))
+    ]
+    previous_start = period.previous_month_start
+    previous = None
+    if frame_start <= previous_start:
+        in_previous = daily_total_all[
+            (daily_total_all.index >= pd.Timestamp(previous_start, tz=UTC))
+            & (daily_total_all.index < pd.Timestamp(period.month_start, tz=UTC))
+        ]
+        previous = MonthTotal(
+            month=f"{previous_start:%Y-%m}",
+            month_label=month_label(previous_start),
+            usd=round(float(in_previous.sum()), 2),
+        )
     return Forecast(
-        month=f"{period.end:%Y-%m}",
+        month=f"{period.month_start:%Y-%m}",
+        month_label=month_label(period.month_start),
         month_to_date_usd=round(month_to_date, 2),
         daily_run_rate_usd=round(run_rate, 2),
         days_left=days_left,
-        forecast_usd=round(month_to_date + run_rate * days_left, 2),
+        forecast_usd=round(month_to_date + rest, 2),
+        lower_usd=None if lower is None else round(lower, 2),
+        upper_usd=None if upper is None else round(upper, 2),
+        method=method,
+        method_note=note,
+        daily=[DaySpend(date=f"{day:%Y-%m-%d}", usd=round(float(usd), 2)) for day, usd in month_days.items()],
+        previous_month=previous,
+        budget_usd=None,
     )
 
 
-def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
-    """Figures of the report period from a spend frame that covers `period.fetch_start` onwards."""
+def analyze_spend(
+    spend: Spend,
+    period: Period,
+    cost_explorer_forecast: CostExplorerForecast | ForecastUnavailable | None = None,
+) -> SpendAnalysis:
+    """Figures of the report period from a spend frame that covers `period.fetch_start` onwards.
+
+    `cost_explorer_forecast` is Cost Explorer's forecast of the month's days left, when it was asked.
+    """
     frame = spend.frame
     current = _between(frame, period.start, period.end)
     previous = _between(frame, period.previous.start, period.previous.end)
@@ -302,6 +449,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
 
     by_team, daily_by_team = by_tag(TEAM)
     by_environment, daily_by_environment = by_tag(ENVIRONMENT)
+    by_cost_center, _ = by_tag(COST_CENTER)
 
     untagged_by_tag = {}
     for key in spend.tag_keys:
@@ -334,7 +482,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
     if total_view is not None:
         whole = _view(frame, total_view)
         daily_all = whole.groupby("ChargePeriodStart")["BilledCost"].sum()
-        forecast = _forecast(daily_all, period)
+        forecast = _forecast(daily_all, period, spend.start, cost_explorer_forecast)
 
     untagged_by_service_region = None
     if untagged is not None:
@@ -350,6 +498,7 @@ def analyze_spend(spend: Spend, period: Period) -> SpendAnalysis:
         total_effective_usd=float(total_rows["EffectiveCost"].sum()) if total_rows is not None else None,
         by_team=by_team,
         by_environment=by_environment,
+        by_cost_center=by_cost_center,
         by_service=_sums(services, "ServiceName") if services is not None else None,
         by_region=_sums(services, "RegionId") if services is not None else None,
         by_account=_by_account(accounts) if accounts is not None else None,

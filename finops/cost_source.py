@@ -15,6 +15,7 @@ from typing import Protocol
 
 from finops import costs, focus
 from finops.costs import CostView, Spend
+from finops.forecast import CostExplorerForecast, ForecastUnavailable, cost_explorer_forecast
 
 
 class CostSource(Protocol):
@@ -33,6 +34,12 @@ class CostSource(Protocol):
         mandatory_tags: Sequence[str],
         on_view: Callable[[CostView], None],
     ) -> Spend: ...
+
+    def forecast(
+        self, start: date, end: date, spend: Spend
+    ) -> CostExplorerForecast | ForecastUnavailable | None:
+        """The source's own forecast of [start, end) after `spend` was read; None when it has none."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,13 @@ class CostExplorerSource:
             today=self.today,
         )
 
+    def forecast(self, start: date, end: date, spend: Spend) -> CostExplorerForecast | ForecastUnavailable:
+        """GetCostForecast, counted in `spend.requests` and within the same request budget."""
+        if spend.requests >= self.max_requests:
+            return ForecastUnavailable(f"the budget of {self.max_requests} Cost Explorer requests is spent")
+        spend.requests += 1
+        return cost_explorer_forecast(start, end)
+
 
 @dataclass(frozen=True)
 class FocusExportSource:
@@ -92,6 +106,10 @@ class FocusExportSource:
             engine=focus.make_engine(self.export, sleep=self.sleep),
             on_view=on_view,
         )
+
+    def forecast(self, start: date, end: date, spend: Spend) -> None:
+        """The export has no forecast API: the report states its run-rate method instead."""
+        return None
 
 
 def choose_cost_source(

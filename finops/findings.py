@@ -7,7 +7,7 @@ A figure whose source is missing is None (null), never zero.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any, NotRequired, TypedDict
@@ -23,12 +23,16 @@ from finops.analysis import (
     UntaggedServiceRow,
     unscanned_spend,
 )
+from finops.budgets import BudgetStatus
 from finops.costs import MissingPart, Spend
 from finops.delivery import HISTORY_NIGHTS, history_line
 from finops.focus import COST_EXPLORER_SOURCE
-from finops.idle import IdleFinding
+from finops.idle import DEFAULT_THRESHOLD_PCT, DEFAULT_WINDOW_HOURS, IdleFinding
+from finops.run_costs import RunCosts
 from finops.scope import ScanScope
+from finops.showback import ActionItem, IdleRate, Showback, actions, idle_rate, showback, team_owners
 from finops.untagged import UntaggedFinding
+from mlp.pricing import HOURS_PER_MONTH
 
 NO_LIST_PRICE = "no list price"
 
@@ -77,6 +81,7 @@ class SpendFindings(TypedDict):
     total_effective_usd: float | None
     by_team: dict[str, float] | None
     by_environment: dict[str, float] | None
+    by_cost_center: dict[str, float] | None
     by_service: dict[str, float] | None
     by_region: dict[str, float] | None
     by_account: list[AccountShare] | None
@@ -89,6 +94,17 @@ class SpendFindings(TypedDict):
     spot_savings_usd: float | None
     top_movers: list[Mover]
     forecast: Forecast | None
+    # Month to date against each environment's and team's budget; null when no budget is known.
+    budgets: list[BudgetStatus] | None
+    budgets_note: str | None
+
+
+class Recovered(TypedDict):
+    """Expired training runs whose instances have all ended: the reaper's work, and what it stopped."""
+
+    runs: int
+    hourly_usd: float
+    monthly_usd: float
 
 
 class FindingsDocument(TypedDict):
@@ -101,8 +117,15 @@ class FindingsDocument(TypedDict):
     # Only a cost source with line items (the FOCUS export read by DuckDB) has these; else null.
     line_items: LineItemFindings | None
     idle: list[dict[str, Any]]
+    idle_rate: IdleRate
     untagged: list[dict[str, Any]]
     reap: list[dict[str, Any]]
+    showback: dict[str, Any]
+    actions: list[dict[str, Any]]
+    # The training runs of the period (docs/run-costs-json.md's run rows); null when they were not read.
+    runs: list[dict[str, Any]] | None
+    runs_totals: dict[str, Any] | None
+    recovered: Recovered | None
     cost_source: str
     cost_explorer_requests: int
     cost_explorer_usd: float
@@ -143,6 +166,14 @@ class Report:
     scope: ScanScope | None = None
     # The nights already in the delivery's history.jsonl; None when the report is not delivered.
     history: list[dict[str, Any]] | None = None
+    budgets: list[BudgetStatus] | None = None
+    # Why the budgets come from where they do (a fallback), or why there are none.
+    budgets_note: str | None = None
+    runs: RunCosts | None = None
+    # Each team's owner as the environment stacks tag it: whom to ask when an item has no owner tag.
+    stack_team_owners: dict[str, str] = field(default_factory=dict)
+    idle_window_hours: float = DEFAULT_WINDOW_HOURS
+    idle_threshold_pct: float = DEFAULT_THRESHOLD_PCT
 
     @property
     def period(self) -> Period:
@@ -219,6 +250,38 @@ class Report:
         untagged, total = self.analysis.untagged_usd, self.analysis.total_usd
         return untagged / total if untagged is not None and total and total > 0 else None
 
+    @cached_property
+    def showback(self) -> Showback:
+        return showback(self.spend, self.period)
+
+    @property
+    def idle_rate(self) -> IdleRate:
+        return idle_rate(self.idle, self.idle_window_hours, self.idle_threshold_pct)
+
+    @cached_property
+    def actions(self) -> list[ActionItem]:
+        """Every idle GPU, untagged resource and leftover, with whom to ask and what it costs a month."""
+        seen = [finding.tags for finding in self.idle] + [finding.tags for finding in self.untagged]
+        return actions(
+            self.idle,
+            self.untagged,
+            self.leftovers,
+            owners=team_owners(seen, self.stack_team_owners),
+            untagged_spend=self.line_items["untagged_resources"] if self.line_items else (),
+            period_days=self.period.days,
+        )
+
+    @property
+    def recovered(self) -> Recovered | None:
+        """Expired runs of the period that no longer bill: each at its average hourly cost when it ran."""
+        if self.runs is None:
+            return None
+        ended = [run for run in self.runs.runs if run.status == "expired" and run.end is not None]
+        hourly = sum(run.instance_cost_usd / run.wall_hours for run in ended if run.wall_hours > 0)
+        return Recovered(
+            runs=len(ended), hourly_usd=round(hourly, 4), monthly_usd=round(hourly * HOURS_PER_MONTH, 2)
+        )
+
     def scan_gaps(self, scan: str) -> list[ScanMissing]:
         """The missing parts of one scan (`IDLE_SCAN`, ...): failed regions, or the whole scan."""
         return [part for part in self.analysis.missing if isinstance(part, ScanMissing) and part.scan == scan]
@@ -232,6 +295,7 @@ class Report:
     def findings(self) -> FindingsDocument:
         """findings.json, built once from the report's parts."""
         analysis = self.analysis
+        runs = None if self.runs is None else self.runs.to_json()
         document = FindingsDocument(
             period=self.period.to_json(),
             scope=None if self.scope is None else self.scope.to_json(),
@@ -241,6 +305,7 @@ class Report:
                 total_effective_usd=_money(analysis.total_effective_usd),
                 by_team=_money_map(analysis.by_team),
                 by_environment=_money_map(analysis.by_environment),
+                by_cost_center=_money_map(analysis.by_cost_center),
                 by_service=_money_map(analysis.by_service),
                 by_region=_money_map(analysis.by_region),
                 by_account=analysis.by_account,
@@ -253,11 +318,19 @@ class Report:
                 spot_savings_usd=_money(analysis.spot_savings_usd),
                 top_movers=analysis.top_movers,
                 forecast=analysis.forecast,
+                budgets=self.budgets,
+                budgets_note=self.budgets_note,
             ),
             line_items=self.line_items,
             idle=[finding.to_json() for finding in self.idle],
+            idle_rate=self.idle_rate,
             untagged=[finding.to_json() for finding in self.untagged],
             reap=self.leftovers,
+            showback=self.showback.to_json(),
+            actions=[item.to_json() for item in self.actions],
+            runs=None if runs is None else runs["runs"],
+            runs_totals=None if runs is None else runs["totals"],
+            recovered=self.recovered,
             cost_source=self.spend.source,
             cost_explorer_requests=self.spend.requests,
             cost_explorer_usd=self.spend.cost_usd,

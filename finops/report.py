@@ -14,24 +14,41 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from finops import costs
-from finops.analysis import Period, analyze_line_items, analyze_spend, join_untagged, report_period
+from finops.analysis import (
+    Period,
+    analyze_line_items,
+    analyze_spend,
+    daily_spend,
+    join_untagged,
+    month_spend,
+    report_period,
+    rows_with_tags,
+    tag_view_rows,
+)
+from finops.budgets import Budget, budget_statuses, load_budgets
 from finops.cost_source import CostSource
 from finops.costs import MissingPart, Spend
 from finops.dashboard import render_dashboard, render_markdown
 from finops.delivery import S3Target, read_history
 from finops.findings import IDLE_SCAN, LEFTOVERS_SCAN, SCAN_TITLES, UNTAGGED_SCAN, Report, ScanMissing
 from finops.focus_file import FOCUS_FILE_NAMES, focus_dataset, write_focus_files
+from finops.forecast import CostExplorerForecast, ForecastUnavailable, month_end
 from finops.idle import IdleFinding, scan_idle
 from finops.inventory import Scope
 from finops.reaper import scan_expired_run_leftovers
+from finops.run_costs import Period as RunPeriod
+from finops.run_costs import RunCosts, run_costs
 from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope
+from finops.showback import stack_team_owners
 from finops.untagged import UntaggedFinding, scan_untagged
 from mlp import aws
 from mlp.errors import UserError
@@ -61,14 +78,28 @@ def build_report(
     generated_at: datetime | None = None,
     scope: ScanScope | None = None,
     history: Sequence[dict[str, Any]] | None = None,
+    budgets: Sequence[Budget] | None = None,
+    budgets_note: str | None = None,
+    runs: RunCosts | None = None,
+    stack_team_owners: Mapping[str, str] | None = None,
+    cost_explorer_forecast: CostExplorerForecast | ForecastUnavailable | None = None,
 ) -> Report:
     """Assemble the report; `idle`/`untagged` are None when their scan failed (named in `scan_missing`).
 
-    `scope` is what the scans covered; `history` the delivered nights before tonight (None: not delivered).
+    `scope` is what the scans covered; `history` the delivered nights before tonight (None: not delivered);
+    `budgets` the environments' and teams' monthly limits; `runs` the training runs of the period.
     """
-    analysis = analyze_spend(spend, period)
+    analysis = analyze_spend(spend, period, cost_explorer_forecast)
     analysis.missing += scan_missing
     idle_list, untagged_list = list(idle or []), list(untagged or [])
+    statuses = (
+        None
+        if budgets is None
+        else budget_statuses(budgets, lambda tags: _month_spend_of(spend, period, tags))
+    )
+    if analysis.forecast is not None and statuses:
+        environments = [status["limit_usd"] for status in statuses if status["kind"] == "environment"]
+        analysis.forecast["budget_usd"] = round(sum(environments), 2) if environments else None
     return Report(
         analysis=analysis,
         spend=spend,
@@ -83,7 +114,19 @@ def build_report(
         else analyze_line_items(spend.line_items, period, idle=idle_list, untagged=untagged_list),
         scope=scope,
         history=None if history is None else list(history),
+        budgets=statuses,
+        budgets_note=budgets_note,
+        runs=runs,
+        stack_team_owners=dict(stack_team_owners or {}),
     )
+
+
+def _month_spend_of(spend: Spend, period: Period, tags: Mapping[str, str]) -> tuple[float, float]:
+    """(month to date, forecast) of the spend carrying `tags`; nothing when no view holds those tags."""
+    rows = tag_view_rows(spend, list(tags))
+    if rows is None:
+        return 0.0, 0.0
+    return month_spend(daily_spend(rows_with_tags(rows, tags)), period)
 
 
 def make_out_dir(out_dir: Path) -> None:
@@ -249,6 +292,25 @@ def run_scans(
     )
 
 
+def training_runs(
+    scope: ScanScope, days: int, moment: datetime, spend: Spend, *, concurrency: int = DEFAULT_CONCURRENCY
+) -> tuple[RunCosts | None, list[MissingPart]]:
+    """The period's training runs and their costs; billed dollars from the export's line items when read.
+
+    A failure is a missing part: the rest of the report is paid for and is still written.
+    """
+    try:
+        runs = run_costs(
+            scope,
+            RunPeriod.last_days(days, moment),
+            line_items=spend.line_items,
+            concurrency=concurrency,
+        )
+    except (UserError, BotoCoreError, ClientError) as error:
+        return None, [MissingPart("training runs", str(error))]
+    return runs, [MissingPart(f"training runs in {gap.part}", gap.reason) for gap in runs.scope.gaps]
+
+
 def run_nightly(
     days: int,
     out_dir: Path,
@@ -275,7 +337,7 @@ def run_nightly(
         # Cost Explorer answers for the caller's account: the FOCUS file's BillingAccountId.
         billing_account_id = aws.caller_account_id()
     # The views, each scan's start and targets, the leftovers, and the writing.
-    total = len(costs.plan_views(mandatory_tags)) + 2 * (1 + len(scope.targets)) + 2
+    total = len(costs.plan_views(mandatory_tags)) + 2 * (1 + len(scope.targets)) + 3
     numbers = itertools.count(1)
 
     def step(description: str) -> None:
@@ -288,7 +350,13 @@ def run_nightly(
         on_view=lambda view: step(f"{source.name}: {view.name}"),
     )
     try:
+        forecast = None
+        if period.end < month_end(period.last_day):
+            forecast = source.forecast(period.end, month_end(period.last_day), spend)
+        budgets, budgets_note = load_budgets(billing_account_id)
         scans = run_scans(scope, moment, mandatory_tags=mandatory_tags, concurrency=concurrency, on_step=step)
+        step(f"Training runs in {len(scans.scope.targets)} account-regions")
+        runs, runs_missing = training_runs(scope, days, moment, spend, concurrency=concurrency)
         step("Writing the report")
         report = build_report(
             spend,
@@ -297,10 +365,15 @@ def run_nightly(
             untagged=scans.untagged,
             leftovers=scans.leftovers,
             required_tags=mandatory_tags,
-            scan_missing=scans.missing,
+            scan_missing=[*scans.missing, *runs_missing],
             generated_at=moment,
             scope=scans.scope,
             history=history,
+            budgets=budgets,
+            budgets_note=budgets_note,
+            runs=runs,
+            stack_team_owners=stack_team_owners(),
+            cost_explorer_forecast=forecast,
         )
         write_report(report, out_dir, billing_account_id=billing_account_id)
     finally:

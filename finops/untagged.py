@@ -8,7 +8,7 @@ of a scope is one target (`finops.scope`); global kinds are listed once per acco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,8 @@ class UntaggedFinding:
     missing_tags: tuple[str, ...]
     account_id: str = ""
     account_name: str = ""
+    # The tags it does carry: an `owner` or `team` among them says whom to ask.
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class UntaggedFinding:
             "account_name": self.account_name,
             "region": self.region,
             "missing_tags": list(self.missing_tags),
+            "tags": dict(self.tags),
         }
 
 
@@ -108,6 +111,7 @@ def scan_untagged(
                         tuple(missing),
                         account_id=target.account_id,
                         account_name=target.account_name,
+                        tags=dict(resource.tags),
                     )
                 )
     scan.findings.sort(

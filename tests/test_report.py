@@ -82,6 +82,7 @@ UNTAGGED_JSON = [
         "resource_type": "ec2:instance",
         "region": "us-east-1",
         "missing_tags": ["team", "owner"],
+        "tags": {"project": "recsys", "environment": "dev", "cost-center": "CC-4410", "managed-by": "pulumi"},
     },
     {
         "arn": "arn:aws:ec2:us-east-1:123456789012:volume/vol-1",
@@ -90,6 +91,7 @@ UNTAGGED_JSON = [
         "resource_type": "ec2:volume",
         "region": "us-east-1",
         "missing_tags": list(DEFAULT_MANDATORY_TAGS),
+        "tags": {},
     },
     {
         "arn": "arn:aws:s3:::scratch",
@@ -98,6 +100,7 @@ UNTAGGED_JSON = [
         "resource_type": "s3:bucket",
         "region": "us-west-2",
         "missing_tags": ["team"],
+        "tags": {"owner": "bob@example.com"},
     },
 ]
 IDLE = [
@@ -106,7 +109,11 @@ IDLE = [
 ]
 UNTAGGED_RESOURCES = [
     UntaggedFinding(
-        finding["arn"], finding["resource_type"], finding["region"], tuple(finding["missing_tags"])
+        finding["arn"],
+        finding["resource_type"],
+        finding["region"],
+        tuple(finding["missing_tags"]),
+        tags=finding["tags"],
     )
     for finding in UNTAGGED_JSON
 ]
@@ -156,7 +163,8 @@ def test_period_is_the_full_days_before_today() -> None:
     assert (period.start, period.end) == (date(2026, 2, 3), date(2026, 3, 5))
     assert period.previous == Period(date(2026, 1, 4), date(2026, 2, 3))
     assert period.fetch_start == date(2026, 1, 4)  # the previous period reaches further than March 1st
-    assert report_period(3, date(2026, 3, 20)).fetch_start == date(2026, 3, 1)
+    # the forecast card shows the previous month whole, so a short period still reads from its first day
+    assert report_period(3, date(2026, 3, 20)).fetch_start == date(2026, 2, 1)
 
 
 @pytest.mark.parametrize("days", [0, -3, MAX_DAYS + 1])

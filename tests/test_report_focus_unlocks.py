@@ -370,7 +370,7 @@ Cost source: cost-explorer.
 - Untagged spend: $52.50 (34.4% of the total); 3 resources missing mandatory tags
 - Spot: $40.00 (28.6% of instance spend), saving $23.12 against on-demand prices
 - Idle GPUs: 2 instances, $15.23 wasted while idle
-- Month-end forecast for 2026-11: **$252.50** ($152.50 so far, $12.50/day over the last 7 days)
+- Month-end forecast for 2026-11: **$166.79** ($152.50 so far, $1.79/day over the last 7 days)
 - Cost Explorer: 7 requests ($0.07), 0 view-days from the cache
 
 ## Spend by team
