@@ -22,6 +22,7 @@ checkpoint buckets. For each run:
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,8 +31,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 import mlp.aws
 from finops import inventory
+from finops.analysis import (
+    LINE_ITEMS_RELATION,
+    LineItems,
+    _matched,
+    _of_resources_sql,
+    _resource_key_sql,
+    _resource_targets,
+    _sql_text,
+)
 from finops.costs import CostExplorerReader, CostView, FetchFailed, spent
 from finops.inventory import Scope
 from finops.inventory.core import pages
@@ -328,17 +340,32 @@ def _read_queue(target: Scope, queue_url: str, evidence: RunEvidence) -> None:
                 evidence.instances[instance_id].reclaim(kind, "interruption-queue", at)
 
 
-# -- Cost Explorer --------------------------------------------------------------------------------
+# -- billed cost: Cost Explorer or the FOCUS export -----------------------------------------------
+
+COST_EXPLORER_SOURCE, FOCUS_SOURCE = "cost-explorer", "focus"
+RUN_TAG_PATH = f'$."{RUN_ID}"'
 
 
 @dataclass
 class Billing:
-    """Cost Explorer's answer for the runs: per run, UnblendedCost and the last day it billed."""
+    """The cost source's answer for the runs: per run, the billed cost of each day it billed."""
 
-    billed: dict[str, float] = field(default_factory=dict)
-    billed_through: dict[str, date] = field(default_factory=dict)
+    source: str = COST_EXPLORER_SOURCE
+    daily: dict[str, dict[date, float]] = field(default_factory=dict)
     requests: int = 0
     unavailable: str | None = None
+
+    def add(self, run_id: str, day: date, amount: float) -> None:
+        days = self.daily.setdefault(run_id, {})
+        days[day] = days.get(day, 0.0) + amount
+
+    def billed(self, run_id: str) -> float | None:
+        days = self.daily.get(run_id)
+        return sum(days.values()) if days else None
+
+    def billed_through(self, run_id: str) -> date | None:
+        days = self.daily.get(run_id)
+        return max(days) if days else None
 
 
 def read_billing(client: Any, run_ids: Sequence[str], period: Period, max_requests: int) -> Billing:
@@ -365,10 +392,52 @@ def read_billing(client: Any, run_ids: Sequence[str], period: Period, max_reques
         for group in result.groups:
             run_id = group["Keys"][0].split("$", 1)[-1]
             amount = float(group["Metrics"]["UnblendedCost"]["Amount"])
-            if not run_id or amount <= 0:
+            if run_id and amount > 0:
+                billing.add(run_id, day, amount)
+    return billing
+
+
+def read_line_item_billing(
+    line_items: LineItems, resources: Mapping[str, Sequence[str]], period: Period
+) -> Billing:
+    """BilledCost per run and day from the FOCUS export: the line items tagged with a run's `run-id`,
+    and those of its resources (`resources`: run id -> resource ids) whatever their tags say.
+
+    A line item counts once, for the run its tag names, else for the run whose resource it is; a
+    resource id two runs claim counts for neither.
+    """
+    billing = Billing(source=FOCUS_SOURCE)
+    if not resources:
+        return billing
+    run_ids = sorted(resources)
+    owners = _resource_targets({index: list(resources[run_id]) for index, run_id in enumerate(run_ids)})
+    # The line items' Tags are a JSON object without the export's `user:` prefix (finops.focus).
+    run_tag = f"json_extract_string(Tags, {_sql_text(RUN_TAG_PATH)})"
+    tagged = f"{run_tag} IN ({', '.join(_sql_text(run_id) for run_id in run_ids)})"
+    matches = f"({tagged} OR {_of_resources_sql(list(owners))})" if owners else tagged
+    first, last = period.start.date(), period.end.date() + timedelta(days=1)
+    answer = line_items.aggregate(
+        f"SELECT {run_tag} AS run_tag, ResourceId AS resource_id, {_resource_key_sql()} AS resource_key, "
+        "CAST(ChargePeriodStart AS DATE) AS day, SUM(BilledCost) AS billed_usd "
+        f"FROM {LINE_ITEMS_RELATION} "
+        f"WHERE ChargePeriodStart >= TIMESTAMPTZ '{first.isoformat()} 00:00:00+00' "
+        f"AND ChargePeriodStart < TIMESTAMPTZ '{last.isoformat()} 00:00:00+00' AND {matches} "
+        "GROUP BY 1, 2, 3, 4"
+    )
+    amounts: dict[tuple[str, date], float] = {}
+    for row in answer.itertuples(index=False):
+        if row.run_tag in resources:
+            owner = row.run_tag
+        else:
+            index = _matched(row, owners)
+            if index is None:
                 continue
-            billing.billed[run_id] = billing.billed.get(run_id, 0.0) + amount
-            billing.billed_through[run_id] = max(billing.billed_through.get(run_id, day), day)
+            owner = run_ids[index]
+        key = (owner, pd.Timestamp(row.day).date())
+        amounts[key] = amounts.get(key, 0.0) + float(row.billed_usd)
+    for (run_id, day), amount in sorted(amounts.items()):
+        if amount > 0:
+            billing.add(run_id, day, amount)
     return billing
 
 
@@ -462,6 +531,8 @@ class RunCost:
     checkpoint_age_minutes: float | None
     checkpoint_stale: bool
     budget_usd: float | None
+    # When the cost accrued (billed days, then list-price hours) first exceeded the budget.
+    budget_crossed_at: datetime | None = None
     unpriced_instances: tuple[str, ...] = ()
 
     @property
@@ -521,15 +592,15 @@ class RunCost:
                 "stale": self.checkpoint_stale,
             },
             "budget_usd": self.budget_usd,
+            "budget_crossed_at": _iso(self.budget_crossed_at),
             "over_budget": self.over_budget,
             "unpriced_instances": list(self.unpriced_instances),
         }
 
     def line(self) -> str:
         cost = f"${self.cost_usd:,.2f}" + (" (estimated in part)" if self.estimated else "")
-        flags = [
-            flag for flag, on in (("OVER BUDGET", self.over_budget), ("STALE", self.checkpoint_stale)) if on
-        ]
+        over = f"OVER BUDGET ${self.budget_usd:,.2f} since {_iso(self.budget_crossed_at)}"
+        flags = [flag for flag, on in ((over, self.over_budget), ("STALE", self.checkpoint_stale)) if on]
         return (
             f"{self.run_id} [{self.status}] {self.team or '-'}/{self.environment or '-'} "
             f"{self.instance_hours:.2f} instance-h, {cost}, saved ${self.saving_usd:,.2f} vs on demand, "
@@ -548,11 +619,14 @@ class RunCosts:
     ce_max_requests: int = DEFAULT_MAX_CE_REQUESTS
     ce_unavailable: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Where billed dollars came from: COST_EXPLORER_SOURCE or FOCUS_SOURCE (the export's line items).
+    cost_source: str = COST_EXPLORER_SOURCE
 
     def to_json(self) -> dict[str, Any]:
         return {
             "period": self.period.to_json(),
             "scope": self.scope.to_json(),
+            "cost_source": self.cost_source,
             "cost_explorer": {
                 "available": self.ce_unavailable is None,
                 "reason": self.ce_unavailable,
@@ -698,11 +772,11 @@ def _cost(
     ]
     end = None if status == "running" else max(ends, default=None)
     usage = _usage(instances, period)
-    billed = None if billing.unavailable else billing.billed.get(evidence.run_id)
-    through = billing.billed_through.get(evidence.run_id)
-    # Hours after the last billed day are not in Cost Explorer yet: priced from the list.
-    unbilled_from = datetime.combine(through + timedelta(days=1), time(), UTC) if through else None
-    unbilled = _usage(instances, period, since=unbilled_from) if billed is not None else usage
+    billed = None if billing.unavailable else billing.billed(evidence.run_id)
+    through = None if billed is None else billing.billed_through(evidence.run_id)
+    # Hours after the last billed day are not in the cost source yet: priced from the list.
+    unbilled_from = _day_start(through + timedelta(days=1)) if through else None
+    unbilled = _usage(instances, period, since=unbilled_from)
     estimated_usd = sum(line.cost_usd or 0.0 for line in unbilled)
     checkpoints = evidence.checkpoints
     newest = checkpoints[-1] if checkpoints else None
@@ -711,6 +785,11 @@ def _cost(
         since = newest or start
         age = (now - since).total_seconds() / 60 if since else None
     environment = evidence.tags.get(ENVIRONMENT)
+    budget = budget_usd(environment) if environment else None
+    crossed = None
+    if budget is not None and (billed or 0.0) + estimated_usd > budget:
+        daily = {} if billed is None else billing.daily[evidence.run_id]
+        crossed = _budget_crossed_at(_cost_timeline(instances, daily, unbilled_from, period), budget)
     return RunCost(
         run_id=evidence.run_id,
         account_id=evidence.account_id,
@@ -738,9 +817,68 @@ def _cost(
         newest_checkpoint_at=newest,
         checkpoint_age_minutes=age,
         checkpoint_stale=age is not None and age > stale_after.total_seconds() / 60,
-        budget_usd=budget_usd(environment) if environment else None,
+        budget_usd=budget,
+        budget_crossed_at=crossed,
         unpriced_instances=tuple(sorted(item.instance_id for item in instances if item.hourly_usd is None)),
     )
+
+
+# A stretch of a run's cost: `usd` spent evenly from `start` to `end`.
+CostPiece = tuple[datetime, datetime, float]
+
+
+def _cost_timeline(
+    instances: Sequence[Instance], daily: Mapping[date, float], unbilled_from: datetime | None, period: Period
+) -> list[CostPiece]:
+    """The run's cost as it accrued: each billed day's dollars spread over the part of that day the
+    run ran (the whole day when no instance ran in it: storage, say), then each instance's unbilled
+    hours at its list price. Its sum is the run's cost_usd."""
+    runs = [
+        (max(item.launched, period.start), min(item.ended or period.end, period.end))
+        for item in instances
+        if item.launched is not None
+    ]
+    pieces: list[CostPiece] = []
+    for day, usd in sorted(daily.items()):
+        day_start = max(_day_start(day), period.start)
+        day_end = min(_day_start(day + timedelta(days=1)), period.end)
+        overlaps = [(max(start, day_start), min(end, day_end)) for start, end in runs]
+        overlaps = [(start, end) for start, end in overlaps if end > start]
+        if overlaps:
+            day_start, day_end = min(start for start, _ in overlaps), max(end for _, end in overlaps)
+        if day_end <= day_start:
+            day_start, day_end = _day_start(day), _day_start(day + timedelta(days=1))
+        pieces.append((day_start, day_end, usd))
+    for item in instances:
+        if item.launched is None or item.hourly_usd is None:
+            continue
+        start = max(item.launched, unbilled_from) if unbilled_from else item.launched
+        start, end = max(start, period.start), min(item.ended or period.end, period.end)
+        if end > start:
+            pieces.append((start, end, period.hours(start, end) * item.hourly_usd))
+    return pieces
+
+
+def _budget_crossed_at(pieces: Sequence[CostPiece], budget: float) -> datetime | None:
+    """The first moment the accrued cost exceeds `budget`; None when it never does."""
+
+    def accrued(moment: datetime) -> float:
+        return sum(usd * min(max((moment - start) / (end - start), 0.0), 1.0) for start, end, usd in pieces)
+
+    moments = sorted({moment for start, end, _ in pieces for moment in (start, end)})
+    before = 0.0
+    for earlier, later in itertools.pairwise(moments):
+        after = accrued(later)
+        if after > budget:
+            # Between two consecutive starts or ends every piece accrues linearly.
+            share = (budget - before) / (after - before)
+            return (earlier + (later - earlier) * share).replace(microsecond=0)
+        before = after
+    return None
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
 
 
 def environment_budget_usd(project_dir: Path | None = None) -> Callable[[str], float | None]:
@@ -766,6 +904,7 @@ def run_costs(
     *,
     run_id: str | None = None,
     cost_explorer: Any | None = None,
+    line_items: LineItems | None = None,
     max_ce_requests: int = DEFAULT_MAX_CE_REQUESTS,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
     budget_usd: Callable[[str], float | None] | None = None,
@@ -773,9 +912,12 @@ def run_costs(
 ) -> RunCosts:
     """Every run (or `run_id`) active in `period` over the targets of `scope`, with its costs.
 
-    `cost_explorer` is a boto3 Cost Explorer client (default: the caller's); `budget_usd` maps an
-    environment to its per-run budget (default: the project's stack files). A target that cannot be
-    read is a gap of the returned scope; Cost Explorer failing leaves every cost estimated, with a note.
+    Billed dollars come from `line_items` (the FOCUS export's, `finops.analysis.LineItems`) when
+    given, by the runs' `run-id` tag and their instances' resource ids, with no Cost Explorer
+    request; else from `cost_explorer`, a boto3 Cost Explorer client (default: the caller's).
+    `budget_usd` maps an environment to its per-run budget (default: the project's stack files). A
+    target that cannot be read is a gap of the returned scope; Cost Explorer failing leaves every
+    cost estimated, with a note.
     """
     gathered = run_targets(
         scope, lambda target: _gather_target(target, run_id, period), concurrency=concurrency
@@ -789,12 +931,18 @@ def run_costs(
             else:
                 merged[key] = evidence
     active = [evidence for evidence in merged.values() if _active_in(evidence, period)]
-    billing = read_billing(
-        cost_explorer or cost_explorer_client(),
-        sorted({evidence.run_id for evidence in active}),
-        period,
-        max_ce_requests,
-    )
+    if line_items is not None:
+        resources: dict[str, list[str]] = {}
+        for evidence in active:
+            resources.setdefault(evidence.run_id, []).extend(sorted(evidence.instances))
+        billing = read_line_item_billing(line_items, resources, period)
+    else:
+        billing = read_billing(
+            cost_explorer or cost_explorer_client(),
+            sorted({evidence.run_id for evidence in active}),
+            period,
+            max_ce_requests,
+        )
     budgets = budget_usd or environment_budget_usd()
     runs = sorted(
         (_cost(evidence, period, billing, stale_after, budgets) for evidence in active),
@@ -814,6 +962,7 @@ def run_costs(
         ce_requests=billing.requests,
         ce_max_requests=max_ce_requests,
         ce_unavailable=billing.unavailable,
+        cost_source=billing.source,
     )
     if billing.unavailable:
         result.notes.append(f"Cost Explorer unavailable ({billing.unavailable}): every cost is estimated")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import boto3
@@ -474,3 +474,83 @@ def test_a_destroy_receipt_carries_the_runs_cost_line(world: dict[str, Any]) -> 
         .cost_line
         is None
     )
+
+
+def seconds_apart(stamp: str, moment: datetime) -> float:
+    return abs((datetime.fromisoformat(stamp.replace("Z", "+00:00")) - moment).total_seconds())
+
+
+def test_the_budget_is_crossed_where_the_billed_days_and_the_estimate_reach_it(world: dict[str, Any]) -> None:
+    runs = by_id(costs(budget_usd=lambda environment: 30.0))
+
+    # r2's first billed day ran from its launch to midnight, the second all day: $12.07 then $24.14.
+    second_day = datetime.combine(NOW.date() - timedelta(days=1), time(), UTC)
+    crossed = second_day + timedelta(days=1) * ((30.0 - 12.07) / 24.14)
+    assert seconds_apart(runs["r2"]["budget_crossed_at"], crossed) <= 1
+    assert runs["r1"]["budget_crossed_at"] is None
+
+    # r1 is all estimate: A (spot) and B (on demand) from T0, B alone from A's end to C's launch,
+    # then B and C.
+    runs = by_id(costs(budget_usd=lambda environment: 4.0))
+    at_c_launch = 2 * (SPOT_HOURLY + ON_DEMAND_HOURLY) + (5 / 60) * ON_DEMAND_HOURLY
+    crossed = C_LAUNCH + timedelta(hours=(4.0 - at_c_launch) / (SPOT_HOURLY + ON_DEMAND_HOURLY))
+    assert runs["r1"]["over_budget"] is True
+    assert seconds_apart(runs["r1"]["budget_crossed_at"], crossed) <= 1
+
+
+def focus_line_items(rows: list[tuple[date, str | None, dict[str, str], float]]) -> Any:
+    """FOCUS line items as `finops.focus` serves them: Tags a JSON object without the `user:` prefix."""
+    import pandas as pd
+
+    from finops.focus import LineItems
+
+    return LineItems.from_frame(
+        pd.DataFrame(
+            [
+                {
+                    "ChargePeriodStart": pd.Timestamp(datetime.combine(day, time(), UTC)),
+                    "ResourceId": resource_id,
+                    "Tags": json.dumps(tags),
+                    "BilledCost": cost,
+                    "EffectiveCost": cost,
+                    "ServiceName": COMPUTE,
+                }
+                for day, resource_id, tags, cost in rows
+            ]
+        )
+    )
+
+
+class NoCostExplorer:
+    def get_cost_and_usage(self, **request: Any) -> Any:
+        raise AssertionError("Cost Explorer was asked although the FOCUS export's line items were given")
+
+
+def test_billed_cost_comes_from_the_focus_line_items_of_the_runs_tags_and_resources(
+    world: dict[str, Any],
+) -> None:
+    yesterday, before = NOW.date() - timedelta(days=1), NOW.date() - timedelta(days=2)
+    b_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{world['b']}"
+    items = focus_line_items(
+        [
+            (before, None, {"run-id": "r2"}, 12.07),
+            (yesterday, "i-0r2", {"run-id": "r2", "team": "ml-platform"}, 24.14),
+            # B's hours before its run-id tag was activated for cost allocation: its ARN is its own.
+            (yesterday, b_arn, {}, 3.5),
+            # Tagged and its own resource: counted once.
+            (yesterday, world["a"], {"run-id": "r1"}, 0.25),
+            (yesterday, None, {"run-id": "another-run"}, 99.0),
+            (NOW.date() - timedelta(days=40), None, {"run-id": "r2"}, 50.0),
+        ]
+    )
+    with items:
+        result = costs(line_items=items, cost_explorer=NoCostExplorer())
+    runs = by_id(result)
+
+    assert result.to_json()["cost_source"] == "focus" and result.ce_requests == 0
+    assert runs["r2"]["billed_usd"] == 36.21 and runs["r2"]["billed_through"] == yesterday.isoformat()
+    assert runs["r1"]["billed_usd"] == 3.75 and runs["r1"]["billed_through"] == yesterday.isoformat()
+    # r1 started today: nothing of it is before the day after yesterday, so all of it is estimated too.
+    assert runs["r1"]["estimated_usd"] == runs["r1"]["instance_cost_usd"]
+    assert runs["r0"]["billed_usd"] is None
+    assert costs().to_json()["cost_source"] == "cost-explorer"
