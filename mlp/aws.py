@@ -2,6 +2,8 @@
 
 Endpoint, credentials and profile come from the standard AWS environment (`AWS_ENDPOINT_URL`,
 `AWS_PROFILE`, `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, ...); the embedded sandbox only sets those.
+`--profile NAME` (`use_profile`) sets `AWS_PROFILE`, so boto3 here and the processes mlp starts
+(Pulumi's AWS provider) act as the same profile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ DEFAULT_REGION = "us-east-1"
 COST_EXPLORER_REGION = "us-east-1"
 DEFAULT_MAX_ATTEMPTS = 8
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+PROFILE_ENV = "AWS_PROFILE"
+LIST_PROFILES = "`aws configure list-profiles` lists them"
 MAX_ATTEMPTS_ENV = "AWS_MAX_ATTEMPTS"
 RETRY_MODE_ENV = "AWS_RETRY_MODE"
 # Both modes retry every transport error (connect/read timeouts, closed connections, refused
@@ -73,7 +77,13 @@ def default_region() -> str:
 
 def base_session() -> boto3.session.Session:
     """The session of the caller's own credentials (AWS_PROFILE or the default chain)."""
-    return _session(os.environ.get("AWS_PROFILE"))
+    return _session(os.environ.get(PROFILE_ENV))
+
+
+def _config_files() -> str:
+    config = os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
+    return f"{config} or {credentials}"
 
 
 @functools.cache
@@ -81,7 +91,16 @@ def _session(profile: str | None) -> boto3.session.Session:
     try:
         return boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UserError(f"AWS profile {profile!r} not found: fix AWS_PROFILE or ~/.aws/config") from exc
+        raise UserError(
+            f"{PROFILE_ENV}={profile}: no such AWS profile in {_config_files()}; {LIST_PROFILES}"
+        ) from exc
+
+
+def use_profile(name: str) -> None:
+    """`--profile NAME`: every session from now on, here and in the processes mlp starts, acts as NAME."""
+    if name not in botocore.session.Session().available_profiles:
+        raise UserError(f"--profile {name}: no such AWS profile in {_config_files()}; {LIST_PROFILES}")
+    os.environ[PROFILE_ENV] = name
 
 
 def default_max_attempts() -> int:

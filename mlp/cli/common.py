@@ -2,21 +2,94 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import logging
 import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, invalid_tag
+
+DISTRIBUTION = "ml-platform"
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}
+# Root options that every command also takes after its name (`mlp report --debug`).
+EVERY_COMMAND_OPTIONS = ("debug",)
+
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    """A flag takes no value, so its help shows no type (typer would print `<bool>`)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _usage_name(argument: TyperArgument) -> str:
+    name = argument.metavar or (argument.name or "").upper()
+    name = name if argument.required else f"[{name}]"
+    return f"{name}..." if argument.nargs != 1 else name
+
+
+class Command(TyperCommand):
+    """A command whose usage line reads as Unix tools write it: `mlp train status [OPTIONS] RUN_ID`."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        arguments = [param for param in self.get_params(ctx) if isinstance(param, TyperArgument)]
+        return [self.options_metavar or "[OPTIONS]", *(_usage_name(argument) for argument in arguments)]
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A command group; the root's shared options (EVERY_COMMAND_OPTIONS) reach every command below it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        shared = [param for param in self.params if param.name in EVERY_COMMAND_OPTIONS]
+        for command in _descendants(self):
+            command.params.extend(param for param in shared if param not in command.params)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+
+def _descendants(group: TyperGroup) -> Iterator[Any]:
+    for command in group.commands.values():
+        yield command
+        if isinstance(command, TyperGroup):
+            yield from _descendants(command)
+
+
+class Typer(typer.Typer):
+    """An app or sub-app of `mlp`: -h/--help, and every command a `Command` (see its usage line)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            cls=Group,
+            context_settings=HELP_SETTINGS,
+            no_args_is_help=True,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+            **kwargs,
+        )
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Any:
+        return super().command(name, cls=cls or Command, **kwargs)
 
 
 class OutputFormat(StrEnum):
@@ -28,11 +101,66 @@ FormatOption = Annotated[
     OutputFormat,
     typer.Option("--format", help="text for people; json on stdout for machines (logs go to stderr)."),
 ]
+STACK_FLAGS = ("--stack", "-s")
 RegionsOption = Annotated[
     str | None,
     typer.Option(
         "--regions",
         help="Comma-separated AWS regions to scan, or 'all' (default: every region enabled for each account).",
+    ),
+]
+RegionOption = Annotated[
+    str | None,
+    typer.Option("--region", metavar="REGION", help="One AWS region: the same as --regions REGION."),
+]
+
+
+def pick_regions(regions: str | None, region: str | None) -> str | None:
+    """The `--regions` value the two region options give: `--region R` is `--regions R`, never both."""
+    if region is None:
+        return regions
+    if regions is not None:
+        raise UserError(
+            f"--region {region} and --regions {regions} both choose the regions; pass one of them"
+        )
+    region = region.strip()
+    if "," in region:
+        raise UserError(f"--region {region}: takes one region; use --regions {region} for several")
+    from mlp.preflight import check_regions
+
+    check_regions([region], flag="--region")
+    return region
+
+
+@contextmanager
+def environment_kept(name: str) -> Iterator[None]:
+    """The environment variable `name` as it was before the block, whatever the block set."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _use_profile(name: str | None) -> None:
+    if name is not None:
+        from mlp import aws
+
+        aws.use_profile(name)
+
+
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        metavar="NAME",
+        # Applied as the option is read, before any flag check talks to AWS; the command never sees it.
+        callback=_use_profile,
+        expose_value=False,
+        help="AWS CLI profile to use (credentials, region, endpoint of ~/.aws/config); default $AWS_PROFILE.",
     ),
 ]
 AccountsOption = Annotated[
@@ -94,23 +222,65 @@ def log(message: str) -> None:
 
 
 DEBUG_ENV = "MLP_DEBUG"
+# Flags whose value is a secret: kept out of the log file.
+SECRET_FLAGS = ("--slack-webhook",)
+_debug = False
+_botocore_handler: logging.Handler | None = None
+
+
+def set_debug(enabled: bool) -> None:
+    """Tracebacks on stderr, and botocore's request-by-request log there too (or neither)."""
+    global _debug, _botocore_handler
+    _debug = enabled
+    botocore_log = logging.getLogger("botocore")
+    if _botocore_handler is not None:
+        botocore_log.removeHandler(_botocore_handler)
+        _botocore_handler = None
+    if enabled:
+        _botocore_handler = logging.StreamHandler(sys.stderr)
+        _botocore_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
+        botocore_log.addHandler(_botocore_handler)
+        botocore_log.setLevel(logging.DEBUG)
+    else:
+        botocore_log.setLevel(logging.NOTSET)
+
+
+def _enable_debug(enabled: bool) -> None:
+    if enabled:
+        set_debug(True)
+
+
 DebugOption = Annotated[
     bool,
     typer.Option(
         "--debug",
         envvar=DEBUG_ENV,
         show_envvar=True,
-        help="On an internal error, print the traceback instead of writing it to a log file.",
+        # Eager, so a traceback is printed even for an error raised while the other options are read.
+        is_eager=True,
+        callback=_enable_debug,
+        expose_value=False,
+        help="Print tracebacks (not only a log file) and botocore's log of every AWS request, on stderr.",
     ),
 ]
-# Flags whose value is a secret: kept out of the log file.
-SECRET_FLAGS = ("--slack-webhook",)
-_debug = False
 
 
-def set_debug(enabled: bool) -> None:
-    global _debug
-    _debug = enabled
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"mlp {importlib.metadata.version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        expose_value=False,
+        help="Print mlp's version and exit.",
+    ),
+]
 
 
 def debug_enabled() -> bool:

@@ -7,11 +7,9 @@ from typing import Annotated
 import typer
 
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, print_json, scope_from_options
+from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, Typer, print_json, scope_from_options
 
-runs_app = typer.Typer(
-    help="Training runs after the fact: their costs and interruptions.", no_args_is_help=True
-)
+runs_app = Typer(help="Training runs after the fact: their costs and interruptions.")
 app.add_typer(runs_app, name="runs")
 
 # finops.run_costs' defaults, spelled out: importing finops here would slow every command's start.

@@ -12,13 +12,11 @@ from rich.table import Table
 
 from mlp import pricing
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, log, print_json
+from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, Typer, log, print_json
 from mlp.cli.infra_cmds import PlanFormat, render_plan_table
 from mlp.tags import TRAINING_TAGS
 
-train_app = typer.Typer(
-    help="Ephemeral spot GPU training runs: one Pulumi stack per run.", no_args_is_help=True
-)
+train_app = Typer(help="Ephemeral spot GPU training runs: one Pulumi stack per run.")
 app.add_typer(train_app, name="train")
 
 
