@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import statistics
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +25,7 @@ NO_INSTANCE_TYPE = "NoInstanceType"
 # AWS marks the last days as estimated until the bill settles.
 ESTIMATED_DAYS = 2
 DEFAULT_PAGE_SIZE = 50
+FORECAST_HISTORY_DAYS = 14
 MAX_GROUP_BY = 2
 
 # PURCHASE_TYPE dimension values.
@@ -316,7 +319,7 @@ class CostExplorerEmulator:
         return response
 
     def get_cost_forecast(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Forecast = average daily spend of the last 14 settled days, per day of the period."""
+        """Forecast = average daily spend of the last 14 days before today, per day of the period."""
         start, end = _time_period(request)
         today = self.now.astimezone(UTC).date()
         if start < today:
@@ -330,22 +333,29 @@ class CostExplorerEmulator:
         if granularity not in ("DAILY", "MONTHLY"):
             raise _validation(f"Granularity {granularity!r} is not supported; use DAILY or MONTHLY")
         selected = compile_filter(request["Filter"]) if request.get("Filter") else (lambda item: True)
-        history_start = today - timedelta(days=14)
-        recent = sum(
-            _METRICS[metric_name](item)
-            for item in self.line_items
-            if history_start <= item.day < today and selected(item)
-        )
-        daily = recent / 14
+        history = [today - timedelta(days=offset) for offset in range(FORECAST_HISTORY_DAYS, 0, -1)]
+        per_day = dict.fromkeys(history, 0.0)
+        for item in self.line_items:
+            if item.day in per_day and selected(item):
+                per_day[item.day] += _METRICS[metric_name](item)
+        daily = statistics.fmean(per_day.values())
+        spread = statistics.pstdev(per_day.values())
+        level = request.get("PredictionIntervalLevel")
+        # A normal interval of the daily spend's spread; Cost Explorer answers bounds only when asked.
+        z = statistics.NormalDist().inv_cdf(0.5 + int(level) / 200) if level else None
         by_time = []
         for period_start, period_end in _periods(start, end, granularity):
-            amount = daily * (period_end - period_start).days
-            by_time.append(
-                {
-                    "TimePeriod": {"Start": period_start.isoformat(), "End": period_end.isoformat()},
-                    "MeanValue": f"{amount:.10g}",
-                }
-            )
+            days = (period_end - period_start).days
+            amount = daily * days
+            row = {
+                "TimePeriod": {"Start": period_start.isoformat(), "End": period_end.isoformat()},
+                "MeanValue": f"{amount:.10g}",
+            }
+            if z is not None:
+                half = z * spread * math.sqrt(days)
+                row["PredictionIntervalLowerBound"] = f"{max(amount - half, 0.0):.10g}"
+                row["PredictionIntervalUpperBound"] = f"{amount + half:.10g}"
+            by_time.append(row)
         total = daily * (end - start).days
         return {"Total": {"Amount": f"{total:.10g}", "Unit": "USD"}, "ForecastResultsByTime": by_time}
 
