@@ -32,6 +32,7 @@ from infra.components.finops_jobs import (
 )
 from infra.config import parse_stack_config, read_stack_file
 from infra.iam import RUN_ROLE_PATH
+from infra.mocks import ACCOUNT_ID
 from infra.plan import plan_environment, plan_stack
 from mlp.errors import ConfigError
 from tests.conftest import REPO_ROOT
@@ -42,7 +43,8 @@ CRON_JOB = "kubernetes:batch/v1:CronJob"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 RUN_TAGS = {"ephemeral": "true", "managed-by": "pulumi", "run-id": "r-1"}
-READ_VERBS = ("Describe", "Get", "List")
+# sqs:ReceiveMessage is of the Read access level: the run-cost reads peek with a zero visibility timeout.
+READ_VERBS = ("Describe", "Get", "List", "Receive")
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +218,8 @@ def test_the_report_role_reads_and_writes_only_its_reports(prod) -> None:
                 )
             elif action == "cloudwatch:PutMetricData":
                 assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}
+            elif action == "budgets:ViewBudget":  # a read (DescribeBudgets) though its verb is View
+                assert _resources(statement) == [f"arn:aws:budgets::{ACCOUNT_ID}:budget/*"]
             else:
                 pytest.fail(f"the report role may {action}")
 
@@ -597,3 +601,21 @@ def test_the_athena_engine_queries_the_cost_exports_workgroup_and_nothing_more()
     }
     assert not {"AthenaQueries", "GlueCatalogRead", "AthenaResults"} & plain
     assert unexpected_findings(plan_documents(plan)) == []
+
+
+def test_the_report_and_the_reaper_read_what_run_costs_need_and_the_report_forecasts(prod) -> None:
+    report, reaper = _policy(prod, f"finops-{REPORT}"), _policy(prod, f"finops-{REAPER}")
+    run = "mlp-train-r7-interruptions"
+    for statements in (report, reaper):
+        assert allowed(statements, Request("autoscaling:DescribeScalingActivities", "*"))
+        assert allowed(statements, Request("s3:ListBucket", "arn:aws:s3:::mlp-prod-checkpoints-abc"))
+        assert allowed(statements, Request("sqs:ReceiveMessage", f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:{run}"))
+        # Only the runs' interruption queues: never another queue's messages.
+        assert not allowed(
+            statements, Request("sqs:ReceiveMessage", f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:orders")
+        )
+    assert allowed(report, Request("ce:GetCostForecast", "*"))
+    assert allowed(report, Request("budgets:ViewBudget", f"arn:aws:budgets::{ACCOUNT_ID}:budget/mlp-prod"))
+    assert not allowed(
+        reaper, Request("budgets:ViewBudget", f"arn:aws:budgets::{ACCOUNT_ID}:budget/mlp-prod")
+    )

@@ -227,6 +227,15 @@ STACK_DESTROY_ACCESS = KindAccess(
     deletes=(Access("sqs:SetQueueAttributes", SQS_QUEUE),),
 )
 
+# A training run's evidence of what it cost (finops.run_costs), read by the report and the reaper in
+# every account they scan: its group's activities, the times of its checkpoints under runs/ in the
+# environments' checkpoint buckets, and the interruption notices its queue holds (left for others).
+RUN_COSTS_READ = (
+    Access("autoscaling:DescribeScalingActivities"),
+    Access("s3:ListBucket", "arn:aws:s3:::mlp-*-checkpoints-*"),
+    Access("sqs:ReceiveMessage", "arn:aws:sqs:*:*:mlp-train-*-interruptions"),
+)
+
 STATE_WRITE_ACTIONS = ("s3:DeleteObject", "s3:PutObject")
 
 
@@ -321,14 +330,14 @@ COSTS_AND_METRICS_READ: dict[str, Any] = {
 def report_read_statements() -> list[dict[str, Any]]:
     """What the report reads in any account it scans: costs, GPU metrics, the whole inventory."""
     return [
-        *_statements("InventoryRead", inventory_reads()),
+        *_statements("InventoryRead", [*inventory_reads(), *RUN_COSTS_READ]),
         COSTS_AND_METRICS_READ,
     ]
 
 
 def reaper_statements() -> list[dict[str, Any]]:
     """What the reaper does in any account: read the run resources, delete only the tagged runs'."""
-    reads = [*inventory_reads(run_resource_kinds()), *STACK_DESTROY_ACCESS.reads]
+    reads = [*inventory_reads(run_resource_kinds()), *STACK_DESTROY_ACCESS.reads, *RUN_COSTS_READ]
     deletes = [
         *(access for kind in run_resource_kinds() for access in INVENTORY_ACCESS[kind].deletes),
         *STACK_DESTROY_ACCESS.deletes,
@@ -747,6 +756,14 @@ class FinOpsJobs(pulumi.ComponentResource):
                 "Resource": f"{bucket_arn}/{REPORTS_PREFIX}*",
             },
             s3_key_statement("ReportsEncrypt", key_arn, ["kms:GenerateDataKey"], region),
+            # The month-end forecast and the budgets are the payer's (this account's) alone.
+            {"Sid": "CostForecastRead", "Effect": "Allow", "Action": "ce:GetCostForecast", "Resource": "*"},
+            {
+                "Sid": "BudgetsRead",
+                "Effect": "Allow",
+                "Action": "budgets:ViewBudget",
+                "Resource": f"arn:aws:budgets::{account_id}:budget/*",
+            },
             metric_statement(),
             *self._scope_statements(REPORT),
         ]
