@@ -25,16 +25,26 @@ from finops.idle import scan_idle
 from finops.inventory import Resource, Scope
 from finops.locks import Locks, locks_for
 from finops.ownership import StackAccount, stack_account
+from finops.run_costs import Period, RunCosts, environment_budget_usd, run_costs
 from finops.run_resources import RunSurvey, by_run, find_run_resources, survey_runs
-from finops.scope import DEFAULT_CONCURRENCY, ScanScope
-from finops.teardown import Receipt, RunTeardown, account_teardown, run_cost_usd
+from finops.scope import DEFAULT_CONCURRENCY, Gap, ScanScope
+from finops.teardown import RUN_COST_LOOKBACK, Receipt, RunTeardown, account_teardown, run_cost_usd
 from infra.config import PROD, TRAINING_STACK_PREFIX, environment_stacks, find_project_dir, load_stack_config
 from infra.training.automation import PulumiAutomationBackend, StackBackend, StackSummary, backend_url
 from infra.training.checkpoints import Completion, read_completion
 from infra.training.state import DiyStateBackend, StackReader
 from mlp import aws
 from mlp.errors import ConfigError, UserError, describe
-from mlp.tags import ENVIRONMENT, EXPIRES_AT, RUN_ID, is_ephemeral, normalize_tags, parse_expires_at
+from mlp.tags import (
+    ENVIRONMENT,
+    EXPIRES_AT,
+    OWNER,
+    RUN_ID,
+    format_expires_at,
+    is_ephemeral,
+    normalize_tags,
+    parse_expires_at,
+)
 
 DEFAULT_GRACE_MINUTES = 60
 GPU_TELEMETRY = "gpu"
@@ -49,6 +59,16 @@ class IdleEvidence:
 
 
 @dataclass(frozen=True)
+class OverBudget:
+    """A running run whose billed-plus-estimated cost exceeds its per-run budget (finops.run_costs)."""
+
+    cost_usd: float
+    budget_usd: float
+    # When its accrued cost passed the budget, from its cost timeline: the grace period runs from here.
+    since: datetime
+
+
+@dataclass(frozen=True)
 class RunFacts:
     """What AWS says about one training stack's run."""
 
@@ -56,6 +76,7 @@ class RunFacts:
     instance_ids: tuple[str, ...] = ()
     # For the instances the idle-GPU scan found idle: how long, and on which telemetry.
     idle: Mapping[str, IdleEvidence] = field(default_factory=dict)
+    over_budget: OverBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -71,12 +92,16 @@ class ReapPolicy:
 class Candidate:
     stack: str
     run_id: str
-    reason: str  # completed | expired | idle | orphaned
+    reason: str  # completed | expired | over-budget | idle | orphaned
     action: str  # destroy | skip | refuse
     why: str
     notify: bool = False
     # The account whose resources it is about; "" when its stack's state proves none.
     account_id: str = ""
+    # The run's `owner` tag, whom a notification is about; "" when untagged.
+    owner: str = ""
+    # When a run skipped for its grace period becomes a destroy candidate.
+    ready_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,23 +137,33 @@ def decide(stack: StackSummary, facts: RunFacts, policy: ReapPolicy, now: dateti
     all_idle = bool(instances) and instances <= set(facts.idle)
     idle_for = min((facts.idle[i].hours for i in instances), default=0.0) if all_idle else 0.0
 
+    def candidate(reason: str, action: str, why: str, **extra: Any) -> Candidate:
+        return Candidate(stack.name, run_id, reason, action, why, owner=tags.get(OWNER, ""), **extra)
+
+    # From when the run is a destroy candidate: None for one that is at once.
+    since: datetime | None = None
     if facts.completion is not None and facts.completion.verified:
-        reason, ready, why = "completed", True, facts.completion.why
+        reason, why = "completed", facts.completion.why
     elif expires_at is not None and now >= expires_at:
-        overdue = now - expires_at
-        ready = overdue >= policy.grace
-        why = f"expired {_minutes(overdue)} min ago (expires-at {tags[EXPIRES_AT]}); no verified _COMPLETE"
+        since = expires_at
+        why = f"expired {_minutes(now - expires_at)} min ago (expires-at {tags[EXPIRES_AT]}); no verified _COMPLETE"
         reason = "expired"
+    elif facts.over_budget is not None:
+        over = facts.over_budget
+        # Expired in all but the clock: stopped the same way, grace period and checkpoints included.
+        since, reason = over.since, "over-budget"
+        why = (
+            f"${over.cost_usd:,.2f} billed plus estimated, over its {_usd(over.budget_usd)} budget "
+            f"since {format_expires_at(over.since)}"
+        )
     elif all_idle:
-        ready = timedelta(hours=idle_for) >= policy.grace
+        since = now - timedelta(hours=idle_for)
         why = f"all {len(instances)} instance(s) idle for {idle_for:.1f} h"
         reason = "idle"
         on_cpu = sorted(i for i in instances if facts.idle[i].telemetry != GPU_TELEMETRY)
         if on_cpu:
             # Without GPU telemetry a busy GPU looks idle (the agent may simply have failed to start).
-            return Candidate(
-                stack.name,
-                run_id,
+            return candidate(
                 reason,
                 "skip",
                 f"{why}, judged on CPU only for {', '.join(on_cpu)} (no GPU telemetry): "
@@ -140,17 +175,17 @@ def decide(stack: StackSummary, facts: RunFacts, policy: ReapPolicy, now: dateti
 
     refusal = _safety_refusal(stack.name, tags, policy)
     if refusal is not None:
-        return Candidate(stack.name, run_id, reason, "skip", f"{why}; but {refusal}")
-    if not ready:
-        return Candidate(
-            stack.name,
-            run_id,
+        return candidate(reason, "skip", f"{why}; but {refusal}")
+    if since is not None and now - since < policy.grace:
+        return candidate(
             reason,
             "skip",
             f"{why}; within the {_minutes(policy.grace)} min grace period, notified",
             notify=True,
+            ready_at=since + policy.grace,
         )
-    return Candidate(stack.name, run_id, reason, "destroy", why)
+    # Its owner hears of a run stopped for its cost: nothing else about it has ended.
+    return candidate(reason, "destroy", why, notify=reason == "over-budget")
 
 
 def decide_orphans(
@@ -233,6 +268,11 @@ def _minutes(delta: timedelta) -> int:
     return int(delta.total_seconds() // 60)
 
 
+def _usd(amount: float) -> str:
+    """ "$250" for a budget in whole dollars, "$249.50" otherwise."""
+    return f"${amount:,.0f}" if amount.is_integer() else f"${amount:,.2f}"
+
+
 @dataclass
 class ReapResult:
     applied: bool
@@ -269,6 +309,13 @@ class ReapResult:
         }
 
 
+def with_gaps(scope: ScanScope, gaps: Sequence[Gap]) -> ScanScope:
+    """`scope` with the `gaps` of another look at it, each account-region named once (its first reason)."""
+    named = {(gap.account_id, gap.region) for gap in scope.gaps}
+    fresh = [gap for gap in gaps if (gap.account_id, gap.region) not in named]
+    return replace(scope, gaps=[*scope.gaps, *fresh])
+
+
 # A stack's checkpoint read: with its account's session, in the region of the account's first target.
 CompletionReader = Callable[[StackSummary, Scope], Completion | None]
 
@@ -289,6 +336,8 @@ class Reaper:
         run_cost: Callable[[str], float | None],
         log: Callable[[str], None],
         notify: Callable[[str], None],
+        over_budget: Mapping[tuple[str, str], OverBudget] | None = None,
+        warnings: Sequence[str] = (),
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.stacks = stacks
@@ -302,19 +351,25 @@ class Reaper:
         self.run_cost = run_cost
         self.log = log
         self.notify = notify
+        # (account id, run id) -> the running runs over their budget.
+        self.over_budget = dict(over_budget or {})
+        # What makes the facts behind the decisions doubtful (run costs that are estimates only, say).
+        self.warnings = list(warnings)
         self.concurrency = concurrency
 
     def teardown(self, targets: Sequence[Scope]) -> RunTeardown:
         """The teardown of one account over `targets`, acting with the account's session."""
         return account_teardown(
-            targets, prod_opt_in=self.policy.prod_opt_in, run_cost=self.run_cost, log=self.log
+            targets,
+            prod_opt_in=self.policy.prod_opt_in,
+            run_cost=self.run_cost,
+            log=self.log,
+            with_cost_line=True,
         )
 
     def run(self, *, apply: bool, now: datetime | None = None) -> ReapResult:
         survey = survey_runs(self.scope, concurrency=self.concurrency)
-        named = {(gap.account_id, gap.region) for gap in self.scope.gaps}
-        fresh = [gap for gap in survey.gaps if (gap.account_id, gap.region) not in named]
-        covered = replace(self.scope, gaps=[*self.scope.gaps, *fresh])
+        covered = with_gaps(self.scope, survey.gaps)
         result = ReapResult(applied=apply, scope=covered, candidates=[])
         teardowns = {account: self.teardown(targets) for account, targets in survey.answered.items()}
         result.candidates = self._plan(now or datetime.now(UTC), survey, teardowns, result)
@@ -326,7 +381,7 @@ class Reaper:
             where = f" in {candidate.account_id}" if candidate.account_id else ""
             self.log(f"{candidate.action:8} {candidate.stack}{where} [{candidate.reason}] {candidate.why}")
             if candidate.notify or candidate.action == "refuse":
-                self._notify(candidate, result)
+                self._notify(candidate, result, apply=apply)
             if apply and candidate.action == "destroy":
                 self._act(candidate, teardowns[candidate.account_id], result)
         return result
@@ -345,7 +400,7 @@ class Reaper:
             if summary.name.startswith(TRAINING_STACK_PREFIX)
             and summary.name not in self.policy.environment_stacks
         ]
-        result.warnings.extend(self.stacks.warnings)
+        result.warnings.extend([*self.stacks.warnings, *self.warnings])
         if survey.run_count() and not training:
             result.warnings.insert(
                 0,
@@ -418,7 +473,12 @@ class Reaper:
             for (account_id, instance), evidence in self.idle.items()
             if account_id == home.account_id
         }
-        return RunFacts(completion=self.completion(summary, home.scope()), instance_ids=instances, idle=idle)
+        return RunFacts(
+            completion=self.completion(summary, home.scope()),
+            instance_ids=instances,
+            idle=idle,
+            over_budget=self.over_budget.get((home.account_id, run_id)),
+        )
 
     def _proven(
         self,
@@ -482,12 +542,14 @@ class Reaper:
             "error": error,
         }
 
-    def _notify(self, candidate: Candidate, result: ReapResult) -> None:
+    def _notify(self, candidate: Candidate, result: ReapResult, *, apply: bool) -> None:
         where = f" in account {candidate.account_id}" if candidate.account_id else ""
+        owner = f", owner {candidate.owner}," if candidate.owner else ""
+        upcoming = _next_step(candidate, apply=apply)
         try:
             self.notify(
-                f"training run {candidate.run_id} ({candidate.stack}){where} is {candidate.reason}, "
-                f"{candidate.action}: {candidate.why}"
+                f"training run {candidate.run_id} ({candidate.stack}){where}{owner} is {candidate.reason}, "
+                f"{candidate.action}: {candidate.why}" + (f". Next: {upcoming}" if upcoming else "")
             )
         except Exception as error:  # a chat outage must not stop the reaping
             result.errors.append(self._error(candidate, f"notifying: {describe(error)}"))
@@ -513,6 +575,16 @@ class Reaper:
             return self.destroyer()
         except UserError as error:
             raise RuntimeError(f"needs the Pulumi CLI to destroy ({error})") from None
+
+
+def _next_step(candidate: Candidate, *, apply: bool) -> str:
+    """What becomes of the run, for the people a notification reaches; "" when nothing is planned."""
+    kept = "its checkpoints are kept"
+    if candidate.action == "destroy":
+        return f"destroyed now, {kept}" if apply else f"destroyed by the next `mlp reap --apply`, {kept}"
+    if candidate.action == "skip" and candidate.ready_at is not None:
+        return f"destroyed by the reaper from {format_expires_at(candidate.ready_at)} on, {kept}"
+    return ""
 
 
 def prod_opt_in(project_dir: Path | None = None) -> bool:
@@ -553,6 +625,8 @@ def reap(
         idle = {
             (f.account_id, f.resource_id): IdleEvidence(f.idle_hours, f.telemetry) for f in idle_scan.findings
         }
+        # Likewise: a target whose runs' costs cannot be read has no run reaped for its budget.
+        costs = running_costs(idle_scan.scope, moment, project_dir=project_dir, concurrency=concurrency)
 
         def completion(summary: StackSummary, home: Scope) -> Completion | None:
             run_id = normalize_tags(summary.tags).get(RUN_ID, "")
@@ -561,7 +635,7 @@ def reap(
 
         reaper = Reaper(
             reader,
-            scope=idle_scan.scope,
+            scope=with_gaps(idle_scan.scope, costs.scope.gaps),
             destroyer=lambda: PulumiAutomationBackend(url),
             policy=policy,
             completion=completion,
@@ -570,9 +644,36 @@ def reap(
             run_cost=lambda run_id: run_cost_usd(run_id, moment),
             log=log,
             notify=notify,
+            over_budget=over_budget_runs(costs),
+            warnings=[f"run costs: {note}" for note in costs.notes],
             concurrency=concurrency,
         )
         return reaper.run(apply=apply, now=moment)
+
+
+def running_costs(
+    scope: ScanScope,
+    now: datetime,
+    *,
+    project_dir: Path | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> RunCosts:
+    """What each run of `scope` has cost over the teardown's lookback, against its environment's budget."""
+    return run_costs(
+        scope,
+        Period.last_days(RUN_COST_LOOKBACK.days, now),
+        budget_usd=environment_budget_usd(project_dir),
+        concurrency=concurrency,
+    )
+
+
+def over_budget_runs(costs: RunCosts) -> dict[tuple[str, str], OverBudget]:
+    """(account id, run id) -> the running runs of `costs` past their budget, and since when."""
+    return {
+        (run.account_id, run.run_id): OverBudget(run.cost_usd, run.budget_usd, run.budget_crossed_at)
+        for run in costs.runs
+        if run.over_budget and run.budget_usd is not None and run.budget_crossed_at is not None
+    }
 
 
 @dataclass

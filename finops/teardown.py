@@ -175,7 +175,12 @@ class RunTeardown:
 
 
 def account_teardown(
-    targets: Sequence[Scope], *, prod_opt_in: bool, run_cost: Callable[[str], float | None], log: Log
+    targets: Sequence[Scope],
+    *,
+    prod_opt_in: bool,
+    run_cost: Callable[[str], float | None],
+    log: Log,
+    with_cost_line: bool = False,
 ) -> RunTeardown:
     """The teardown of one account over its `targets` (the first its home region), with their session."""
     [account_id] = {target.account_id for target in targets}
@@ -186,6 +191,7 @@ def account_teardown(
         run_cost=run_cost,
         log=log,
         session=targets[0].session,
+        with_cost_line=with_cost_line,
     )
 
 

@@ -29,7 +29,7 @@ import boto3
 import botocore.exceptions
 
 from finops.inventory import Scope
-from finops.reaper import Reaper, ReapPolicy
+from finops.reaper import OverBudget, Reaper, ReapPolicy
 from finops.scope import Account, ScanScope
 from tests.test_diy_state import PROJECT, file_put, write_stack
 
@@ -340,6 +340,17 @@ class World:
         )
         self.runs.append(planted)
         return planted
+
+    def launched_at(self, instance_ids: Iterable[str], moment: datetime) -> None:
+        """Backdate the instances' LaunchTime, which EC2 sets to when they were planted.
+
+        moto's backends are this process's (inside `mock_aws` and behind a moto server in it alike).
+        """
+        from moto.ec2.models import ec2_backends
+
+        backend = ec2_backends[self.account_id][self.region]
+        for instance_id in instance_ids:
+            backend.get_instance(instance_id).launch_time = moment.astimezone(UTC).replace(tzinfo=None)
 
     def _attachments(self, instance_ids: list[str]) -> tuple[list[str], list[str]]:
         if not instance_ids:
@@ -715,10 +726,12 @@ def build_reaper(
     prod_opt_in: bool = False,
     environment_stacks: Iterable[str] = ("dev", "prod"),
     scope: ScanScope | None = None,
+    over_budget: Mapping[tuple[str, str], OverBudget] | None = None,
 ) -> Reaper:
     """The Reaper as `finops.reaper.reap` builds it, with the Pulumi boundary and Cost Explorer faked.
 
-    `scope` defaults to us-east-1 of the caller's own account.
+    `scope` defaults to us-east-1 of the caller's own account; `over_budget` is what
+    `finops.reaper.over_budget_runs` finds, keyed by account and run id.
     """
     logged = log or (lambda line: None)
 
@@ -736,6 +749,7 @@ def build_reaper(
         run_cost=lambda run_id: None,
         log=logged,
         notify=notify or (lambda message: None),
+        over_budget=over_budget,
     )
 
 

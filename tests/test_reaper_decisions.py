@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finops.inventory import Resource
-from finops.reaper import IdleEvidence, ReapPolicy, RunFacts, decide, decide_orphans
+from finops.reaper import IdleEvidence, OverBudget, ReapPolicy, RunFacts, decide, decide_orphans
 from finops.run_resources import by_run
 from infra.training.automation import StackSummary
 from infra.training.checkpoints import Completion
@@ -78,6 +78,32 @@ def test_idle_judged_on_cpu_alone_is_reported_never_destroyed() -> None:
     candidate = decide(StackSummary("train-r1", tags()), facts, POLICY, NOW)
     assert (candidate.reason, candidate.action, candidate.notify) == ("idle", "skip", True)
     assert "i-2" in candidate.why and "i-1" not in candidate.why.split("CPU only")[1]
+
+
+def test_a_run_over_its_budget_is_treated_like_an_expired_one_from_when_it_passed_it() -> None:
+    summary = StackSummary("train-r1", tags(owner="alice@example.com"))
+    facts = RunFacts(over_budget=OverBudget(251.5, 250.0, NOW - timedelta(minutes=20)))
+    early = decide(summary, facts, POLICY, NOW)
+    assert (early.reason, early.action, early.notify) == ("over-budget", "skip", True)
+    assert early.why == (
+        "$251.50 billed plus estimated, over its $250 budget since 2026-11-23T11:40:00Z; "
+        "within the 60 min grace period, notified"
+    )
+    assert early.ready_at == NOW + timedelta(minutes=40) and early.owner == "alice@example.com"
+    late = decide(summary, facts, POLICY, NOW + timedelta(minutes=40))
+    assert (late.reason, late.action, late.notify) == ("over-budget", "destroy", True)
+    # The same safety rules: prod without its opt-in is reported, never destroyed.
+    prod = decide(StackSummary("train-r1", tags(environment="prod")), facts, POLICY, NOW + timedelta(hours=2))
+    assert prod.action == "skip" and "prod has not opted in" in prod.why
+
+
+def test_completion_and_expiry_come_before_the_budget() -> None:
+    over = OverBudget(400.0, 249.5, NOW - timedelta(hours=3))
+    summary = StackSummary("train-r1", tags(**{"expires-at": "2026-11-23T11:30:00Z"}))
+    assert decide(summary, RunFacts(over_budget=over), POLICY, NOW).reason == "expired"
+    assert decide(summary, RunFacts(completion=VERIFIED, over_budget=over), POLICY, NOW).reason == "completed"
+    cheap = decide(StackSummary("train-r1", tags()), RunFacts(over_budget=over), POLICY, NOW)
+    assert "over its $249.50 budget" in cheap.why
 
 
 def test_a_healthy_run_is_not_a_candidate() -> None:
@@ -163,6 +189,9 @@ facts = st.builds(
     completion=st.sampled_from([None, VERIFIED]),
     instance_ids=st.sampled_from([(), ("i-1",), ("i-1", "i-2")]),
     idle=st.dictionaries(st.sampled_from(["i-1", "i-2", "i-3"]), evidence, max_size=3),
+    over_budget=st.sampled_from(
+        [None, *(OverBudget(300.0, 250.0, NOW - timedelta(minutes=ago)) for ago in (-30, 0, 45, 180))]
+    ),
 )
 environment_sets = st.sampled_from(
     [
@@ -207,6 +236,18 @@ def test_idle_judged_on_cpu_is_never_destroyed_as_idle(
         return
     assert run_facts.instance_ids
     assert all(run_facts.idle[i].telemetry == "gpu" for i in run_facts.instance_ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stack_tags=tag_values, run_facts=facts, minutes=st.integers(0, 600))
+def test_a_run_is_destroyed_for_its_budget_only_a_grace_period_after_passing_it(
+    stack_tags: dict, run_facts: RunFacts, minutes: int
+) -> None:
+    now = NOW + timedelta(minutes=minutes)
+    candidate = decide(StackSummary("train-r1", stack_tags), run_facts, POLICY, now)
+    if candidate is None or candidate.reason != "over-budget" or candidate.action != "destroy":
+        return
+    assert run_facts.over_budget is not None and now >= run_facts.over_budget.since + POLICY.grace
 
 
 expiries = st.sampled_from(
