@@ -50,6 +50,7 @@ import botocore.exceptions
 import pandas as pd
 
 import mlp.aws
+from mlp import progress
 from mlp.errors import UserError
 from mlp.tags import DEFAULT_MANDATORY_TAGS, ENVIRONMENT, TEAM
 
@@ -415,8 +416,11 @@ class CostExplorerReader:
                     results[day] = cached
                     self.cached_view_days += 1
         fetched: dict[date, DayResult] = {}
-        for range_start, range_end in contiguous_ranges([day for day in days if day not in results]):
-            fetched.update(self._fetch_range(view, range_start, range_end))
+        ranges = contiguous_ranges([day for day in days if day not in results])
+        if ranges:  # a view the cache holds whole is instant: no line for it
+            with progress.task(f"Cost Explorer {view.name}", unit="pages") as pages:
+                for range_start, range_end in ranges:
+                    fetched.update(self._fetch_range(view, range_start, range_end, pages))
         # Only after the whole view was read: a day from a view that failed half-way may lack groups.
         self._cache_final(view, fetched)
         results.update(fetched)
@@ -438,7 +442,9 @@ class CostExplorerReader:
     def _view_spent(self) -> str:
         return spent(self.requests - self._view_requests_from)
 
-    def _fetch_range(self, view: CostView, start: date, end: date) -> dict[date, DayResult]:
+    def _fetch_range(
+        self, view: CostView, start: date, end: date, pages: progress.Task
+    ) -> dict[date, DayResult]:
         request = {**view.request(), "TimePeriod": {"Start": start.isoformat(), "End": end.isoformat()}}
         results: dict[date, DayResult] = {}
         page_token: str | None = None
@@ -447,6 +453,7 @@ class CostExplorerReader:
             if page_token:
                 request["NextPageToken"] = page_token
             page = self._call(request)
+            pages.advance(detail=self._view_spent)
             descriptions = {
                 attribute["Value"]: attribute["Attributes"]["description"]
                 for attribute in page.get("DimensionValueAttributes", [])

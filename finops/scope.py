@@ -33,7 +33,7 @@ import botocore.parsers
 import yaml
 
 from finops.inventory import Scope
-from mlp import aws
+from mlp import aws, progress
 from mlp.errors import UserError
 
 T = TypeVar("T")
@@ -369,11 +369,15 @@ def run_targets(
 
     A target whose work raises an AWS error (access denied, throttled past retries, unreachable) is a
     gap naming its account and region; the others still run. Other exceptions are bugs and propagate.
+    The command's progress display, if it opened one, counts the targets done.
     """
     gathered: TargetResults[T] = TargetResults()
     outcomes: dict[int, T] = {}
     failures: dict[int, Gap] = {}
-    with ThreadPoolExecutor(max_workers=validate_concurrency(concurrency)) as pool:
+    with (
+        progress.task("account-regions", total=len(scope.targets)) as shown,
+        ThreadPoolExecutor(max_workers=validate_concurrency(concurrency)) as pool,
+    ):
         futures = {pool.submit(work, target): index for index, target in enumerate(scope.targets)}
         for future in as_completed(futures):
             index = futures[future]
@@ -384,6 +388,7 @@ def run_targets(
                 failures[index] = Gap(
                     target.account_id, target.account_name, target.region, _error_reason(exc)
                 )
+            shown.advance(detail=f"{target.account_name or target.account_id} {target.region}")
             if on_done is not None:
                 on_done(target, index not in failures)
     for index, target in enumerate(scope.targets):
