@@ -92,10 +92,19 @@ def check_image_repository(environment: StackConfig, image: str | None) -> None:
 
 @dataclass(frozen=True)
 class RunCost:
+    """What one run may cost: its fleet's price per hour, and the worst case, every hour of `max_hours`.
+
+    The hourly figures are the whole fleet's (`instances`, the on-demand base at on-demand prices),
+    priced as `priced_as`, the dearest allowed type, since the fleet may land on it.
+    """
+
     spot_hourly_usd: float
     on_demand_hourly_usd: float
     max_hours: float
     spot_source: str
+    instances: int
+    priced_as: str
+    budget_usd: float
 
     @property
     def spot_worst_case_usd(self) -> float:
@@ -105,14 +114,31 @@ class RunCost:
     def on_demand_worst_case_usd(self) -> float:
         return round(self.on_demand_hourly_usd * self.max_hours, 2)
 
+    @property
+    def within_budget(self) -> bool:
+        return self.spot_worst_case_usd <= self.budget_usd
+
+    def summary(self) -> str:
+        """The run's cost in one line: per hour, at most, and against the budget."""
+        return (
+            f"${self.spot_hourly_usd:,.2f}/hour, at most ${self.spot_worst_case_usd:,.2f} for its "
+            f"{self.max_hours:g} hours, budget ${self.budget_usd:,.2f}"
+        )
+
     def to_json(self) -> dict[str, Any]:
+        """The `cost` block of `mlp train plan --format json` (docs/cli.md)."""
         return {
-            "spot_hourly_usd": round(self.spot_hourly_usd, 4),
-            "on_demand_hourly_usd": round(self.on_demand_hourly_usd, 4),
+            "instances": self.instances,
             "max_hours": self.max_hours,
-            "spot_worst_case_usd": self.spot_worst_case_usd,
+            "priced_as": self.priced_as,
+            "hourly_usd": round(self.spot_hourly_usd, 4),
+            "worst_case_usd": self.spot_worst_case_usd,
+            "budget_usd": self.budget_usd,
+            "within_budget": self.within_budget,
+            "on_demand_hourly_usd": round(self.on_demand_hourly_usd, 4),
             "on_demand_worst_case_usd": self.on_demand_worst_case_usd,
-            "spot_source": self.spot_source,
+            "price_source": pricing.PRICE_SOURCE,
+            "spot_price_source": self.spot_source,
         }
 
 
@@ -236,12 +262,15 @@ def estimate_cost(request: RunRequest, ec2_client: Any | None = None) -> RunCost
         on_demand_hourly_usd=request.count * on_demand,
         max_hours=request.max_hours,
         spot_source=source,
+        instances=request.count,
+        priced_as=dearest,
+        budget_usd=float(request.environment.training.per_run_budget_usd),
     )
 
 
 def check_budget(request: RunRequest, cost: RunCost) -> None:
-    budget = request.environment.training.per_run_budget_usd
-    if cost.spot_worst_case_usd > budget:
+    budget = cost.budget_usd
+    if not cost.within_budget:
         raise UserError(
             f"worst-case cost ${cost.spot_worst_case_usd:,.2f} ({request.count} x ${cost.spot_hourly_usd / request.count:,.2f}/h x "
             f"{request.max_hours:g} h) exceeds {request.environment.environment}'s per-run budget ${budget:,.2f} "

@@ -111,7 +111,7 @@ RegionsOption = Annotated[
 ]
 RegionOption = Annotated[
     str | None,
-    typer.Option("--region", metavar="REGION", help="One AWS region: the same as --regions REGION."),
+    typer.Option("--region", metavar="<region>", help="One AWS region: the same as --regions REGION."),
 ]
 
 
@@ -156,7 +156,7 @@ ProfileOption = Annotated[
     str | None,
     typer.Option(
         "--profile",
-        metavar="NAME",
+        metavar="<name>",
         # Applied as the option is read, before any flag check talks to AWS; the command never sees it.
         callback=_use_profile,
         expose_value=False,
@@ -189,6 +189,15 @@ ConcurrencyOption = Annotated[
 ]
 
 
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        metavar="<url>",
+        help="State backend (file://DIR or s3://bucket/prefix); default $MLP_BACKEND_URL, then "
+        "$PULUMI_BACKEND_URL, then file://~/.ml-platform/state.",
+    ),
+]
 RequiredTagsOption = Annotated[
     str | None,
     typer.Option(

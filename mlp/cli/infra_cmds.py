@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,14 +11,29 @@ from rich.console import Console
 from rich.table import Table
 
 from mlp.cli import app
-from mlp.cli.common import print_json
+from mlp.cli.common import STACK_FLAGS, OutputFormat, print_json
+
+# `table`, these commands' text output's name before --format was text|json everywhere: still accepted.
+TABLE_SYNONYM = "table"
 
 
-class PlanFormat(StrEnum):
-    json = "json"
-    table = "table"
+def plan_format(value: str) -> OutputFormat:
+    if value == TABLE_SYNONYM:
+        return OutputFormat.text
+    try:
+        return OutputFormat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use text (the table) or json") from None
 
 
+PlanFormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        parser=plan_format,
+        help="text: resource counts, tag coverage and cost ('table' is accepted too); json: the plan JSON.",
+    ),
+]
 ProjectDirOption = Annotated[
     Path | None,
     typer.Option("--project-dir", help="Directory with Pulumi.yaml (default: this one or a parent)."),
@@ -28,10 +42,8 @@ ProjectDirOption = Annotated[
 
 @app.command("plan")
 def plan(
-    stack: Annotated[str, typer.Option("--stack", help="Stack to plan: reads Pulumi.STACK.yaml.")],
-    output_format: Annotated[
-        PlanFormat, typer.Option("--format", help="json: the plan JSON; table: counts and tag coverage.")
-    ] = PlanFormat.table,
+    stack: Annotated[str, typer.Option(*STACK_FLAGS, help="Stack to plan: reads Pulumi.STACK.yaml.")],
+    output_format: PlanFormatOption = OutputFormat.text,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the plan JSON to this file.")] = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
@@ -42,13 +54,18 @@ def plan(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
-    if output_format is PlanFormat.json:
+    if output_format is OutputFormat.json:
         print_json(result)
     else:
-        render_plan_table(result, config.mandatory_tags)
+        render_plan_table(
+            result,
+            config.mandatory_tags,
+            f"estimated monthly cost: ${result['estimated_monthly_cost_usd']:,.2f} (list prices, floor)",
+        )
 
 
-def render_plan_table(result: dict, required_tags: tuple[str, ...]) -> None:
+def render_plan_table(result: dict, required_tags: tuple[str, ...], cost_line: str) -> None:
+    """The plan's resource counts and tag coverage, then `cost_line`: what the plan costs, as it counts."""
     from infra.summary import summarize
 
     summary = summarize(result, required_tags)
@@ -66,4 +83,4 @@ def render_plan_table(result: dict, required_tags: tuple[str, ...]) -> None:
     for gap in summary.gaps:
         what = gap["name"] if gap["launched"] is None else f"{gap['launched']}s launched by {gap['name']}"
         console.print(f"  missing {', '.join(gap['missing'])} on {what} ({gap['type']})", style="red")
-    console.print(f"estimated monthly cost: ${summary.estimated_monthly_cost_usd:,.2f} (list prices, floor)")
+    console.print(cost_line)

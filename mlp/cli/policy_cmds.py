@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, log, print_json
+from mlp.cli.common import STACK_FLAGS, FormatOption, OutputFormat, log, print_json
 from mlp.cli.infra_cmds import ProjectDirOption
 
 
@@ -18,7 +18,7 @@ def check(
     stack: Annotated[
         str | None,
         typer.Option(
-            "--stack",
+            *STACK_FLAGS,
             help="Plan Pulumi.STACK.yaml offline and apply STACK's tags, training limits and budget.",
         ),
     ] = None,

@@ -11,22 +11,25 @@ from typing import Annotated
 
 import typer
 
+from finops.scope import DEFAULT_CONCURRENCY
+from mlp import progress
 from mlp.cli import app
 from mlp.cli.common import (
     AccountsOption,
+    BackendOption,
     ConcurrencyOption,
     ExternalIdOption,
     FormatOption,
     OrgRoleOption,
     OutputFormat,
+    ProfileOption,
+    RegionOption,
     RegionsOption,
     log,
+    pick_regions,
     print_json,
     scope_from_options,
 )
-
-# finops.scope.DEFAULT_CONCURRENCY, spelled out: importing finops here would slow every command's start.
-DEFAULT_CONCURRENCY = 8
 
 
 @app.command("reap")
@@ -38,18 +41,13 @@ def reap(
         int, typer.Option("--grace-minutes", min=0, help="Wait this long after expiry or idleness.")
     ] = 60,
     regions: RegionsOption = None,
+    region: RegionOption = None,
     accounts: AccountsOption = None,
     org_role: OrgRoleOption = None,
     external_id: ExternalIdOption = None,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output_format: FormatOption = OutputFormat.text,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help="State backend URL (file://… or s3://…); default $MLP_BACKEND_URL, $PULUMI_BACKEND_URL.",
-        ),
-    ] = None,
+    backend: BackendOption = None,
     slack_webhook: Annotated[
         str | None, typer.Option("--slack-webhook", envvar="MLP_SLACK_WEBHOOK", help="Also notify here.")
     ] = None,
@@ -61,6 +59,7 @@ def reap(
             "for the job's alarm.",
         ),
     ] = False,
+    profile: ProfileOption = None,
 ) -> None:
     """Tear down training runs that completed, expired or idled, and sweep expired orphans, in every account
     and region of the scope; exit 1 on any error, leak, refusal or gap."""
@@ -75,22 +74,23 @@ def reap(
         raise UserError("--heartbeat reports a reaping run: add --apply, or drop --heartbeat")
     webhook = validate_webhook(slack_webhook) if slack_webhook else None
     validate_concurrency(concurrency)
-    scope = scope_from_options(accounts, org_role, regions, external_id)
+    scope = scope_from_options(accounts, org_role, pick_regions(regions, region), external_id)
 
     def notify(message: str) -> None:
         log(f"notify: {message}")
         if webhook:
             post_to_slack(webhook, message)
 
-    result = run_reaper(
-        apply=apply,
-        grace=timedelta(minutes=grace_minutes),
-        scope=scope,
-        backend=backend,
-        notify=notify,
-        log=log,
-        concurrency=concurrency,
-    )
+    with progress.display(progress.should_show(output_format is OutputFormat.json)):
+        result = run_reaper(
+            apply=apply,
+            grace=timedelta(minutes=grace_minutes),
+            scope=scope,
+            backend=backend,
+            notify=notify,
+            log=log,
+            concurrency=concurrency,
+        )
     if output_format is OutputFormat.json:
         print_json(result.to_json())
     else:

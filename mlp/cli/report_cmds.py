@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finops import delivery
 from finops.scope import DEFAULT_CONCURRENCY
+from mlp import progress
 from mlp.cli import app
 from mlp.cli.common import (
     AccountsOption,
@@ -20,66 +20,22 @@ from mlp.cli.common import (
     FormatOption,
     OrgRoleOption,
     OutputFormat,
+    ProfileOption,
+    RegionOption,
     RegionsOption,
     RequiredTagsOption,
     log,
     parse_required_tags,
+    pick_regions,
     print_json,
     scope_from_options,
 )
 
 if TYPE_CHECKING:
     from finops.findings import Report
-    from finops.report import Step
 
 # The report and the demo pull in pandas, plotly and moto: imported inside the commands so every
 # other `mlp` command starts fast.
-
-
-class StepProgress:
-    """The nightly job's steps as a rich progress bar on stderr when `show`, else nothing.
-
-    The bar appears with the first step and goes at `stop` or at the end of the `with` block.
-    """
-
-    def __init__(self, show: bool) -> None:
-        self._progress: Any = None
-        if show:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._task = self._progress.add_task("", total=None)
-
-    def __enter__(self) -> StepProgress:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Take the bar off the terminal (the job is done; what follows is the job's output)."""
-        if self._progress is not None:
-            self._progress.stop()
-
-    def show(self, step: Step) -> None:
-        """The step starting now; the ones before it count as done."""
-        if self._progress is None:
-            return
-        if step.number == 1:
-            self._progress.start()  # not before: what the command logs first must not run under the bar
-        self._progress.update(
-            self._task, total=step.total, completed=step.number - 1, description=step.description
-        )
 
 
 def _summary(report: Report, out_dir: Path) -> list[str]:
@@ -124,6 +80,7 @@ def report_command(
         Path, typer.Option("--out", help="Directory for index.html, report.md, CSV, JSON.")
     ] = Path("mlp-report"),
     regions: RegionsOption = None,
+    region: RegionOption = None,
     accounts: AccountsOption = None,
     org_role: OrgRoleOption = None,
     external_id: ExternalIdOption = None,
@@ -213,6 +170,7 @@ def report_command(
             "for the job's alarm.",
         ),
     ] = False,
+    profile: ProfileOption = None,
 ) -> None:
     """Write the nightly cost report: spend, idle GPUs, untagged resources, dashboard."""
     from finops.analysis import report_period
@@ -223,6 +181,7 @@ def report_command(
     from finops.scope import parse_regions_option, validate_concurrency
     from mlp.preflight import check_report
 
+    regions = pick_regions(regions, region)
     validate_max_requests(max_ce_requests)
     validate_concurrency(concurrency)
     focus_source = choose_focus_source(
@@ -253,7 +212,7 @@ def report_command(
     )
     scope = scope_from_options(accounts, org_role, regions, external_id)
     log(f"scanning {len(scope.targets)} account-regions of {len(scope.accounts)} accounts")
-    with StepProgress(output_format is OutputFormat.text and sys.stderr.isatty()) as progress:
+    with progress.display(progress.should_show(output_format is OutputFormat.json)) as shown:
         report = run_nightly(
             days,
             out,
@@ -262,7 +221,7 @@ def report_command(
             mandatory_tags=mandatory_tags,
             concurrency=concurrency,
             history_target=target,
-            on_step=progress.show,
+            on_step=shown.follow_steps,
         )
     _warn_missing(report)
     if target is not None:
@@ -317,18 +276,18 @@ def demo_command(
         sys.stdout.flush()
         wait_for_interrupt()
 
-    with StepProgress(sys.stderr.isatty()) as progress:
+    with progress.display(progress.should_show(json_output=False)) as shown:
 
         def serve_after_the_job(sandbox: Sandbox, run: DemoRun) -> None:
-            progress.stop()
+            shown.close()
             keep_serving(sandbox, run)
 
         run = run_demo(
             out,
-            on_step=progress.show,
+            on_step=shown.follow_steps,
             cost_source=cost_source,
             while_running=serve_after_the_job if keep_running else None,
-            log=log,
+            log=shown.log,
         )
     _warn_missing(run.report)
     if not keep_running:

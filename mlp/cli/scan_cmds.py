@@ -6,21 +6,17 @@ result partial (exit 1), its findings absent and the rest there.
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections import defaultdict
-from types import TracebackType
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from finops.idle import DEFAULT_THRESHOLD_PCT, DEFAULT_WINDOW_HOURS, IdleScan, scan_idle, validate_thresholds
-from finops.inventory import Scope
 from finops.scope import DEFAULT_CONCURRENCY, ScanScope, validate_concurrency
 from finops.untagged import UntaggedScan, scan_untagged
+from mlp import progress
 from mlp.cli import app
 from mlp.cli.common import (
     AccountsOption,
@@ -29,10 +25,13 @@ from mlp.cli.common import (
     FormatOption,
     OrgRoleOption,
     OutputFormat,
+    ProfileOption,
+    RegionOption,
     RegionsOption,
     RequiredTagsOption,
     log,
     parse_required_tags,
+    pick_regions,
     print_json,
     scope_from_options,
 )
@@ -52,24 +51,28 @@ def idle_command(
         float, typer.Option("--threshold-pct", help="Utilization (%) under which a GPU counts as idle.")
     ] = DEFAULT_THRESHOLD_PCT,
     regions: RegionsOption = None,
+    region: RegionOption = None,
     accounts: AccountsOption = None,
     org_role: OrgRoleOption = None,
     external_id: ExternalIdOption = None,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output: FormatOption = OutputFormat.text,
+    profile: ProfileOption = None,
 ) -> None:
     """Running GPU instances idle over the window, with the dollars they wasted."""
     validate_thresholds(window_hours, threshold_pct)
-    scope = _scope(accounts, org_role, regions, external_id, concurrency)
+    scope = _scope(accounts, org_role, pick_regions(regions, region), external_id, concurrency)
     log(f"scanning GPU instances in {len(scope.targets)} account-regions ...")
-    with ScanProgress("idle GPUs", scope, "GetMetricData calls", enabled=_show_progress(output)) as progress:
+    with (
+        progress.display(progress.should_show(output is OutputFormat.json)),
+        progress.task("Idle GPUs", unit="GetMetricData calls") as calls,
+    ):
         scan = scan_idle(
             scope,
             window_hours=window_hours,
             threshold_pct=threshold_pct,
             concurrency=concurrency,
-            on_done=progress.target_done,
-            on_calls=progress.add,
+            on_calls=calls.advance,
         )
     log(f"{scan.instances_scanned} running GPU instances; {scan.cloudwatch_calls} GetMetricData calls")
     if output is OutputFormat.json:
@@ -83,23 +86,24 @@ def idle_command(
 @app.command("untagged")
 def untagged_command(
     regions: RegionsOption = None,
+    region: RegionOption = None,
     required_tags: RequiredTagsOption = None,
     accounts: AccountsOption = None,
     org_role: OrgRoleOption = None,
     external_id: ExternalIdOption = None,
     concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     output: FormatOption = OutputFormat.text,
+    profile: ProfileOption = None,
 ) -> None:
     """Resources missing mandatory cost tags, including never-tagged ones."""
     required = parse_required_tags(required_tags)
-    scope = _scope(accounts, org_role, regions, external_id, concurrency)
+    scope = _scope(accounts, org_role, pick_regions(regions, region), external_id, concurrency)
     log(f"scanning {len(scope.targets)} account-regions for tags {', '.join(required)} ...")
-    with ScanProgress(
-        "untagged resources", scope, "resources listed", enabled=_show_progress(output)
-    ) as progress:
-        scan = scan_untagged(
-            scope, required, concurrency=concurrency, on_done=progress.target_done, on_listed=progress.add
-        )
+    with (
+        progress.display(progress.should_show(output is OutputFormat.json)),
+        progress.task("Untagged resources", unit="resources") as listed,
+    ):
+        scan = scan_untagged(scope, required, concurrency=concurrency, on_listed=listed.advance)
     log(f"{scan.resources_scanned} resources scanned, {len(scan.findings)} missing tags")
     if output is OutputFormat.json:
         print_json(scan.to_json())
@@ -112,7 +116,7 @@ def untagged_command(
 def _scope(
     accounts: AccountsOption,
     org_role: OrgRoleOption,
-    regions: RegionsOption,
+    regions: str | None,
     external_id: ExternalIdOption,
     concurrency: int,
 ) -> ScanScope:
@@ -120,48 +124,6 @@ def _scope(
     check_scan(regions)
     validate_concurrency(concurrency)
     return scope_from_options(accounts, org_role, regions, external_id)
-
-
-def _show_progress(output: OutputFormat) -> bool:
-    """A live display only for a person watching: stderr a terminal, and JSON not being piped on."""
-    return sys.stderr.isatty() and (output is OutputFormat.text or sys.stdout.isatty())
-
-
-class ScanProgress:
-    """Account-regions done of the total and a running count of the AWS work, live on stderr."""
-
-    def __init__(self, what: str, scope: ScanScope, counted: str, *, enabled: bool) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("account-regions, {task.fields[count]} " + counted),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not enabled,
-        )
-        self._task = self._progress.add_task(what, total=len(scope.targets), count=0)
-        self._count = 0
-        # The scans' worker threads add their counts concurrently.
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> ScanProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self._progress.stop()
-
-    def target_done(self, target: Scope, succeeded: bool) -> None:
-        self._progress.advance(self._task)
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self._count += count
-            self._progress.update(self._task, count=self._count)
 
 
 def _exit_if_partial(scope: ScanScope) -> None:

@@ -10,18 +10,39 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlp import pricing
 from mlp.cli import app
-from mlp.cli.common import FormatOption, OutputFormat, RegionsOption, Typer, log, print_json
-from mlp.cli.infra_cmds import PlanFormat, render_plan_table
+from mlp.cli.common import (
+    STACK_FLAGS,
+    BackendOption,
+    FormatOption,
+    OutputFormat,
+    ProfileOption,
+    RegionOption,
+    Typer,
+    log,
+    pick_regions,
+    print_json,
+)
+from mlp.cli.infra_cmds import PlanFormatOption, render_plan_table
+from mlp.pricing import PRICE_SOURCE
 from mlp.tags import TRAINING_TAGS
 
 train_app = Typer(help="Ephemeral spot GPU training runs: one Pulumi stack per run.")
 app.add_typer(train_app, name="train")
 
 
-EnvOption = Annotated[
-    str, typer.Option("--env", help="Environment stack whose limits and network the run uses.")
+StackOption = Annotated[
+    str | None,
+    typer.Option(
+        *STACK_FLAGS,
+        help="Environment stack (Pulumi.STACK.yaml) whose limits and network the run uses. Required; "
+        "--env, its old name, is still accepted.",
+    ),
+]
+# The old name of --stack: a flag of its own, so an error names the flag the user typed.
+EnvOption = Annotated[str | None, typer.Option("--env", hidden=True, help="The old name of --stack.")]
+RunIdArgument = Annotated[
+    str, typer.Argument(metavar="RUN_ID", help="The run's id (its stack is train-RUN_ID).")
 ]
 RunIdOption = Annotated[str, typer.Option("--run-id", help="DNS-safe run id, at most 40 characters.")]
 TypesOption = Annotated[
@@ -45,18 +66,28 @@ FeatureStoreOption = Annotated[
         help="Give the trainer FEATURE_STORE_HOST, FEATURE_STORE_PORT and FEATURE_STORE_AUTH_TOKEN.",
     ),
 ]
-BackendOption = Annotated[
-    str | None,
-    typer.Option(
-        "--backend",
-        help="State backend URL (file://… or s3://bucket/prefix); default $MLP_BACKEND_URL, then "
-        "$PULUMI_BACKEND_URL, then file://~/.ml-platform/state.",
-    ),
-]
+
+
+def _named_stack(stack: str | None, env: str | None) -> tuple[str, str]:
+    """The environment stack, and the flag it was given with."""
+    from mlp.errors import UserError
+
+    if env is not None:
+        if stack is not None:
+            raise UserError(
+                "--stack and --env both name the environment stack (--env is its old name); pass one"
+            )
+        return env, "--env"
+    if stack is None:
+        raise UserError(
+            "--stack: name the environment stack the run uses, e.g. --stack dev (Pulumi.dev.yaml)"
+        )
+    return stack, "--stack"
 
 
 def _request(
-    env: str,
+    stack: str | None,
+    env: str | None,
     run_id: str,
     instance_types: str,
     count: int,
@@ -69,8 +100,9 @@ def _request(
     from infra.config import parse_stack_config, read_stack_file
     from infra.training.request import build_request
 
-    raw = read_stack_file(env, option="--env")
-    config = parse_stack_config(env, raw)
+    name, flag = _named_stack(stack, env)
+    raw = read_stack_file(name, option=flag)
+    config = parse_stack_config(name, raw)
     request = build_request(
         config,
         run_id=run_id,
@@ -89,16 +121,24 @@ def _request(
 def _cost_lines(request, cost) -> list[str]:
     return [
         f"run {request.run_id}: {request.count} x [{', '.join(request.instance_types)}] for at most {request.max_hours:g} h",
-        f"  spot:      ${cost.spot_hourly_usd:,.2f}/h, worst case ${cost.spot_worst_case_usd:,.2f} ({cost.spot_source})",
-        f"  on-demand: ${cost.on_demand_hourly_usd:,.2f}/h, worst case ${cost.on_demand_worst_case_usd:,.2f}",
-        f"  budget per run in {request.environment.environment}: ${request.environment.training.per_run_budget_usd:,.2f}",
-        f"  prices: {pricing.PRICE_SOURCE}",
+        f"  cost: {cost.summary()} (per run in {request.environment.environment})",
+        *_price_lines(cost),
+    ]
+
+
+def _price_lines(cost) -> list[str]:
+    """What the cost compares with and where its prices come from."""
+    return [
+        f"  on demand it would be ${cost.on_demand_hourly_usd:,.2f}/hour, at most ${cost.on_demand_worst_case_usd:,.2f}",
+        f"  prices: {cost.priced_as} (the dearest type allowed), spot {cost.spot_source}; {PRICE_SOURCE}",
     ]
 
 
 @train_app.command("plan")
 def plan(
-    env: EnvOption,
+    *,
+    stack: StackOption = None,
+    env: EnvOption = None,
     run_id: RunIdOption,
     instance_types: TypesOption,
     count: CountOption,
@@ -107,29 +147,33 @@ def plan(
     command: CommandOption = "python train.py",
     image: ImageOption = None,
     feature_store: FeatureStoreOption = False,
-    output_format: Annotated[PlanFormat, typer.Option("--format")] = PlanFormat.table,
+    output_format: PlanFormatOption = OutputFormat.text,
 ) -> None:
-    """Run the training program offline under mocks: the same code path `launch` deploys."""
+    """Run the training program offline under mocks: the same code path `launch` deploys, and what the run costs."""
     from infra.training.program import plan_training_run
     from infra.training.request import check_budget, estimate_cost
 
     request, raw = _request(
-        env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
+        stack, env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
     )
     cost = estimate_cost(request)
     check_budget(request, cost)
-    result = plan_training_run(request, raw).to_json()
-    if output_format is PlanFormat.json:
+    result = {**plan_training_run(request, raw).to_json(), "cost": cost.to_json()}
+    if output_format is OutputFormat.json:
         print_json(result)
         return
-    render_plan_table(result, (*request.environment.mandatory_tags, *TRAINING_TAGS))
-    for line in _cost_lines(request, cost):
+    render_plan_table(
+        result, (*request.environment.mandatory_tags, *TRAINING_TAGS), f"run cost: {cost.summary()}"
+    )
+    for line in _price_lines(cost):
         typer.echo(line)
 
 
 @train_app.command("launch")
 def launch(
-    env: EnvOption,
+    *,
+    stack: StackOption = None,
+    env: EnvOption = None,
     run_id: RunIdOption,
     instance_types: TypesOption,
     count: CountOption,
@@ -141,9 +185,13 @@ def launch(
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the run to _COMPLETE or expiry, then destroy its stack.")
     ] = False,
-    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=5)] = 60.0,
+    poll_seconds: Annotated[
+        float,
+        typer.Option("--poll-seconds", min=5, help="With --wait, look at the run this often (seconds)."),
+    ] = 60.0,
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Deploy the new stack train-RUN_ID (spot fleet + interruption queue); with --wait, tear it down at the end."""
     from finops.teardown import destroy_named_run
@@ -154,7 +202,7 @@ def launch(
     from mlp.aws import aws_errors, client
 
     request, _ = _request(
-        env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
+        stack, env, run_id, instance_types, count, max_hours, on_demand_base, command, image, feature_store
     )
     url = backend_url(backend)
     stacks = PulumiAutomationBackend(url)
@@ -196,9 +244,10 @@ def _print_receipt(receipt, output_format: OutputFormat) -> None:
 
 @train_app.command("status")
 def status(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: RunIdArgument,
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """The run's state, instances, newest checkpoint and completion marker (no Pulumi CLI needed)."""
     from infra.training.automation import backend_url
@@ -238,7 +287,11 @@ def status(
 
 
 @train_app.command("list")
-def list_runs(output_format: FormatOption = OutputFormat.text, backend: BackendOption = None) -> None:
+def list_runs(
+    output_format: FormatOption = OutputFormat.text,
+    backend: BackendOption = None,
+    profile: ProfileOption = None,
+) -> None:
     """Training stacks on the backend with their run tags, read from the state files (no Pulumi CLI needed)."""
     from infra.training.automation import backend_url
     from infra.training.lifecycle import training_stacks
@@ -269,13 +322,21 @@ def list_runs(output_format: FormatOption = OutputFormat.text, backend: BackendO
 
 @train_app.command("destroy")
 def destroy(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: RunIdArgument,
     apply: Annotated[
         bool, typer.Option("--apply", help="Act; without it, only say what would be destroyed.")
     ] = False,
-    regions: RegionsOption = None,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            "--regions",
+            help="Comma-separated regions to look for the run's resources in (default: the run's own).",
+        ),
+    ] = None,
+    region: RegionOption = None,
     output_format: FormatOption = OutputFormat.text,
     backend: BackendOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Destroy and remove a run's stack (dry-run by default) once its resources are proven its own; checkpoints stay."""
     from finops.teardown import destroy_named_run
@@ -284,6 +345,7 @@ def destroy(
     from infra.training.state import DiyStateBackend
     from mlp.aws import aws_errors, parse_regions
 
+    regions = pick_regions(regions, region)
     url = backend_url(backend)
     reader = DiyStateBackend(url)
     with aws_errors(f"destroying run {run_id}"):
