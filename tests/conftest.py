@@ -1,4 +1,4 @@
-"""Shared test set-up: never real AWS, whatever the machine's environment holds."""
+"""Shared test set-up: never real AWS, and never the real home directory, whatever the machine holds."""
 
 from __future__ import annotations
 
@@ -20,3 +20,18 @@ def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+@pytest.fixture(autouse=True)
+def fake_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home of the test's own: `~/.ml-platform/state` and `/locks`, `~/.cache` (logs, the Cost
+    Explorer cache) all land in it, and subprocesses inherit it."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    # finops.costs resolves its default cache directory at import, from the home of that moment.
+    monkeypatch.setenv("MLP_COST_CACHE_DIR", str(home / ".cache" / "ml-platform" / "cost-explorer"))
+    # A backend of the machine's environment would be written to by the reaper and launch tests.
+    for name in ("MLP_BACKEND_URL", "PULUMI_BACKEND_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
