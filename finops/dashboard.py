@@ -187,9 +187,16 @@ def _date_axis(axes: Axes, days: int) -> None:
     axes.grid(axis="x", visible=False)
 
 
-def _legend(figure: Figure, axes: Axes, entries: int) -> None:
-    if entries:
-        figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=min(entries, 4))
+def _legend(figure: Figure, axes: Axes, first: Sequence[str] = ()) -> None:
+    """The legend under the chart, `first` labels leading, in as many columns as its entries leave room for."""
+    entries = sorted(
+        zip(*axes.get_legend_handles_labels(), strict=True),
+        key=lambda entry: first.index(entry[1]) if entry[1] in first else len(first),
+    )
+    handles, labels = [handle for handle, _ in entries], [label for _, label in entries]
+    if labels:
+        columns = max(1, min(len(labels), 90 // (max(len(label) for label in labels) + 6)))
+        figure.legend(handles, labels, loc="outside lower center", ncols=columns)
 
 
 def _compact_geometry(match: re.Match[str]) -> str:
@@ -207,17 +214,18 @@ def _inline_svg(figure: Figure, chart_id: str, title: str, description: str) -> 
     # Its style sheet would apply to the whole page; the page's own carries the same rule, once.
     svg = re.sub(r"<defs>\s*<style.*?</style>\s*</defs>", "", svg, flags=re.S)
     svg = _AUTO_ID.sub("", svg)
-    svg = _ID_OR_REFERENCE.sub(lambda match: f"{match.group(1)}{chart_id}-{match.group(2)}", svg)
+    prefix = f"chart-{chart_id}"
+    svg = _ID_OR_REFERENCE.sub(lambda match: f"{match.group(1)}{prefix}-{match.group(2)}", svg)
     # No screen or printer shows a difference past a hundredth of a point.
     svg = _GEOMETRY.sub(_compact_geometry, svg)
-    svg = re.sub(r"\s*\n\s*", " ", svg).replace("> <", "><")
+    svg = re.sub(r"\s*\n\s*", " ", svg).replace("> <", "><").strip()
     # The card sizes the chart (CSS), the viewBox keeps its proportions.
     svg = re.sub(r' width="[\d.]+pt" height="[\d.]+pt"', "", svg, count=1)
     opening = svg.index(">")
     return Markup(
-        f'<svg class="chart-svg" role="img" aria-labelledby="{chart_id}-title {chart_id}-desc"'
-        f'{svg[4:opening]}><title id="{chart_id}-title">{escape(title)}</title>'
-        f'<desc id="{chart_id}-desc">{escape(description)}</desc>{svg[opening + 1 :]}'
+        f'<svg class="chart-svg" role="img" aria-labelledby="{prefix}-title {prefix}-desc"'
+        f'{svg[4:opening]}><title id="{prefix}-title">{escape(title)}</title>'
+        f'<desc id="{prefix}-desc">{escape(description)}</desc>{svg[opening + 1 :]}'
     )
 
 
@@ -282,7 +290,7 @@ def _stacked_daily(
     _titles(axes, "Day (UTC)", "Spend per day (USD)")
     _money_axis(axes.yaxis)
     _date_axis(axes, len(days))
-    _legend(figure, axes, len(table.columns))
+    _legend(figure, axes)
     return _chart(chart_id, title, figure, description=f"{title}, {_day(days[0])} to {_day(days[-1])}.")
 
 
@@ -299,8 +307,8 @@ def _horizontal_bars(
     legend: dict[str, str] | None = None,
 ) -> Chart:
     """One bar per (name, value, color), the first on top, each labelled with `label(value)`."""
-    figure, axes = _axes(rows=len(bars))
-    names = [textwrap.fill(name, 30) for name, _, _ in bars][::-1]
+    names = [textwrap.fill(name, 30, break_long_words=False) for name, _, _ in bars][::-1]
+    figure, axes = _axes(rows=len(bars) * max(name.count("\n") + 1 for name in names))
     values = [value for _, value, _ in bars][::-1]
     container = axes.barh(names, values, color=[color for _, _, color in bars][::-1], height=0.6)
     axes.bar_label(container, labels=[label(value) for value in values], padding=3, fontsize=8)
@@ -319,7 +327,7 @@ def _horizontal_bars(
     if legend:
         for name, color in legend.items():
             axes.bar([0], [0], color=color, label=name)
-        _legend(figure, axes, len(legend))
+        _legend(figure, axes)
     return _chart(chart_id, title, figure, caption)
 
 
@@ -502,7 +510,7 @@ def _forecast(report: Report) -> Chart:
             cumulative,
             color=PALETTE[0],
             marker="o",
-            markersize=2.5,
+            markersize=4,
             linewidth=2,
             label="Spent so far",
             gid="actual-line",
@@ -541,7 +549,7 @@ def _forecast(report: Report) -> Chart:
     _titles(axes, f"Day of {forecast['month_label']} (UTC)", "Spend since the 1st (USD)")
     _money_axis(axes.yaxis)
     _date_axis(axes, (last - first).days + 1)
-    _legend(figure, axes, len(axes.get_legend_handles_labels()[1]))
+    _legend(figure, axes)
     description = (
         f"{usd(forecast['month_to_date_usd'])} spent in {forecast['month_label']} so far; forecast "
         f"{usd(forecast['forecast_usd'])} by {_day(last)}"
@@ -554,13 +562,15 @@ def _forecast(report: Report) -> Chart:
 
 def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_title: str) -> Chart:
     """Month to date (solid) and forecast (light) as shares of each budget, its alert thresholds marked."""
-    figure, axes = _axes(rows=len(rows) + 1)
+    figure, axes = _axes(rows=2 * len(rows))
     positions = list(range(len(rows)))[::-1]
     used = [(row["used_share"] or 0.0) * 100 for row in rows]
     forecast = [(row["forecast_share"] or 0.0) * 100 for row in rows]
     colors = [STATUS_COLORS.get(row["status"], PALETTE[0]) for row in rows]
-    axes.barh(positions, forecast, height=0.62, color=colors, alpha=0.28, label="Forecast to month end")
-    axes.barh(positions, used, height=0.62, color=colors, label="Month to date")
+    axes.barh(positions, used, height=0.62, color=colors, label="Month to date", zorder=3)
+    axes.barh(
+        positions, forecast, height=0.62, color=colors, alpha=0.28, label="Forecast to month end", zorder=2
+    )
     thresholds = sorted({pct for row in rows for pct in row["thresholds_pct"]})
     for index, pct in enumerate(thresholds):
         marked = [
@@ -568,24 +578,23 @@ def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_tit
         ]
         marks = axes.vlines(
             [pct] * len(marked), [y - 0.42 for y in marked], [y + 0.42 for y in marked],
-            colors="#111827", linewidth=1.6, label="Alert threshold" if index == 0 else None,
+            colors="#111827", linewidth=1.6, label="Alert threshold" if index == 0 else None, zorder=4,
         )  # fmt: skip
         marks.set_gid(f"threshold-{pct:g}")
-    for position, row, end in zip(
-        positions, rows, (max(a, b) for a, b in zip(used, forecast, strict=True)), strict=True
-    ):
+    # The dollars beside the plot, clear of the bars and the marks whatever their lengths.
+    for position, row in zip(positions, rows, strict=True):
         axes.text(
-            end + 2, position,
-            f"{usd(row['month_to_date_usd'], 0)} of {usd(row['limit_usd'], 0)}, forecast {usd(row['forecast_usd'], 0)}",
-            va="center", fontsize=7.5, color="#374151",
+            1.02, position,
+            f"{usd(row['month_to_date_usd'], 0)} of {usd(row['limit_usd'], 0)}\nforecast {usd(row['forecast_usd'], 0)}",
+            transform=axes.get_yaxis_transform(), va="center", fontsize=7.5, color="#374151",
         )  # fmt: skip
     axes.set_yticks(positions, [row["label"] for row in rows])
-    axes.set_xlim(0, max([110.0, *forecast, *used, *thresholds]) * 1.55)
+    axes.set_xlim(0, max([100.0, *forecast, *used, *thresholds]) * 1.08)
     axes.xaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=0))
     axes.grid(axis="y", visible=False)
     axes.grid(axis="x", visible=True)
     _titles(axes, "Share of the monthly budget", y_title)
-    _legend(figure, axes, 3)
+    _legend(figure, axes, first=("Month to date", "Forecast to month end"))
     description = "; ".join(
         f"{row['label']}: {usd(row['month_to_date_usd'])} of {usd(row['limit_usd'])} ({percent(row['used_share'])}), "
         f"forecast {usd(row['forecast_usd'])}, alerts at {', '.join(f'{pct:g}%' for pct in row['thresholds_pct'])}"
@@ -855,11 +864,12 @@ class RunRow:
     on_demand_hours: float
 
     @property
-    def cost(self) -> str:
+    def cost_basis(self) -> str:
+        """Where the run's cost comes from: all billed, all estimated, or the estimated part of it."""
         run = self.run
         if run.billed_usd is None:
-            return f"{usd(run.cost_usd)} estimated"
-        return usd(run.cost_usd) + (f" ({usd(run.estimated_usd)} estimated)" if run.estimated else " billed")
+            return "estimated"
+        return f"{usd(run.estimated_usd)} estimated" if run.estimated else "billed"
 
     @property
     def checkpoint(self) -> str:
