@@ -18,7 +18,7 @@ import textwrap
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import Formatter, MaxNLocator, PercentFormatter
 
 from finops.analysis import RUN_RATE_DAYS, Forecast
@@ -50,6 +51,7 @@ UNTAGGED_COLOR = "#9ca3af"
 OTHER_COLOR = "#cbd5e1"
 INCREASE_COLOR, DECREASE_COLOR = "#dc2626", "#059669"
 STATUS_COLORS = {"ok": "#2563eb", "warning": "#f59e0b", "over": "#dc2626"}
+STATUS_WORDS = {"ok": "On track", "warning": "Warning", "over": "Over budget"}
 # FOCUS PricingCategory in the words of a finance reader, with one color each wherever it shows.
 PRICING = {
     "Dynamic": ("Spot", "#10b981"),
@@ -187,13 +189,9 @@ def _date_axis(axes: Axes, days: int) -> None:
     axes.grid(axis="x", visible=False)
 
 
-def _legend(figure: Figure, axes: Axes, first: Sequence[str] = ()) -> None:
-    """The legend under the chart, `first` labels leading, in as many columns as its entries leave room for."""
-    entries = sorted(
-        zip(*axes.get_legend_handles_labels(), strict=True),
-        key=lambda entry: first.index(entry[1]) if entry[1] in first else len(first),
-    )
-    handles, labels = [handle for handle, _ in entries], [label for _, label in entries]
+def _legend(figure: Figure, axes: Axes) -> None:
+    """The legend under the chart, in as many columns as its longest entry leaves room for."""
+    handles, labels = axes.get_legend_handles_labels()
     if labels:
         columns = max(1, min(len(labels), 90 // (max(len(label) for label in labels) + 6)))
         figure.legend(handles, labels, loc="outside lower center", ncols=columns)
@@ -544,7 +542,8 @@ def _forecast(report: Report) -> Chart:
             label=f"Budget: {usd(forecast['budget_usd'], 0)}",
             gid="budget-line",
         )
-    axes.set_xlim(first, last)
+    # Half a day either side: the 1st's point clear of the axis, the month's last day inside the frame.
+    axes.set_xlim(first - timedelta(hours=12), last + timedelta(hours=12))
     axes.set_ylim(bottom=0)
     _titles(axes, f"Day of {forecast['month_label']} (UTC)", "Spend since the 1st (USD)")
     _money_axis(axes.yaxis)
@@ -566,11 +565,21 @@ def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_tit
     positions = list(range(len(rows)))[::-1]
     used = [(row["used_share"] or 0.0) * 100 for row in rows]
     forecast = [(row["forecast_share"] or 0.0) * 100 for row in rows]
-    colors = [STATUS_COLORS.get(row["status"], PALETTE[0]) for row in rows]
-    axes.barh(positions, used, height=0.62, color=colors, label="Month to date", zorder=3)
-    axes.barh(
-        positions, forecast, height=0.62, color=colors, alpha=0.28, label="Forecast to month end", zorder=2
-    )
+    colors = [STATUS_COLORS[row["status"]] for row in rows]
+    axes.barh(positions, used, height=0.62, color=colors, zorder=3)
+    axes.barh(positions, forecast, height=0.62, color=colors, alpha=0.28, zorder=2)
+    # The legend says what solid and light mean and what each color is, whatever the first row's status.
+    statuses = {row["status"] for row in rows}
+    for label, color, alpha in (
+        ("Month to date", "#374151", 1.0),
+        ("Forecast to month end", "#374151", 0.28),
+        *(
+            (STATUS_WORDS[status], STATUS_COLORS[status], 1.0)
+            for status in STATUS_COLORS
+            if status in statuses
+        ),
+    ):
+        axes.add_patch(Rectangle((0, 0), 0, 0, color=color, alpha=alpha, label=label))
     thresholds = sorted({pct for row in rows for pct in row["thresholds_pct"]})
     for index, pct in enumerate(thresholds):
         marked = [
@@ -586,7 +595,7 @@ def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_tit
         axes.text(
             1.02, position,
             f"{usd(row['month_to_date_usd'], 0)} of {usd(row['limit_usd'], 0)}\nforecast {usd(row['forecast_usd'], 0)}",
-            transform=axes.get_yaxis_transform(), va="center", fontsize=7.5, color="#374151",
+            transform=axes.get_yaxis_transform(), va="center", fontsize=8, color="#374151",
         )  # fmt: skip
     axes.set_yticks(positions, [row["label"] for row in rows])
     axes.set_xlim(0, max([100.0, *forecast, *used, *thresholds]) * 1.08)
@@ -594,7 +603,7 @@ def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_tit
     axes.grid(axis="y", visible=False)
     axes.grid(axis="x", visible=True)
     _titles(axes, "Share of the monthly budget", y_title)
-    _legend(figure, axes, first=("Month to date", "Forecast to month end"))
+    _legend(figure, axes)
     description = "; ".join(
         f"{row['label']}: {usd(row['month_to_date_usd'])} of {usd(row['limit_usd'])} ({percent(row['used_share'])}), "
         f"forecast {usd(row['forecast_usd'])}, alerts at {', '.join(f'{pct:g}%' for pct in row['thresholds_pct'])}"
@@ -716,13 +725,14 @@ def charts(report: Report) -> dict[str, list[Chart]]:
 
 @dataclass(frozen=True)
 class Card:
-    """One headline figure: what it is, the figure, a line or two of context; `tone` colors its edge."""
+    """One headline figure: what it is, the figure and its unit, a line or two of context; `tone` colors its edge."""
 
     card_id: str
     label: str
     value: str
     details: tuple[str, ...]
     tone: str = ""
+    unit: str = ""
 
 
 def previous_total_usd(report: Report) -> float | None:
@@ -734,7 +744,10 @@ def previous_total_usd(report: Report) -> float | None:
 def _spend_card(report: Report) -> Card:
     days = report.period.days
     total, previous = report.analysis.total_usd, previous_total_usd(report)
-    details = [f"{_day(report.period.start)} to {_day(report.period.last_day)}"]
+    details = [
+        f"{_day(report.period.start)} to {_day(report.period.last_day)}; "
+        f"amortized {usd(report.analysis.total_effective_usd)}"
+    ]
     if total is not None and previous is not None:
         change = total - previous
         direction = "up" if change > 0 else "down"
@@ -800,9 +813,10 @@ def _idle_card(report: Report) -> Card:
     return Card(
         "idle",
         "Idle GPUs",
-        f"{usd(rate['monthly_usd'], 0)}/month",
+        usd(rate["monthly_usd"], 0),
         tuple(details),
         "bad" if rate["instances"] else "good",
+        unit="/month",
     )
 
 
@@ -822,9 +836,10 @@ def _recovered_card(report: Report) -> Card:
     return Card(
         "recovered",
         "Reaper recovered",
-        f"{usd(recovered['monthly_usd'], 0)}/month",
+        usd(recovered["monthly_usd"], 0),
         (f"{plural(recovered['runs'], 'expired run')} ended and no longer billing",),
         "good" if recovered["runs"] else "",
+        unit="/month",
     )
 
 

@@ -150,6 +150,14 @@ def svgs(page: str) -> dict[str, str]:
     return dict(re.findall(r'<div class="chart" id="chart-([\w-]+)">(<svg.*?</svg>)</div>', page, re.S))
 
 
+def card_text(page: str, card_id: str) -> str:
+    """A headline card's words, as a reader sees them."""
+    start = page.index('<div class="kpis">')
+    cards = page[start : page.index("</section>", start)].split('<div class="kpi ')
+    [card] = [card for card in cards if f'id="kpi-{card_id}"' in card]
+    return html.unescape(re.sub(r"<[^>]+>", "", card))
+
+
 def texts(svg: str, gid_suffix: str) -> list[str]:
     """The text of the SVG groups whose id ends with `gid_suffix`."""
     groups = re.findall(rf'<g id="[\w-]*{gid_suffix}"[^>]*>(.*?)</g>', svg, re.S)
@@ -239,9 +247,7 @@ def test_the_forecast_card_names_the_current_month(full: Report, page: str) -> N
     forecast = full.analysis.forecast
     assert forecast is not None
     assert forecast["month"] == f"{PERIOD.last_day:%Y-%m}"
-    card = re.search(r'id="kpi-month">(.*?)</div>\s*</div>', page, re.S)
-    assert card
-    text = html.unescape(card.group(1))
+    text = card_text(page, "month")
     assert forecast["month_label"] in text
     assert usd(forecast["forecast_usd"], 0) in text
     assert forecast["method_note"] in text
@@ -252,13 +258,9 @@ def test_the_forecast_card_names_the_current_month(full: Report, page: str) -> N
 
 def test_idle_card_states_the_monthly_rate_window_and_threshold(full: Report, page: str) -> None:
     rate = full.idle_rate
-    card = re.search(r'id="kpi-idle">(.*?)</div>\s*</div>', page, re.S)
-    assert card
-    assert f"{usd(rate['monthly_usd'], 0)}/month" in card.group(1)
-    assert (
-        f"{rate['instances']} GPUs under {rate['threshold_pct']:g}% for {rate['window_hours']:g} h"
-        in card.group(1)
-    )
+    card = card_text(page, "idle")
+    assert f"{usd(rate['monthly_usd'], 0)}/month" in card
+    assert f"{rate['instances']} GPUs under {rate['threshold_pct']:g}% for {rate['window_hours']:g} h" in card
     assert rate["monthly_usd"] == pytest.approx(
         sum(finding.hourly_cost_usd or 0.0 for finding in IDLE) * HOURS_PER_MONTH, abs=0.01
     )
@@ -339,7 +341,7 @@ def test_the_training_runs_table(full: Report, page: str) -> None:
     assert f"{usd(finished.cost_usd)}<br><small>billed</small>" in table
     assert f"{usd(running.cost_usd)}<br><small>estimated</small>" in table
     assert usd(finished.saving_usd) in table
-    assert "8.0 / 2.0" in table  # spot / on-demand instance-hours of the finished run
+    assert '<td class="num">8.0</td><td class="num">2.0</td>' in table  # spot, on-demand hours
     assert f"{usd(running.lost_work_usd)} lost" in table
     assert "1.6 h ago" in table and "stale" in table
     assert "over budget" in table  # the running run's estimate is past its $250 per run
@@ -347,19 +349,18 @@ def test_the_training_runs_table(full: Report, page: str) -> None:
 
 
 def test_the_leak_and_reaper_cards(full: Report, page: str) -> None:
-    leaks = re.search(r'id="kpi-leaks">(.*?)</div>\s*</div>', page, re.S)
-    assert leaks and "1 run" in leaks.group(1)
+    leaks = card_text(page, "leaks")
+    assert "1 run" in leaks
     monthly = sum(run["hourly_cost_usd"] for run in LEFTOVERS) * HOURS_PER_MONTH
-    assert f"{usd(monthly, 0)}/month" in leaks.group(1)
+    assert f"{usd(monthly, 0)}/month" in leaks
     recovered = full.recovered
     assert recovered is not None
-    card = re.search(r'id="kpi-recovered">(.*?)</div>\s*</div>', page, re.S)
-    assert card and f"{usd(recovered['monthly_usd'], 0)}/month" in card.group(1)
+    assert f"{usd(recovered['monthly_usd'], 0)}/month" in card_text(page, "recovered")
 
 
 def test_report_md_mirrors_the_headline_and_tables(full: Report, markdown: str) -> None:
     for card in dashboard.headline(full):
-        assert f"- {card.label}: **{card.value}**" in markdown
+        assert f"- {card.label}: **{card.value}{card.unit}**" in markdown
     assert "## Budgets" in markdown and "## Showback by cost-center" in markdown
     for budget in full.budgets or []:
         assert (

@@ -73,7 +73,7 @@ PROBE = """
       id: node.id, marks: node.querySelectorAll("path").length,
     })),
     monthCard: document.getElementById("kpi-month").innerText,
-    overflowing: [...document.querySelectorAll(".card")]
+    overflowing: [...document.querySelectorAll(".card, .kpi")]
       .filter((card) => card.scrollWidth > card.clientWidth + 1).map((card) => card.id),
   };
   const out = document.createElement("pre");

@@ -230,8 +230,8 @@ def test_the_unlocks_show_in_report_md_and_on_the_dashboard(from_export: Report)
     markdown = render_markdown(from_export)
     assert "Amounts are FOCUS BilledCost in USD." in markdown
     assert "| 111111111111 | research | $44.70 | $40.70 | 77.0% |" in markdown  # 44.70 / 58.05
-    assert f"| {SAVINGS_PLANS} | $10.00 | $0.00 | -10.00 |" in markdown
-    assert "| Credit | $-5.00 | $-5.00 |" in markdown
+    assert f"| {SAVINGS_PLANS} | $10.00 | $0.00 | \u2212$10.00 |" in markdown
+    assert "| Credit | \u2212$5.00 | \u2212$5.00 |" in markdown
     assert "| arn:aws:s3:::scratch | s3:bucket | us-west-2 | $4.25 | $4.25 |" in markdown
     assert "| i-0idle1 | us-east-1 | g5.xlarge | 12.0 | $0.90/h | $10.80 | billed |" in markdown
     assert "| i-0idle2 | us-west-2 | g4dn.xlarge | 6.0 | $0.53/h | $3.16 | list price |" in markdown
@@ -351,9 +351,9 @@ def test_report_md_is_the_report_it_was_for_a_fixed_report() -> None:
     assert render_markdown(fixed) == FIXED_REPORT_MD
 
 
-# report.md of the fixed report above, as the renderer wrote it before report.md had a template, with
-# the account columns the multi-account scans added since and the spend by account of Cost Explorer's
-# account+service view (the sandbox's Cost Explorer gives no account names: the id stands for it).
+# report.md of the fixed report above: the dashboard's headline and tables as text, every amount with its
+# dollar sign (a minus as U+2212 before it), then the spend tables, the scans' rows and the engineers'
+# commands. The sandbox's Cost Explorer gives no account names: the id stands for it.
 FIXED_REPORT_MD = """# Nightly cost report — 09 Nov 2026 to 22 Nov 2026 (14 days)
 
 Generated 2026-11-23 09:30 UTC. Amounts are Cost Explorer UnblendedCost in USD.
@@ -364,14 +364,51 @@ Cost source: cost-explorer.
 
 - **untagged resources in us-west-2**: endpoint unreachable (EndpointConnectionError)
 
-## Summary
+## Headline
 
-- Total spend: **$152.50** (amortized $137.25)
-- Untagged spend: $52.50 (34.4% of the total); 3 resources missing mandatory tags
-- Spot: $40.00 (28.6% of instance spend), saving $23.12 against on-demand prices
-- Idle GPUs: 2 instances, $15.23 wasted while idle
-- Month-end forecast for 2026-11: **$166.79** ($152.50 so far, $1.79/day over the last 7 days)
-- Cost Explorer: 7 requests ($0.07), 0 view-days from the cache
+- Spend, last 14 days: **$152.50**; 9 Nov 2026 to 22 Nov 2026; amortized $137.25; up $72.50 (+90.6%) on the previous 14 days' $80.00
+- November 2026: month to date (no budget known): **$152**; Forecast $167 by 30 November; Method: the month to date plus the last 7 days' average ($1.79) for each of the 8 days left.
+- Idle GPUs: **$1,118/month**; if left running; 2 GPUs under 5% for 6 h
+- Untagged spend: **34.4%**; $52.50 misses a mandatory tag (team, project, environment, cost-center, owner, managed-by); 3 resources to tag; n/a: scan unreachable
+- Leaks: **1 run**; expired training runs still owning resources: $117/month
+- Reaper recovered: **n/a**; the training runs were not read
+- Spot savings: **$23.12**; spot is 28.6% of instance spend; saved against on-demand prices
+
+## Budgets
+
+No environment or team budget is known for this account.
+
+## Showback by cost-center
+
+| Cost-center | Month to date | Month-end forecast | Last 14 days | Previous 14 days | Change |
+|---|---|---|---|---|---|
+| cc | $100.00 | $100.00 | $100.00 | $80.00 | +$20.00 (+25.0%) |
+| (untagged) | $52.50 | $66.79 | $52.50 | $0.00 | +$52.50 (new) |
+
+## Showback by team
+
+| Team | Month to date | Month-end forecast | Last 14 days | Previous 14 days | Change |
+|---|---|---|---|---|---|
+| vision | $100.00 | $100.00 | $100.00 | $80.00 | +$20.00 (+25.0%) |
+| nlp | $40.00 | $40.00 | $40.00 | $0.00 | +$40.00 (new) |
+| (untagged) | $12.50 | $26.79 | $12.50 | $0.00 | +$12.50 (new) |
+
+## Who to ask
+
+**Missing: untagged resources in us-west-2 (endpoint unreachable (EndpointConnectionError))**; the rows below leave it out.
+
+| Owner | What to do | Per month |
+|---|---|---|
+| no owner | Find the owner of team vision to end training run r1 on i-0idle1 (g5.xlarge, its GPU idle for 12 h): $734.38/month | $734.38 |
+| no owner | Find who owns it and ask them to stop i-0idle2 (g4dn.xlarge, its GPU idle for 6 h): $383.98/month | $383.98 |
+| no owner | Find who owns it and ask them to confirm training run r9 is over; the reaper destroys what it still owns: $116.80/month | $116.80 |
+| no owner | Find who owns it and ask them to tag ec2:instance i-0abc with team, owner | not priced |
+| no owner | Find who owns it and ask them to tag ec2:volume vol-1 with team, project, environment, cost-center, owner, managed-by | not priced |
+| bob@example.com (owner tag) | Ask bob@example.com to tag s3:bucket scratch with team | not priced |
+
+## Training runs
+
+The training runs were not read for this report.
 
 ## Spend by team
 
@@ -408,17 +445,17 @@ Cost source: cost-explorer.
 |---|---|---|---|
 | 123456789012 | 123456789012 | $152.50 | 100.0% |
 
-## Top movers versus the previous 14 days
+## Biggest changes versus the previous 14 days
 
-| Dimension | Name | Previous | Current | Change |
+| By | Name | Previous | Current | Change |
 |---|---|---|---|---|
-| service | Amazon Elastic Compute Cloud - Compute | $80.00 | $140.00 | +60.00 |
-| environment | (untagged) | $0.00 | $52.50 | +52.50 |
-| team | nlp | $0.00 | $40.00 | +40.00 |
-| team | vision | $80.00 | $100.00 | +20.00 |
-| environment | prod | $80.00 | $100.00 | +20.00 |
-| team | (untagged) | $0.00 | $12.50 | +12.50 |
-| service | Amazon Simple Storage Service | $0.00 | $12.50 | +12.50 |
+| service | Amazon Elastic Compute Cloud - Compute | $80.00 | $140.00 | +$60.00 |
+| environment | (untagged) | $0.00 | $52.50 | +$52.50 |
+| team | nlp | $0.00 | $40.00 | +$40.00 |
+| team | vision | $80.00 | $100.00 | +$20.00 |
+| environment | prod | $80.00 | $100.00 | +$20.00 |
+| team | (untagged) | $0.00 | $12.50 | +$12.50 |
+| service | Amazon Simple Storage Service | $0.00 | $12.50 | +$12.50 |
 
 ## Untagged spend and resources by service
 
@@ -434,18 +471,18 @@ Cost source: cost-explorer.
 
 ## Idle GPU instances
 
-| Instance | Account | Region | Type | Team | Telemetry | Idle hours | Cost | Wasted |
-|---|---|---|---|---|---|---|---|---|
-| i-0idle1 |  | us-east-1 | g5.xlarge | vision | gpu | 12.0 | $1.01/h | $12.07 |
-| i-0idle2 |  | us-west-2 | g4dn.xlarge | (untagged) | cpu | 6.0 | $0.53/h | $3.16 |
+GPU under 5% for 6 h: $1,118.36/month if left running.
+
+| Instance | Account | Region | Type | Team | Telemetry | Idle hours | Cost | Wasted while idle | Per month if left running |
+|---|---|---|---|---|---|---|---|---|---|
+| i-0idle1 |  | us-east-1 | g5.xlarge | vision | gpu | 12.0 | $1.01/h | $12.07 | $734.38 |
+| i-0idle2 |  | us-west-2 | g4dn.xlarge | (untagged) | cpu | 6.0 | $0.53/h | $3.16 | $383.98 |
 
 ## Training runs left billing after expiry
 
-| Stack | Run | Resources | Cost | Why |
-|---|---|---|---|---|
-| train-r9 | r9 | 2 | $0.1600/h | 2 resource(s) still billing $0.1600/h after expires-at 2026-11-20T00:00:00+00:00 |
-
-`mlp reap --apply` destroys them (dry run without `--apply`).
+| Stack | Run | Resources | Cost | Per month | Why |
+|---|---|---|---|---|---|
+| train-r9 | r9 | 2 | $0.1600/h | $116.80 | 2 resource(s) still billing $0.1600/h after expires-at 2026-11-20T00:00:00+00:00 |
 
 ## Resources missing mandatory tags
 
@@ -456,4 +493,10 @@ Cost source: cost-explorer.
 | arn:aws:ec2:us-east-1:123456789012:instance/i-0abc | ec2:instance |  | us-east-1 | team, owner |
 | arn:aws:ec2:us-east-1:123456789012:volume/vol-1 | ec2:volume |  | us-east-1 | team, project, environment, cost-center, owner, managed-by |
 | arn:aws:s3:::scratch | s3:bucket |  | us-west-2 | team |
+
+## For engineers
+
+- `mlp reap --apply` destroys what the expired training runs still own (dry run without `--apply`).
+- i-0idle1: `mlp train destroy r1 --apply`
+- Cost Explorer: 14 requests ($0.14), 0 view-days from the cache
 """
