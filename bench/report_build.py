@@ -37,6 +37,8 @@ SERVICES = [f"Service {n:02d}" for n in range(60)]
 REGIONS = ["us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1", "global"]
 PURCHASE_TYPES = ["On Demand Instances", "Spot Instances", "Savings Plans", "Standard Reserved Instances"]
 INSTANCE_TYPES = [*EC2, "NoInstanceType"]
+# An organization's member accounts, for the account+service view.
+ACCOUNTS = [f"{100000000000 + n}" for n in range(12)]
 
 
 def synthetic_spend(rows: int, period: Period, seed: int = 1) -> costs.Spend:
@@ -53,6 +55,7 @@ def synthetic_spend(rows: int, period: Period, seed: int = 1) -> costs.Spend:
         "REGION": REGIONS,
         "PURCHASE_TYPE": PURCHASE_TYPES,
         "INSTANCE_TYPE": INSTANCE_TYPES,
+        "LINKED_ACCOUNT": ACCOUNTS,
     }
     frames = []
     for view in views:
