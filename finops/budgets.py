@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+import botocore.exceptions
+
 from finops.inventory.core import pages
 from infra.config import environment_stacks, load_stack_config
 from mlp import aws
@@ -149,23 +151,22 @@ def stack_config_budgets(project_dir: Path | None = None) -> list[Budget]:
 def load_budgets(
     account_id: str, *, client: Any | None = None, project_dir: Path | None = None
 ) -> tuple[list[Budget], str | None]:
-    """AWS Budgets' budgets of the stacks, else the stacks' config; the note says why the fallback."""
+    """AWS Budgets' budgets of the stacks, else the stacks' config; the note says why the fallback
+    (any error reading AWS Budgets, or none of its budgets usable) and when there is no budget at all."""
     try:
         with aws.aws_errors("reading AWS Budgets"):
             budgets = read_aws_budgets(client or aws.client("budgets", BUDGETS_REGION), account_id)
-    except UserError as exc:
-        return stack_config_budgets(
-            project_dir
-        ), f"AWS Budgets could not be read ({exc}); limits from the stacks' config"
-    if budgets:
-        return budgets, None
+    except (UserError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        # Like the forecast, the budgets are one card: their failure must not cost the paid-for report.
+        why = f"AWS Budgets could not be read ({exc})"
+    else:
+        if budgets:
+            return budgets, None
+        why = "AWS Budgets holds no environment or team budget"
     fallback = stack_config_budgets(project_dir)
-    note = (
-        "AWS Budgets holds no environment or team budget; limits from the stacks' config"
-        if fallback
-        else None
+    return fallback, f"{why}; " + (
+        "limits from the stacks' config" if fallback else "no stack's config defines one either"
     )
-    return fallback, note
 
 
 def budget_statuses(

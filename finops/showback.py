@@ -225,7 +225,7 @@ def actions(
         hours = f"{finding.idle_hours:g} h"
         if finding.run_id:
             what, command = (
-                f"end training run {finding.run_id}",
+                f"end training run {finding.run_id} on {finding.resource_id}",
                 f"mlp train destroy {finding.run_id} --apply",
             )
         else:
