@@ -4,8 +4,8 @@ index.html is the page finance opens every morning, forwards and prints: one sel
 no script and no network fetch. Its charts are matplotlib figures rendered here to inline SVG with
 their text kept as text (`svg.fonttype: none`), so labels stay selectable, searchable and sharp in
 print, and the page weighs what its figures weigh rather than a charting bundle. Money reads
-`$1,234.56` and `-$500` (with a true minus sign) on the page, on every axis and in report.md, which holds the same headline and
-tables as text (also what goes to Slack).
+`$1,234.56`, a loss `-$500` with a true minus sign, on the page, on every axis and in report.md,
+which holds the same headline and tables as text (also what goes to Slack).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import calendar
 import io
 import itertools
+import math
 import re
 import textwrap
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -184,9 +185,15 @@ def _money_axis(axis: Any) -> None:
 
 
 def _date_axis(axes: Axes, days: int) -> None:
-    axes.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=min(max(days, 3), 8)))
+    """Day ticks, at most about seven of them, every day for a short range."""
+    axes.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, math.ceil(days / 7))))
     axes.xaxis.set_major_formatter(mdates.DateFormatter("%-d %b"))
     axes.grid(axis="x", visible=False)
+
+
+def _swatch(axes: Axes, label: str, color: str, alpha: float = 1.0) -> None:
+    """A legend entry that draws nothing: for what a chart's colors mean rather than one of its bars."""
+    axes.add_patch(Rectangle((0, 0), 0, 0, color=color, alpha=alpha, label=label))
 
 
 def _legend(figure: Figure, axes: Axes) -> None:
@@ -239,7 +246,7 @@ def _chart(
 
 
 def _colors(names: Iterable[str]) -> dict[str, str]:
-    """A color per name: the palette in alphabetical order, untagged grey, "other" a light grey."""
+    """A color per name: the palette in alphabetical order, untagged grey."""
     named = sorted({name for name in names if name != UNTAGGED_LABEL})
     colors = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(named)}
     colors[UNTAGGED_LABEL] = UNTAGGED_COLOR
@@ -324,7 +331,7 @@ def _horizontal_bars(
     _titles(axes, x_title, y_title)
     if legend:
         for name, color in legend.items():
-            axes.bar([0], [0], color=color, label=name)
+            _swatch(axes, name, color)
         _legend(figure, axes)
     return _chart(chart_id, title, figure, caption)
 
@@ -361,13 +368,12 @@ def _pricing(report: Report) -> Chart:
         return _missing("pricing", title, "spot share and spot savings")
     renamed = table.rename(columns={key: words for key, (words, _) in PRICING.items()})
     colors = {words: color for words, color in PRICING.values()}
-    chart = _stacked_daily("pricing", title, renamed, "prices", colors)
     analysis = report.analysis
     caption = (
         f"Spot is {percent(analysis.spot_share)} of instance spend and saved "
         f"{usd(analysis.spot_savings_usd)} against on-demand list prices."
     )
-    return Chart(chart.chart_id, chart.title, svg=chart.svg, caption=caption)
+    return replace(_stacked_daily("pricing", title, renamed, "prices", colors), caption=caption)
 
 
 def _untagged_by_tag(report: Report) -> Chart:
@@ -570,16 +576,11 @@ def _budget_chart(chart_id: str, title: str, rows: Sequence[BudgetStatus], y_tit
     axes.barh(positions, forecast, height=0.62, color=colors, alpha=0.28, zorder=2)
     # The legend says what solid and light mean and what each color is, whatever the first row's status.
     statuses = {row["status"] for row in rows}
-    for label, color, alpha in (
-        ("Month to date", "#374151", 1.0),
-        ("Forecast to month end", "#374151", 0.28),
-        *(
-            (STATUS_WORDS[status], STATUS_COLORS[status], 1.0)
-            for status in STATUS_COLORS
-            if status in statuses
-        ),
-    ):
-        axes.add_patch(Rectangle((0, 0), 0, 0, color=color, alpha=alpha, label=label))
+    _swatch(axes, "Month to date", "#374151")
+    _swatch(axes, "Forecast to month end", "#374151", alpha=0.28)
+    for status in STATUS_COLORS:
+        if status in statuses:
+            _swatch(axes, STATUS_WORDS[status], STATUS_COLORS[status])
     thresholds = sorted({pct for row in rows for pct in row["thresholds_pct"]})
     for index, pct in enumerate(thresholds):
         marked = [
@@ -629,11 +630,19 @@ def _budgets(report: Report) -> list[Chart]:
 
 
 def _nightly(
-    chart_id: str, title: str, nights: Sequence[dict[str, Any]], key: str, y_title: str, scale: float = 1.0
+    chart_id: str,
+    title: str,
+    nights: Sequence[dict[str, Any]],
+    key: str,
+    y_title: str,
+    *,
+    share: bool = False,
 ) -> Chart:
+    """One figure of every night; `share` for a share of spend (drawn in percent), else dollars."""
     figure, axes = _axes(height_in=2.6)
     days = [date.fromisoformat(night["date"]) for night in nights]
-    values = [None if night[key] is None else night[key] * scale for night in nights]
+    values = [None if night[key] is None else night[key] * (100 if share else 1) for night in nights]
+    # A night whose figure was missing is a hole in the line, not a zero.
     axes.plot(
         days,
         [float("nan") if value is None else value for value in values],
@@ -645,14 +654,12 @@ def _nightly(
     axes.set_ylim(bottom=0)
     _titles(axes, "Night of the report (UTC)", y_title)
     _date_axis(axes, len(days))
-    description = ", ".join(
-        f"{night['date']}: {'n/a' if value is None else (f'{value:.1f}%' if scale != 1.0 else usd(value))}"
-        for night, value in zip(nights, values, strict=True)
-    )
-    if scale == 1.0:
-        _money_axis(axes.yaxis)
-    else:
+    if share:
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=0))
+    else:
+        _money_axis(axes.yaxis)
+    words = ["n/a" if value is None else f"{value:.1f}%" if share else usd(value) for value in values]
+    description = ", ".join(f"{night['date']}: {word}" for night, word in zip(nights, words, strict=True))
     return _chart(chart_id, title, figure, description=description)
 
 
@@ -679,7 +686,7 @@ def trend_charts(report: Report) -> list[Chart]:
             nights,
             "untagged_share",
             "Untagged share",
-            scale=100.0,
+            share=True,
         ),
         _nightly(
             "trend-idle",
