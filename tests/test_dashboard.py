@@ -346,6 +346,9 @@ def test_the_training_runs_table(full: Report, page: str) -> None:
     assert "1.6 h ago" in table and "stale" in table
     assert "over budget" in table  # the running run's estimate is past its $250 per run
     assert full.runs is not None and running.over_budget
+    totals = html.unescape(re.sub(r"<[^>]+>", "", table[table.index('id="runs-totals"') :]))
+    assert f"cost {usd(sum(run.cost_usd for run in RUNS))}" in " ".join(totals.split())
+    assert f"over budget: {running.run_id}" in totals
 
 
 def test_the_leak_and_reaper_cards(full: Report, page: str) -> None:
