@@ -36,6 +36,7 @@ from infra.training.state import DiyStateBackend, StackReader
 from mlp import aws
 from mlp.errors import ConfigError, UserError, describe
 from mlp.tags import (
+    DEFAULT_MANDATORY_TAGS,
     ENVIRONMENT,
     EXPIRES_AT,
     OWNER,
@@ -737,6 +738,13 @@ def _leftovers(
                 "action": "destroy",
                 "why": f"{len(owned)} resource(s) still billing ${hourly:.4f}/h after expires-at {max(expiries).isoformat()}",
                 "hourly_cost_usd": round(hourly, 4),
+                # The run's cost tags as its resources carry them: whom to ask about it.
+                "tags": {
+                    key: value
+                    for item in owned
+                    for key, value in item.tags.items()
+                    if key in DEFAULT_MANDATORY_TAGS and value
+                },
                 "resources": [item.to_json() for item in owned],
             }
         )

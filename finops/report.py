@@ -34,7 +34,7 @@ from finops.analysis import (
     rows_with_tags,
     tag_view_rows,
 )
-from finops.budgets import Budget, budget_statuses, load_budgets
+from finops.budgets import Budget, BudgetStatus, budget_statuses, load_budgets
 from finops.cost_source import CostSource
 from finops.costs import MissingPart, Spend
 from finops.dashboard import render_dashboard, render_markdown
@@ -92,11 +92,7 @@ def build_report(
     analysis = analyze_spend(spend, period, cost_explorer_forecast)
     analysis.missing += scan_missing
     idle_list, untagged_list = list(idle or []), list(untagged or [])
-    statuses = (
-        None
-        if budgets is None
-        else budget_statuses(budgets, lambda tags: _month_spend_of(spend, period, tags))
-    )
+    statuses, budgets_note = _budget_statuses(spend, period, budgets, budgets_note)
     if analysis.forecast is not None and statuses:
         environments = [status["limit_usd"] for status in statuses if status["kind"] == "environment"]
         analysis.forecast["budget_usd"] = round(sum(environments), 2) if environments else None
@@ -121,12 +117,21 @@ def build_report(
     )
 
 
-def _month_spend_of(spend: Spend, period: Period, tags: Mapping[str, str]) -> tuple[float, float]:
-    """(month to date, forecast) of the spend carrying `tags`; nothing when no view holds those tags."""
-    rows = tag_view_rows(spend, list(tags))
+def _budget_statuses(
+    spend: Spend, period: Period, budgets: Sequence[Budget] | None, note: str | None
+) -> tuple[list[BudgetStatus] | None, str | None]:
+    """Each budget beside the month's spend carrying its tags; none when that spend is missing."""
+    if not budgets:
+        return None, note
+    keys = sorted({key for budget in budgets for key in budget.tags})
+    rows = tag_view_rows(spend, keys)
     if rows is None:
-        return 0.0, 0.0
-    return month_spend(daily_spend(rows_with_tags(rows, tags)), period)
+        # A budget shown at $0 would read as "on track": without the spend there is no comparison.
+        return None, f"spend by {' and '.join(keys)} is missing, so no budget can be compared"
+    statuses = budget_statuses(
+        budgets, lambda tags: month_spend(daily_spend(rows_with_tags(rows, tags)), period)
+    )
+    return statuses, note
 
 
 def make_out_dir(out_dir: Path) -> None:

@@ -575,16 +575,14 @@ def test_team_budgets_alone_set_no_forecast_budget(spend: Spend) -> None:
     assert [status["name"] for status in built.findings["spend"]["budgets"]] == ["t"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finops/report.py _month_spend_of answers (0.0, 0.0) when no complete view holds the budget's "
-    "tags, so a budget whose spend could not be read shows $0 and 'ok' instead of null",
-)
 def test_a_budget_whose_spend_could_not_be_read_is_null_not_zero() -> None:
     # The first view (team+environment) is throttled past its retries: spend by environment is missing.
     throttled = read_spend(make_line_items(days=45), throttle=3, max_attempts=3)
     assert "spend by environment" in [part.part for part in throttled.missing]
     dev = [Budget("mlp-dev", 1000.0, {"environment": "dev"}, (80.0, 100.0), STACK_CONFIG)]
     built = report.build_report(throttled, PERIOD, idle=[], untagged=[], budgets=dev)
-    [status] = built.findings["spend"]["budgets"]
-    assert status["month_to_date_usd"] is None
+    assert built.findings["spend"]["budgets"] is None
+    assert (
+        built.findings["spend"]["budgets_note"]
+        == "spend by environment is missing, so no budget can be compared"
+    )
