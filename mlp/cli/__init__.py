@@ -33,6 +33,7 @@ app = common.Typer(
 @app.callback()
 def _root(version: common.VersionOption = False, debug: common.DebugOption = False) -> None:
     """ml-platform: tagged spot GPU infrastructure on AWS and the FinOps loop that keeps it cheap."""
+    # Both options act in their callbacks as they are read; `debug` reaches every command (common.Group).
 
 
 # Imported for their side effect of registering commands on `app`.

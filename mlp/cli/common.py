@@ -1,4 +1,5 @@
-"""Options and output helpers shared by every command."""
+"""Options and output helpers shared by every command, and the classes that give every command the same
+habits: -h, the shared --debug, usage lines without typer's noise (docs/cli.md)."""
 
 from __future__ import annotations
 
