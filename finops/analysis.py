@@ -169,6 +169,8 @@ class SpendAnalysis:
     period: Period
     total_usd: float | None
     total_effective_usd: float | None
+    # The same days before the period (its `previous`): what "this period vs the previous" compares.
+    previous_total_usd: float | None
     by_team: dict[str, float] | None
     by_environment: dict[str, float] | None
     by_cost_center: dict[str, float] | None
@@ -496,6 +498,9 @@ def analyze_spend(
         period=period,
         total_usd=float(total_rows["BilledCost"].sum()) if total_rows is not None else None,
         total_effective_usd=float(total_rows["EffectiveCost"].sum()) if total_rows is not None else None,
+        previous_total_usd=float(_view(previous, total_view)["BilledCost"].sum())
+        if total_view is not None and spend.start <= period.previous.start
+        else None,
         by_team=by_team,
         by_environment=by_environment,
         by_cost_center=by_cost_center,

@@ -742,15 +742,9 @@ class Card:
     unit: str = ""
 
 
-def previous_total_usd(report: Report) -> float | None:
-    """The previous period's spend: every team's (the untagged included) adds up to the whole."""
-    rows = report.showback.by_team
-    return None if rows is None else round(sum(row["previous_usd"] for row in rows), 2)
-
-
 def _spend_card(report: Report) -> Card:
     days = report.period.days
-    total, previous = report.analysis.total_usd, previous_total_usd(report)
+    total, previous = report.analysis.total_usd, report.analysis.previous_total_usd
     details = [
         f"{_day(report.period.start)} to {_day(report.period.last_day)}; "
         f"amortized {usd(report.analysis.total_effective_usd)}"

@@ -79,6 +79,7 @@ class ScanMissing(MissingPart):
 class SpendFindings(TypedDict):
     total_usd: float | None
     total_effective_usd: float | None
+    previous_total_usd: float | None
     by_team: dict[str, float] | None
     by_environment: dict[str, float] | None
     by_cost_center: dict[str, float] | None
@@ -303,6 +304,7 @@ class Report:
             spend=SpendFindings(
                 total_usd=_money(analysis.total_usd),
                 total_effective_usd=_money(analysis.total_effective_usd),
+                previous_total_usd=_money(analysis.previous_total_usd),
                 by_team=_money_map(analysis.by_team),
                 by_environment=_money_map(analysis.by_environment),
                 by_cost_center=_money_map(analysis.by_cost_center),

@@ -261,8 +261,8 @@ def actions(
                 source,
                 monthly,
                 f"{_ask(owner, finding.tags.get(TEAM))} tag {finding.resource_type} {_short_id(finding.arn)} "
-                f"with {missing}"
-                + (f": {_per_month(monthly)} nobody is charged for" if monthly is not None else ""),
+                f"with {missing}" + (f": {_per_month(monthly)} nobody is charged for" if monthly else ""),
+                # Only billed dollars are worth a clause: "$0.00/month nobody is charged for" says nothing.
                 None,
             )
         )

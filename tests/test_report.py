@@ -292,6 +292,20 @@ def test_findings_follow_the_contract(built: Report) -> None:
     json.dumps(findings)  # plain JSON types only
 
 
+def test_spend_compares_the_period_with_the_same_days_before_it(
+    built: Report, line_items: list[LineItem]
+) -> None:
+    items = line_items
+    current = sum(item.unblended_cost for item in items if PERIOD.start <= item.day < PERIOD.end)
+    previous_period = PERIOD.previous
+    previous = sum(
+        item.unblended_cost for item in items if previous_period.start <= item.day < previous_period.end
+    )
+    assert previous > 0
+    assert built.findings["spend"]["total_usd"] == pytest.approx(current, abs=0.01)
+    assert built.findings["spend"]["previous_total_usd"] == pytest.approx(previous, abs=0.01)
+
+
 def test_untagged_resources_are_joined_with_untagged_dollars(built: Report) -> None:
     joined = {(row["service"], row["region"]): row for row in built.findings["spend"]["untagged_by_service"]}
     untagged_spend = built.analysis.untagged_by_service_region
@@ -417,7 +431,15 @@ def test_dashboard_is_self_contained(built: Report, tmp_path: Path) -> None:
     assert "<link" not in html
     assert re.findall(r'(?:src|href)="(?!#|data:)[^"]*"', html) == []
     assert "plotly" not in html.lower()
-    for chart_id in ("team", "environment", "service", "pricing", "untagged-tags", "untagged-resources", "idle"):
+    for chart_id in (
+        "team",
+        "environment",
+        "service",
+        "pricing",
+        "untagged-tags",
+        "untagged-resources",
+        "idle",
+    ):
         assert f'id="chart-{chart_id}"' in html
     assert 'id="chart-forecast"' in html and 'id="chart-movers-service"' in html
 
