@@ -191,9 +191,19 @@ def test_an_aws_error_no_command_wrapped_is_still_one_line(
     assert "AWS_ENDPOINT_URL" in line or "AWS_REGION" in line
 
 
-def test_usage_errors_stay_typer_s_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, stderr = run_mlp(capsys, "idle", "--no-such-flag")
-    assert code == 2 and "No such option" in stderr
+    assert code == 2
+    assert stderr.splitlines() == ["mlp: error: No such option: --no-such-flag; see `mlp idle -h`"]
+
+
+@pytest.mark.parametrize("args", [["--debug", "idle"], ["idle", "--debug"]], ids=["before", "after"])
+def test_debug_is_taken_before_or_after_the_command(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    idle_raises(monkeypatch, RuntimeError("boom"))
+    code, _, stderr = run_mlp(capsys, *args)
+    assert code == 3 and "Traceback (most recent call last)" in stderr
 
 
 def test_the_console_script_follows_the_contract(tmp_path: Path) -> None:
