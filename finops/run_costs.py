@@ -5,7 +5,7 @@ tagged as a run's (through the inventory), and the `runs/<run-id>/` prefixes of 
 checkpoint buckets. For each run:
 
 - instance-hours by instance type and purchase option: each instance's launch and end, from EC2's
-  own description (launch time, `InstanceLifecycle`, the termination time in its state transition,
+  own description (launch time, `InstanceLifecycle`, the stop or termination time in its state transition,
   while EC2 still shows it) and from the group's scaling activities (kept six weeks, for deleted
   groups too), clipped to the period;
 - billed cost from Cost Explorer: one daily GetCostAndUsage grouped by the `run-id` tag and
@@ -84,6 +84,8 @@ SPOT_TERMINATION_REASON = "Server.SpotInstanceTermination"
 MAX_QUEUE_PEEKS = 20
 RUN_KINDS = ("autoscaling:autoScalingGroup", "ec2:instance", "sqs:queue")
 EVENT_KINDS = {detail_type: kind for kind, detail_type in INTERRUPTION_EVENTS.items()}
+# An instance's hours end when it stops as when it terminates: EC2 bills a stopped one its volumes only.
+BILLING_STOPPED_STATES = TERMINATING_STATES | {"stopping", "stopped"}
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,7 @@ def _describe_instances(target: Scope, runs: Iterable[RunEvidence]) -> None:
         instance.purchase_option = SPOT if described.get("InstanceLifecycle") == "spot" else ON_DEMAND
         # EC2's launch time is when billing starts; the activity's is when the group asked for it.
         instance.launched = described.get("LaunchTime") or instance.launched
-        if described["State"]["Name"] in TERMINATING_STATES:
+        if described["State"]["Name"] in BILLING_STOPPED_STATES:
             transition = TRANSITION_TIME.search(described.get("StateTransitionReason", ""))
             if transition and instance.ended is None:
                 instance.ended = datetime.strptime(transition.group(1), "%Y-%m-%d %H:%M:%S").replace(
@@ -872,9 +874,14 @@ def _budget_crossed_at(pieces: Sequence[CostPiece], budget: float) -> datetime |
         if after > budget:
             # Between two consecutive starts or ends every piece accrues linearly.
             share = (budget - before) / (after - before)
-            return (earlier + (later - earlier) * share).replace(microsecond=0)
+            return _to_the_second(earlier + (later - earlier) * share)
         before = after
     return None
+
+
+def _to_the_second(moment: datetime) -> datetime:
+    # Rounded, not truncated: AWS's times are milliseconds, and a crossing one tick early is a second early.
+    return (moment + timedelta(milliseconds=500)).replace(microsecond=0)
 
 
 def _day_start(day: date) -> datetime:

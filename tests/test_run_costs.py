@@ -554,3 +554,16 @@ def test_billed_cost_comes_from_the_focus_line_items_of_the_runs_tags_and_resour
     assert runs["r1"]["estimated_usd"] == runs["r1"]["instance_cost_usd"]
     assert runs["r0"]["billed_usd"] is None
     assert costs().to_json()["cost_source"] == "cost-explorer"
+
+
+def test_a_stopped_instance_counts_its_hours_up_to_its_stop(world: dict[str, Any], clock: Clock) -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    stopped = launch(ec2, clock, T0, run_tags("r3", LIVE), spot=False, subnet=subnet)
+    clock.moment = T0 + timedelta(hours=1, minutes=30)
+    ec2.stop_instances(InstanceIds=[stopped])
+    clock.moment = NOW
+
+    run = by_id(costs())["r3"]
+    assert run["instance_hours_total"] == 1.5 and run["status"] == "failed"
+    assert run["estimated_usd"] == round(1.5 * ON_DEMAND_HOURLY, 2)

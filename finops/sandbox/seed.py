@@ -16,8 +16,10 @@ their own accounts, so a scan of the payer alone sees exactly the seed above.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,8 +28,10 @@ from typing import Any
 from finops import idle, inventory
 from finops.inventory.ec2 import ec2_arn
 from finops.sandbox import focus_export, organization
+from finops.sandbox.budgets import seed_budgets
 from finops.sandbox.cost_explorer import ON_DEMAND, SAVINGS_PLANS, SPOT, LineItem
 from finops.sandbox.server import Sandbox
+from infra.components.training_fleet import INTERRUPTION_EVENTS, asg_name
 from mlp import pricing, tags
 
 SEED = 20261123
@@ -45,6 +49,10 @@ ELASTICACHE_SERVICE = "Amazon ElastiCache"
 S3_SERVICE = "Amazon Simple Storage Service"
 # Effective rate of the compute savings plan that covers prod serving nodes.
 SAVINGS_PLAN_RATE = 0.72
+# The environments' checkpoint buckets, named as their CheckpointBucket component names them.
+CHECKPOINT_BUCKETS = {"dev": "mlp-dev-checkpoints-4c1f", "prod": "mlp-prod-checkpoints-9b2e"}
+RUN_INSTANCE_TYPE = "g5.12xlarge"
+CHECKPOINT_EVERY = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class SeededInstance:
     telemetry: str | None  # "gpu", "cpu" (no GPU metric) or None (no metrics at all)
     idle_since: datetime | None
     util_max_recent: float | None  # highest sample of its telemetry in the default 6 h window
+    # A training run's instance that is gone: when it ended, and whether a spot interruption ended it.
+    ended_at: datetime | None = None
+    spot_interrupted: bool = False
 
     @property
     def is_gpu(self) -> bool:
@@ -104,6 +115,27 @@ class SeededInstance:
         if self.spot:
             return pricing.spot_hourly(self.instance_type)
         return pricing.on_demand_hourly(self.instance_type)
+
+
+@dataclass(frozen=True)
+class SeededRun:
+    """A training run as its stack and its trainer leave it, for the run-cost figures.
+
+    Its stack's group, launch template and interruption queue exist; `instances` are all it ever had
+    (the gone ones only in EC2's terminated list and the group's activity history), `checkpoints`
+    the LastModified of every object under `runs/<run-id>/checkpoints/` of `bucket`.
+    """
+
+    run_id: str
+    status: str  # "completed" (a verified _COMPLETE) or "running"
+    region: str
+    tags: Mapping[str, str]
+    bucket: str
+    group: str
+    queue_url: str
+    instances: tuple[SeededInstance, ...]
+    checkpoints: tuple[datetime, ...]
+    completed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +209,8 @@ class SeedManifest:
     leftover_volumes: list[SeededResource]
     finished_run_id: str
     organization: OrganizationManifest
+    # Runs with the AWS evidence run costs read: a completed one interrupted once, one over its budget.
+    runs: list[SeededRun]
     teams: tuple[str, ...] = field(default=tuple(team.name for team in TEAMS))
     environments: tuple[str, ...] = ENVIRONMENTS
 
@@ -226,6 +260,19 @@ class _InstancePlan:
     busy_spike_ago: timedelta | None = None
     peak_idle_util: float | None = None
     state: str = "running"
+    # Stopped or terminated this long before now (a stopped one without it: at its launch), and
+    # whether a spot interruption took it.
+    ended_ago: timedelta | None = None
+    spot_interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class _RunInstance:
+    name: str
+    spot: bool
+    launched: datetime
+    ended: datetime | None = None
+    spot_interrupted: bool = False
 
 
 class _Seeder:
@@ -308,23 +355,37 @@ class _Seeder:
         described = ec2.run_instances(**request)["Instances"][0]
         instance_id = described["InstanceId"]
         launched_at = self.now - plan.age
+        ended_at = None if plan.ended_ago is None else self.now - plan.ended_ago
         self.sandbox.backdate_launch(plan.region, instance_id, launched_at, self.account_id)
+        terminated = ended_at is not None and plan.state != "stopped"
         if plan.state == "stopped":
             ec2.stop_instances(InstanceIds=[instance_id])
-        self.record(
-            ec2_arn(plan.region, self.account_id, "instance", instance_id),
-            "ec2:instance",
-            plan.region,
-            plan.tags,
-        )
-        for mapping in described.get("BlockDeviceMappings", []):
-            volume_id = mapping["Ebs"]["VolumeId"]
+        elif terminated:
+            # Gone with its root volume: only EC2's terminated list still shows it, and no scan.
+            ec2.terminate_instances(InstanceIds=[instance_id])
+        if plan.state == "stopped" or terminated:
+            self.sandbox.backdate_state_change(
+                plan.region,
+                instance_id,
+                ended_at or launched_at,
+                self.account_id,
+                spot_interruption=plan.spot_interrupted,
+            )
+        if not terminated:
             self.record(
-                ec2_arn(plan.region, self.account_id, "volume", volume_id),
-                "ec2:volume",
+                ec2_arn(plan.region, self.account_id, "instance", instance_id),
+                "ec2:instance",
                 plan.region,
                 plan.tags,
             )
+            for mapping in described.get("BlockDeviceMappings", []):
+                volume_id = mapping["Ebs"]["VolumeId"]
+                self.record(
+                    ec2_arn(plan.region, self.account_id, "volume", volume_id),
+                    "ec2:volume",
+                    plan.region,
+                    plan.tags,
+                )
 
         idle_since = None
         if plan.idle_for is not None:
@@ -336,15 +397,18 @@ class _Seeder:
             region=plan.region,
             instance_type=plan.instance_type,
             spot=plan.spot,
-            state=plan.state,
+            state="terminated" if terminated else plan.state,
             launched_at=launched_at,
             tags=dict(plan.tags),
             telemetry=plan.telemetry,
             idle_since=idle_since,
             util_max_recent=recent_max,
+            ended_at=ended_at,
+            spot_interrupted=plan.spot_interrupted,
         )
-        self.instances.append(instance)
-        if plan.state == "running":
+        if not terminated:
+            self.instances.append(instance)
+        if ended_at is not None or plan.state == "running":
             self.spend.append(
                 _Spend(
                     service=EC2_COMPUTE,
@@ -354,7 +418,7 @@ class _Seeder:
                     tags=plan.tags,
                     hourly_unblended=instance.hourly_cost_usd,
                     start=launched_at,
-                    end=self.now,
+                    end=ended_at or self.now,
                 )
             )
         return instance
@@ -526,6 +590,7 @@ class _Seeder:
                 "gpu",
                 hours(72),
                 state="stopped",
+                ended_ago=hours(70),
             ),
             _InstancePlan(
                 "serving-cpu",
@@ -647,6 +712,233 @@ class _Seeder:
             )
         return last_run_id
 
+    def seed_training_runs(self) -> list[SeededRun]:
+        """Two dev runs in us-east-1 with what run costs read: instances, activities, checkpoints, notices.
+
+        nlp-r231 completed after a spot interruption: A (spot) and B (on demand) from 20 h ago,
+        checkpointing every 30 min; A reclaimed 14 h ago (notice two minutes earlier), 30 min after
+        the last checkpoint; C (spot) launched 5 min later, its first checkpoint 35 min after launch;
+        the final checkpoint and _COMPLETE 3 h 05 min ago, B and C ended 3 h ago. Its stack is not yet
+        reaped. vision-r240 runs two on-demand instances for 26 h: past the dev budget ($250) for
+        about four hours.
+        """
+        start = self.now - hours(20)
+        interrupted, replaced = self.now - hours(14), self.now - hours(13) - timedelta(minutes=55)
+        completed = self.now - hours(3) - timedelta(minutes=5)
+        checkpoints = [
+            *_every(start + CHECKPOINT_EVERY, interrupted - timedelta(minutes=30)),
+            *_every(replaced + timedelta(minutes=35), completed - timedelta(minutes=1)),
+            completed,
+        ]
+        first = self.seed_run(
+            "nlp",
+            "r231",
+            start,
+            [
+                _RunInstance("a", spot=True, launched=start, ended=interrupted, spot_interrupted=True),
+                _RunInstance("b", spot=False, launched=start, ended=self.now - hours(3)),
+                _RunInstance("c", spot=True, launched=replaced, ended=self.now - hours(3)),
+            ],
+            checkpoints,
+            completed_at=completed,
+        )
+        start = self.now - hours(26)
+        second = self.seed_run(
+            "vision",
+            "r240",
+            start,
+            [_RunInstance(name, spot=False, launched=start) for name in ("a", "b")],
+            list(_every(start + CHECKPOINT_EVERY, self.now - timedelta(minutes=10))),
+            max_hours=48,
+        )
+        return [first, second]
+
+    def seed_run(
+        self,
+        team: str,
+        run: str,
+        start: datetime,
+        planned: list[_RunInstance],
+        checkpoints: list[datetime],
+        *,
+        max_hours: int = 24,
+        completed_at: datetime | None = None,
+    ) -> SeededRun:
+        """One dev run in us-east-1: its stack's group, template and queue, its instances, activities,
+        checkpoints (and _COMPLETE), and its interruption notices."""
+        region, environment = "us-east-1", "dev"
+        run_id = f"{team}-{run}"
+        run_tags = tags.training_tags(
+            mandatory_tags(team, environment), run_id, start + hours(max_hours), f"train-{run_id}"
+        )
+        tag_list = [{"Key": key, "Value": value} for key, value in run_tags.items()]
+        ec2, autoscaling = self.client("ec2", region), self.client("autoscaling", region)
+        template = ec2.create_launch_template(
+            LaunchTemplateName=f"fleet-{run_id}",
+            LaunchTemplateData={"ImageId": self.image(region), "InstanceType": RUN_INSTANCE_TYPE},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list}],
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        group = asg_name(run_id)
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=group,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+            MinSize=0,
+            MaxSize=len(planned),
+            DesiredCapacity=0,
+            VPCZoneIdentifier=self.subnets(region)[0],
+            Tags=[
+                {
+                    "Key": key,
+                    "Value": value,
+                    "PropagateAtLaunch": True,
+                    "ResourceId": group,
+                    "ResourceType": "auto-scaling-group",
+                }
+                for key, value in run_tags.items()
+            ],
+        )
+        arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0][
+            "AutoScalingGroupARN"
+        ]
+        self.record(arn, "autoscaling:autoScalingGroup", region, run_tags)
+        sqs = self.client("sqs", region)
+        queue_url = sqs.create_queue(QueueName=f"{group}-interruptions", tags=run_tags)["QueueUrl"]
+
+        instances = []
+        for item in planned:
+            instance = self.launch(
+                _InstancePlan(
+                    f"{run_id}-{item.name}",
+                    region,
+                    RUN_INSTANCE_TYPE,
+                    item.spot,
+                    self.now - item.launched,
+                    run_tags,
+                    # A training instance's GPUs are busy while it lives.
+                    "gpu" if item.ended is None else None,
+                    None,
+                    ended_ago=None if item.ended is None else self.now - item.ended,
+                    spot_interrupted=item.spot_interrupted,
+                )
+            )
+            instances.append(instance)
+            self.record_activities(region, group, instance)
+            if instance.spot_interrupted:
+                self.send_interruption_notice(sqs, queue_url, region, instance)
+        live = [instance.instance_id for instance in instances if instance.ended_at is None]
+        if live:
+            autoscaling.attach_instances(AutoScalingGroupName=group, InstanceIds=live)
+
+        s3 = self.client("s3", region)
+        keys = [
+            f"runs/{run_id}/checkpoints/step-{index * 500:06d}.pt" for index in range(1, len(checkpoints) + 1)
+        ]
+        for key, moment in zip(keys, checkpoints, strict=True):
+            self.put_object(s3, CHECKPOINT_BUCKETS[environment], key, f"{run_id} {key}".encode(), moment)
+        if completed_at is not None:
+            # What the trainer writes last: the marker naming its final checkpoint and that one's digest.
+            marker = {
+                "run_id": run_id,
+                "final_checkpoint_key": keys[-1],
+                "sha256": hashlib.sha256(f"{run_id} {keys[-1]}".encode()).hexdigest(),
+                "completed_at": tags.format_expires_at(completed_at),
+            }
+            self.put_object(
+                s3,
+                CHECKPOINT_BUCKETS[environment],
+                f"runs/{run_id}/_COMPLETE",
+                json.dumps(marker).encode(),
+                completed_at,
+            )
+        return SeededRun(
+            run_id=run_id,
+            status="completed" if completed_at else "running",
+            region=region,
+            tags=run_tags,
+            bucket=CHECKPOINT_BUCKETS[environment],
+            group=group,
+            queue_url=queue_url,
+            instances=tuple(instances),
+            checkpoints=tuple(checkpoints),
+            completed_at=completed_at,
+        )
+
+    def put_object(self, s3: Any, bucket: str, key: str, body: bytes, modified_at: datetime) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        self.sandbox.backdate_object(bucket, key, modified_at, self.account_id)
+
+    def record_activities(self, region: str, group: str, instance: SeededInstance) -> None:
+        """The group's launch of the instance and, for a gone one, its termination, as AWS words them."""
+        launch = f"Launching a new EC2 instance: {instance.instance_id}"
+        self.record_activity(
+            region,
+            group,
+            launch,
+            f"At {_activity_time(instance.launched_at - timedelta(minutes=1))} an instance was started in "
+            "response to a difference between desired and actual capacity, increasing the capacity.",
+            instance.launched_at - timedelta(minutes=1),
+            instance.launched_at,
+        )
+        if instance.ended_at is None:
+            return
+        if instance.spot_interrupted:
+            noticed = instance.ended_at - timedelta(minutes=2)
+            cause = (
+                f"At {_activity_time(noticed)} an instance was taken out of service in response to an "
+                "EC2 Spot Instance interruption notice."
+            )
+        else:
+            noticed = instance.ended_at - timedelta(minutes=1)
+            cause = (
+                f"At {_activity_time(noticed)} a user request update of AutoScalingGroup constraints "
+                "changed the desired capacity to 0; an instance was selected for termination."
+            )
+        self.record_activity(
+            region,
+            group,
+            f"Terminating EC2 instance: {instance.instance_id}",
+            cause,
+            noticed,
+            instance.ended_at,
+        )
+
+    def record_activity(
+        self, region: str, group: str, description: str, cause: str, start: datetime, end: datetime
+    ) -> None:
+        self.sandbox.record_scaling_activity(
+            region,
+            {
+                "ActivityId": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),
+                "AutoScalingGroupName": group,
+                "Description": description,
+                "Cause": cause,
+                "StartTime": start,
+                "EndTime": end,
+                "StatusCode": "Successful",
+                "Progress": 100,
+            },
+            self.account_id,
+        )
+
+    def send_interruption_notice(
+        self, sqs: Any, queue_url: str, region: str, instance: SeededInstance
+    ) -> None:
+        """The two-minute warning EventBridge put in the run's queue, as its rule delivers it."""
+        assert instance.ended_at is not None
+        noticed = instance.ended_at - timedelta(minutes=2)
+        event = {
+            "version": "0",
+            "id": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),
+            "detail-type": INTERRUPTION_EVENTS["interruption"],
+            "source": "aws.ec2",
+            "account": self.account_id,
+            "time": _activity_time(noticed),
+            "region": region,
+            "resources": [ec2_arn(region, self.account_id, "instance", instance.instance_id)],
+            "detail": {"instance-id": instance.instance_id, "instance-action": "terminate"},
+        }
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
+
     def seed_storage(self) -> None:
         since = self.now - timedelta(days=SPEND_DAYS + 5)
         for region, resource_tags, size in (
@@ -673,8 +965,8 @@ class _Seeder:
         self.create_snapshot("us-west-2", self.create_volume("us-west-2", 20, {}).arn, {tags.TEAM: "recsys"})
 
         buckets = [
-            ("ml-platform-checkpoints-dev", "us-east-1", mandatory_tags("vision", "dev"), 4.0),
-            ("ml-platform-checkpoints-prod", "us-west-2", mandatory_tags("nlp", "prod"), 12.0),
+            (CHECKPOINT_BUCKETS["dev"], "us-east-1", mandatory_tags("vision", "dev"), 4.0),
+            (CHECKPOINT_BUCKETS["prod"], "us-west-2", mandatory_tags("nlp", "prod"), 12.0),
             ("scratch-datasets-7f3a", "us-west-2", {}, 2.5),
             (
                 "ml-platform-logs",
@@ -910,6 +1202,18 @@ def hours(value: float) -> timedelta:
     return timedelta(hours=value)
 
 
+def _every(first: datetime, until: datetime) -> Iterator[datetime]:
+    """A checkpoint each CHECKPOINT_EVERY from `first` to `until` (inclusive)."""
+    moment = first
+    while moment <= until:
+        yield moment
+        moment += CHECKPOINT_EVERY
+
+
+def _activity_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _hours_per_day(
     start: datetime, end: datetime, first_day: date, last_day: date
 ) -> Iterator[tuple[date, float]]:
@@ -1036,12 +1340,14 @@ def seed_account(
     seeder.seed_instances()
     finished_run_id = seeder.seed_finished_runs()
     seeder.seed_storage()
+    runs = seeder.seed_training_runs()
     seeder.seed_feature_stores()
     seeder.seed_serving()
     seeded_organization = seed_organization(sandbox, seeder.now)
     line_items = seeder.line_items()
     billed = line_items + seeded_organization.line_items if member_spend else line_items
     sandbox.cost_explorer.load(billed, seeder.now)
+    seed_budgets(seeder.client("budgets", "us-east-1"))
     export_tags = mandatory_tags("recsys", "prod")
     export_bucket = focus_export.seed_focus_export(
         seeder.client("s3", focus_export.EXPORT_REGION),
@@ -1068,4 +1374,5 @@ def seed_account(
         leftover_volumes=seeder.leftover_volumes,
         finished_run_id=finished_run_id,
         organization=seeded_organization,
+        runs=runs,
     )
