@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from pathlib import Path
 
 from finops import focus
@@ -33,6 +34,8 @@ from finops.sandbox import Sandbox, SeedManifest, focus_export, seed_account
 from finops.scope import ScanScope, organization_accounts, resolve_scope
 
 DEMO_DAYS = 30
+# The hour of the current UTC day the demo's data is laid out around: two demos of a day print the same.
+DEMO_HOUR = 12
 # Variables that could point boto3 somewhere other than the sandbox.
 SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
@@ -82,14 +85,20 @@ def run_demo(
     cost_source: str | None = None,
     while_running: Callable[[Sandbox, DemoRun], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
+    now: datetime | None = None,
 ) -> DemoRun:
-    """Start and seed the sandbox, run the nightly job against it; `while_running` runs before it stops."""
+    """Start and seed the sandbox, run the nightly job against it; `while_running` runs before it stops.
+
+    The sandbox is seeded, and the job run, as of `now` (default `demo_now()`): with moto's ids drawn
+    from a fixed seed, two demos as of one moment write the same findings.
+    """
+    moment = now or demo_now()
     # The sandbox's HTTP server logs every request; the demo's output is the report.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with Sandbox() as sandbox, tempfile.TemporaryDirectory(prefix="mlp-demo-cache-") as cache_dir:
         log(f"sandbox listening on {sandbox.endpoint}; seeding a dev+prod account with 3 teams")
         started = time.perf_counter()
-        manifest = seed_account(sandbox, now=datetime.now(UTC), member_spend=True)
+        manifest = seed_account(sandbox, now=moment, member_spend=True)
         seeded = time.perf_counter()
         log(
             f"seeded {len(manifest.instances)} instances, {len(manifest.resources)} resources and "
@@ -113,6 +122,7 @@ def run_demo(
                 out_dir,
                 scope=scope,
                 source=choose_cost_source(focus_source, cache_dir=Path(cache_dir)),
+                now=moment,
                 on_step=on_step,
             )
             run = DemoRun(
@@ -125,6 +135,12 @@ def run_demo(
             if while_running is not None:
                 while_running(sandbox, run)
     return run
+
+
+def demo_now(today: date | None = None) -> datetime:
+    """`DEMO_HOUR` of `today` (default the current UTC day): the dashboard shows current dates, and
+    every demo of the day the same figures."""
+    return datetime.combine(today or datetime.now(UTC).date(), time_of_day(DEMO_HOUR), UTC)
 
 
 def organization_scope(manifest: SeedManifest) -> ScanScope:

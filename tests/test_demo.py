@@ -9,23 +9,90 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import botocore.exceptions
 import pytest
 
 from finops import report
-from finops.demo import sandbox_environment
+from finops.demo import demo_now, run_demo, sandbox_environment
 
 pytestmark = pytest.mark.e2e
 
 MLP = str(Path(sys.executable).parent / "mlp")
 
 
-def test_demo_writes_the_report_and_prints_the_dashboard(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    result = subprocess.run([MLP, "demo", "--out", str(out)], capture_output=True, text=True, timeout=240)
+# The keys of findings.json whose values are moments (ISO 8601): the runs' and their interruptions'.
+# The demo lays its data out around one moment (today at noon, UTC), so even they agree on a day.
+TIMESTAMP_KEYS = frozenset(
+    {
+        "start",
+        "end",
+        "expires_at",
+        "noticed_at",
+        "ended_at",
+        "last_checkpoint_at",
+        "first_checkpoint_after_restart_at",
+        "newest_at",
+        "budget_crossed_at",
+    }
+)
+
+
+@dataclass
+class Demo:
+    out: Path
+    result: subprocess.CompletedProcess[str]
+    # The UTC day the demo ran on: it is laid out around noon of it.
+    day: date
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """`mlp demo` once for the module, in a process of its own with a hash seed of its own."""
+    out = tmp_path_factory.mktemp("mlp-demo") / "demo"
+    day = datetime.now(UTC).date()
+    result = subprocess.run(
+        [MLP, "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONHASHSEED": "1123"},
+    )
+    if datetime.now(UTC).date() != day:
+        pytest.skip("the demo ran across midnight UTC: its moment is no longer today's")
+    return Demo(out, result, day)
+
+
+def without_timestamps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: without_timestamps(item) for key, item in value.items() if key not in TIMESTAMP_KEYS}
+    if isinstance(value, list):
+        return [without_timestamps(item) for item in value]
+    return value
+
+
+def test_two_demos_of_a_day_write_the_same_findings(demo: Demo, tmp_path: Path) -> None:
+    assert demo.result.returncode == 0, demo.result.stderr
+
+    again = run_demo(tmp_path / "again", now=demo_now(demo.day))
+
+    first = json.loads((demo.out / "findings.json").read_text())
+    second = json.loads((again.out_dir / "findings.json").read_text())
+    # Ids (moto's, reseeded on every reset), dollars, hours and counts: every figure.
+    assert without_timestamps(second) == without_timestamps(first)
+    # And the moments too, laid out around the same noon.
+    assert second == first
+    runs = {run["run_id"]: run for run in first["runs"]}
+    assert runs["vision-r240"]["over_budget"] is True and len(runs["nlp-r231"]["interruptions"]) == 1
+
+
+def test_demo_writes_the_report_and_prints_the_dashboard(demo: Demo) -> None:
+    out, result = demo.out, demo.result
 
     assert result.returncode == 0, result.stderr
     dashboard = (out / "index.html").resolve()
