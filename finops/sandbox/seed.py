@@ -3,7 +3,11 @@
 Two environments (dev, prod), three teams, two regions: busy and idle GPU training instances with the
 CloudWatch agent's GPU metric, one GPU instance with CPU telemetry only, one too young to judge,
 never-tagged and partly-tagged resources of every kind the untagged scan checks, the leftover volumes
-of a finished run, and 60 days of daily spend line items consistent with those tags.
+of a finished run, two training runs with the evidence run costs read (`seed_training_runs`), and
+60 days of daily spend line items consistent with those tags.
+
+Everything is laid out relative to `now`, from fixed seeds: the seed's own random and moto's, which
+the sandbox reseeds on every reset, so the same `now` lays out the same ids and the same dollars.
 
 Idle instances are seeded so the expected idle hours do not depend on when the scan runs: each one
 either idles since before the scan's lookback, or turned idle exactly a whole number of hours before
