@@ -57,6 +57,8 @@ SAVINGS_PLAN_RATE = 0.72
 CHECKPOINT_BUCKETS = {"dev": "mlp-dev-checkpoints-4c1f", "prod": "mlp-prod-checkpoints-9b2e"}
 RUN_INSTANCE_TYPE = "g5.12xlarge"
 CHECKPOINT_EVERY = timedelta(minutes=30)
+# EC2's warning before it reclaims a spot instance.
+SPOT_NOTICE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class SeededInstance:
     telemetry: str | None  # "gpu", "cpu" (no GPU metric) or None (no metrics at all)
     idle_since: datetime | None
     util_max_recent: float | None  # highest sample of its telemetry in the default 6 h window
-    # A training run's instance that is gone: when it ended, and whether a spot interruption ended it.
+    # When it stopped running (stopped, or terminated: a training run's gone instance), and whether a
+    # spot interruption ended it.
     ended_at: datetime | None = None
     spot_interrupted: bool = False
 
@@ -873,11 +876,10 @@ class _Seeder:
 
     def record_activities(self, region: str, group: str, instance: SeededInstance) -> None:
         """The group's launch of the instance and, for a gone one, its termination, as AWS words them."""
-        launch = f"Launching a new EC2 instance: {instance.instance_id}"
         self.record_activity(
             region,
             group,
-            launch,
+            f"Launching a new EC2 instance: {instance.instance_id}",
             f"At {_activity_time(instance.launched_at - timedelta(minutes=1))} an instance was started in "
             "response to a difference between desired and actual capacity, increasing the capacity.",
             instance.launched_at - timedelta(minutes=1),
@@ -886,15 +888,15 @@ class _Seeder:
         if instance.ended_at is None:
             return
         if instance.spot_interrupted:
-            noticed = instance.ended_at - timedelta(minutes=2)
+            started = instance.ended_at - SPOT_NOTICE
             cause = (
-                f"At {_activity_time(noticed)} an instance was taken out of service in response to an "
+                f"At {_activity_time(started)} an instance was taken out of service in response to an "
                 "EC2 Spot Instance interruption notice."
             )
         else:
-            noticed = instance.ended_at - timedelta(minutes=1)
+            started = instance.ended_at - timedelta(minutes=1)
             cause = (
-                f"At {_activity_time(noticed)} a user request update of AutoScalingGroup constraints "
+                f"At {_activity_time(started)} a user request update of AutoScalingGroup constraints "
                 "changed the desired capacity to 0; an instance was selected for termination."
             )
         self.record_activity(
@@ -902,7 +904,7 @@ class _Seeder:
             group,
             f"Terminating EC2 instance: {instance.instance_id}",
             cause,
-            noticed,
+            started,
             instance.ended_at,
         )
 
@@ -929,7 +931,7 @@ class _Seeder:
     ) -> None:
         """The two-minute warning EventBridge put in the run's queue, as its rule delivers it."""
         assert instance.ended_at is not None
-        noticed = instance.ended_at - timedelta(minutes=2)
+        noticed = instance.ended_at - SPOT_NOTICE
         event = {
             "version": "0",
             "id": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),
