@@ -669,7 +669,7 @@ def arn_resource_id(arn: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _sql_text(text: str) -> str:
+def sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -680,14 +680,14 @@ def _in_period_sql(period: Period) -> str:
     )
 
 
-def _resource_key_sql() -> str:
-    return f"regexp_extract(ResourceId, {_sql_text(ARN_RESOURCE_ID)}, 1)"
+def resource_key_sql() -> str:
+    return f"regexp_extract(ResourceId, {sql_text(ARN_RESOURCE_ID)}, 1)"
 
 
-def _of_resources_sql(keys: Sequence[str]) -> str:
+def of_resources_sql(keys: Sequence[str]) -> str:
     """Line items whose ResourceId, or the id inside it when it is an ARN, is one of `keys`."""
-    listed = ", ".join(_sql_text(key) for key in sorted(keys))
-    return f"(ResourceId IN ({listed}) OR {_resource_key_sql()} IN ({listed}))"
+    listed = ", ".join(sql_text(key) for key in sorted(keys))
+    return f"(ResourceId IN ({listed}) OR {resource_key_sql()} IN ({listed}))"
 
 
 def _costs_by(items: LineItems, period: Period, groups: dict[str, str], where: str = "") -> pd.DataFrame:
@@ -706,7 +706,7 @@ def _pair(billed: float, effective: float) -> CostPair:
     return CostPair(billed_usd=round(float(billed), 2), effective_usd=round(float(effective), 2))
 
 
-def _resource_targets(keys_by_target: dict[int, list[str]]) -> dict[str, int]:
+def resource_targets(keys_by_target: dict[int, list[str]]) -> dict[str, int]:
     """Each key's target; a key two targets share (one bucket named like another's id) matches neither."""
     owners: dict[str, set[int]] = {}
     for target, keys in keys_by_target.items():
@@ -715,7 +715,7 @@ def _resource_targets(keys_by_target: dict[int, list[str]]) -> dict[str, int]:
     return {key: next(iter(targets)) for key, targets in owners.items() if len(targets) == 1}
 
 
-def _matched(row: Any, targets: dict[str, int]) -> int | None:
+def matched_target(row: Any, targets: dict[str, int]) -> int | None:
     target = targets.get(row.resource_id)
     return target if target is not None else targets.get(row.resource_key)
 
@@ -727,18 +727,18 @@ def _untagged_resource_spend(
         index: [key for key in (finding.arn, arn_resource_id(finding.arn)) if key]
         for index, finding in enumerate(untagged)
     }
-    targets = _resource_targets(keys)
+    targets = resource_targets(keys)
     billed, effective = [0.0] * len(untagged), [0.0] * len(untagged)
     billed_as: list[set[str]] = [set() for _ in untagged]
     if targets:
         costs_frame = _costs_by(
             items,
             period,
-            {"resource_id": "ResourceId", "resource_key": _resource_key_sql()},
-            where=_of_resources_sql(list(targets)),
+            {"resource_id": "ResourceId", "resource_key": resource_key_sql()},
+            where=of_resources_sql(list(targets)),
         )
         for row in costs_frame.itertuples(index=False):
-            target = _matched(row, targets)
+            target = matched_target(row, targets)
             if target is not None:
                 billed[target] += row.billed_usd
                 effective[target] += row.effective_usd
@@ -760,19 +760,19 @@ def _billed_hourly_costs(items: LineItems, period: Period, instance_ids: Sequenc
     """Each instance's billed cost per running hour on the last day of the period it ran."""
     if not instance_ids:
         return {}
-    units = ", ".join(_sql_text(unit) for unit in INSTANCE_HOUR_UNITS)
+    units = ", ".join(sql_text(unit) for unit in INSTANCE_HOUR_UNITS)
     answer = items.aggregate(
         "SELECT resource_id, resource_key, arg_max(billed / hours, day) AS hourly_usd FROM ("
-        f"SELECT ResourceId AS resource_id, {_resource_key_sql()} AS resource_key, "
+        f"SELECT ResourceId AS resource_id, {resource_key_sql()} AS resource_key, "
         "ChargePeriodStart AS day, SUM(BilledCost) AS billed, SUM(ConsumedQuantity) AS hours "
         f"FROM {LINE_ITEMS_RELATION} WHERE {_in_period_sql(period)} AND ChargeCategory = 'Usage' "
-        f"AND ConsumedUnit IN ({units}) AND {_of_resources_sql(instance_ids)} "
+        f"AND ConsumedUnit IN ({units}) AND {of_resources_sql(instance_ids)} "
         "GROUP BY 1, 2, 3 HAVING SUM(ConsumedQuantity) > 0) GROUP BY 1, 2 ORDER BY 1"
     )
     targets = {instance_id: index for index, instance_id in enumerate(instance_ids)}
     hourly: dict[str, float] = {}
     for row in answer.itertuples(index=False):
-        target = _matched(row, targets)
+        target = matched_target(row, targets)
         if target is not None:
             hourly.setdefault(instance_ids[target], float(row.hourly_usd))
     return hourly

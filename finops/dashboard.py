@@ -811,6 +811,9 @@ def _idle_card(report: Report) -> Card:
         details.append(f"{report.idle_unpriced} with {NO_LIST_PRICE}, not in the figure")
     if report.scan_note(IDLE_SCAN):
         details.append(str(report.scan_note(IDLE_SCAN)))
+    if rate["instances"] and report.idle_unpriced == rate["instances"]:
+        # No idle GPU has a price: "$0/month" would read as no waste at all.
+        return Card("idle", "Idle GPUs", "not priced", tuple(details), "bad")
     return Card(
         "idle",
         "Idle GPUs",

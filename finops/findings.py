@@ -40,10 +40,12 @@ NO_LIST_PRICE = "no list price"
 IDLE_SCAN = "idle"
 UNTAGGED_SCAN = "untagged"
 LEFTOVERS_SCAN = "leftovers"
+RUNS_SCAN = "runs"
 SCAN_TITLES = {
     IDLE_SCAN: "idle GPUs",
     UNTAGGED_SCAN: "untagged resources",
     LEFTOVERS_SCAN: "expired training-run leftovers",
+    RUNS_SCAN: "training runs",
 }
 
 

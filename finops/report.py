@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from finops import costs
 from finops.analysis import (
+    LineItems,
     Period,
     analyze_line_items,
     analyze_spend,
@@ -39,7 +40,15 @@ from finops.cost_source import CostSource
 from finops.costs import MissingPart, Spend
 from finops.dashboard import render_dashboard, render_markdown
 from finops.delivery import S3Target, read_history
-from finops.findings import IDLE_SCAN, LEFTOVERS_SCAN, SCAN_TITLES, UNTAGGED_SCAN, Report, ScanMissing
+from finops.findings import (
+    IDLE_SCAN,
+    LEFTOVERS_SCAN,
+    RUNS_SCAN,
+    SCAN_TITLES,
+    UNTAGGED_SCAN,
+    Report,
+    ScanMissing,
+)
 from finops.focus_file import FOCUS_FILE_NAMES, focus_dataset, write_focus_files
 from finops.forecast import CostExplorerForecast, ForecastUnavailable, month_end
 from finops.idle import IdleFinding, scan_idle
@@ -231,6 +240,8 @@ class ScanResults:
     untagged: list[UntaggedFinding] = field(default_factory=list)
     leftovers: list[dict[str, Any]] = field(default_factory=list)
     missing: list[MissingPart] = field(default_factory=list)
+    # The training runs of `runs_period` and their costs; None when not asked for, or unreadable.
+    runs: RunCosts | None = None
 
 
 def _merged_gaps(*scopes: ScanScope) -> list[Gap]:
@@ -249,8 +260,14 @@ def run_scans(
     mandatory_tags: Sequence[str] = DEFAULT_MANDATORY_TAGS,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_step: Callable[[str], None] = lambda description: None,
+    runs_period: RunPeriod | None = None,
+    line_items: LineItems | None = None,
 ) -> ScanResults:
-    """Idle and untagged scans over every target of `scope`, then the leftovers of every target that answered."""
+    """Idle and untagged scans over every target of `scope`, then the leftovers of every target that answered.
+
+    With `runs_period`, the training runs of those targets too, their billed dollars from `line_items`
+    (the FOCUS export's) when given, else Cost Explorer's by run-id tag.
+    """
     name_accounts = len(scope.accounts) > 1
     count = len(scope.targets)
 
@@ -288,32 +305,26 @@ def run_scans(
         for gap in unreachable.values()
     ]
     missing += missing_parts(LEFTOVERS_SCAN, not_asked, name_accounts=name_accounts, status="unreachable")
+    runs, covered = None, [idle.scope, untagged.scope, found.scope]
+    if runs_period is not None:
+        on_step(f"Training runs in {len(answered.targets)} account-regions")
+        try:
+            runs = run_costs(answered, runs_period, line_items=line_items, concurrency=concurrency)
+        except (UserError, BotoCoreError, ClientError) as error:
+            # The rest of the report is paid for by now: the runs are one missing part, not the night.
+            missing.append(ScanMissing(SCAN_TITLES[RUNS_SCAN], str(error), scan=RUNS_SCAN))
+        else:
+            covered.append(runs.scope)
+            missing += missing_parts(RUNS_SCAN, runs.scope.gaps, name_accounts=name_accounts)
+            missing += missing_parts(RUNS_SCAN, not_asked, name_accounts=name_accounts, status="unreachable")
     return ScanResults(
-        scope=replace(scope, gaps=_merged_gaps(idle.scope, untagged.scope, found.scope)),
+        scope=replace(scope, gaps=_merged_gaps(*covered)),
         idle=idle.findings,
         untagged=untagged.findings,
         leftovers=found.leftovers,
         missing=missing,
+        runs=runs,
     )
-
-
-def training_runs(
-    scope: ScanScope, days: int, moment: datetime, spend: Spend, *, concurrency: int = DEFAULT_CONCURRENCY
-) -> tuple[RunCosts | None, list[MissingPart]]:
-    """The period's training runs and their costs; billed dollars from the export's line items when read.
-
-    A failure is a missing part: the rest of the report is paid for and is still written.
-    """
-    try:
-        runs = run_costs(
-            scope,
-            RunPeriod.last_days(days, moment),
-            line_items=spend.line_items,
-            concurrency=concurrency,
-        )
-    except (UserError, BotoCoreError, ClientError) as error:
-        return None, [MissingPart("training runs", str(error))]
-    return runs, [MissingPart(f"training runs in {gap.part}", gap.reason) for gap in runs.scope.gaps]
 
 
 def run_nightly(
@@ -359,9 +370,15 @@ def run_nightly(
         if period.end < month_end(period.last_day):
             forecast = source.forecast(period.end, month_end(period.last_day), spend)
         budgets, budgets_note = load_budgets(billing_account_id)
-        scans = run_scans(scope, moment, mandatory_tags=mandatory_tags, concurrency=concurrency, on_step=step)
-        step(f"Training runs in {len(scans.scope.targets)} account-regions")
-        runs, runs_missing = training_runs(scope, days, moment, spend, concurrency=concurrency)
+        scans = run_scans(
+            scope,
+            moment,
+            mandatory_tags=mandatory_tags,
+            concurrency=concurrency,
+            on_step=step,
+            runs_period=RunPeriod.last_days(days, moment),
+            line_items=spend.line_items,
+        )
         step("Writing the report")
         report = build_report(
             spend,
@@ -370,13 +387,13 @@ def run_nightly(
             untagged=scans.untagged,
             leftovers=scans.leftovers,
             required_tags=mandatory_tags,
-            scan_missing=[*scans.missing, *runs_missing],
+            scan_missing=scans.missing,
             generated_at=moment,
             scope=scans.scope,
             history=history,
             budgets=budgets,
             budgets_note=budgets_note,
-            runs=runs,
+            runs=scans.runs,
             stack_team_owners=stack_team_owners(),
             cost_explorer_forecast=forecast,
         )

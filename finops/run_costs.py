@@ -38,11 +38,11 @@ from finops import inventory
 from finops.analysis import (
     LINE_ITEMS_RELATION,
     LineItems,
-    _matched,
-    _of_resources_sql,
-    _resource_key_sql,
-    _resource_targets,
-    _sql_text,
+    matched_target,
+    of_resources_sql,
+    resource_key_sql,
+    resource_targets,
+    sql_text,
 )
 from finops.costs import CostExplorerReader, CostView, FetchFailed, spent
 from finops.inventory import Scope
@@ -412,14 +412,14 @@ def read_line_item_billing(
     if not resources:
         return billing
     run_ids = sorted(resources)
-    owners = _resource_targets({index: list(resources[run_id]) for index, run_id in enumerate(run_ids)})
+    owners = resource_targets({index: list(resources[run_id]) for index, run_id in enumerate(run_ids)})
     # The line items' Tags are a JSON object without the export's `user:` prefix (finops.focus).
-    run_tag = f"json_extract_string(Tags, {_sql_text(RUN_TAG_PATH)})"
-    tagged = f"{run_tag} IN ({', '.join(_sql_text(run_id) for run_id in run_ids)})"
-    matches = f"({tagged} OR {_of_resources_sql(list(owners))})" if owners else tagged
+    run_tag = f"json_extract_string(Tags, {sql_text(RUN_TAG_PATH)})"
+    tagged = f"{run_tag} IN ({', '.join(sql_text(run_id) for run_id in run_ids)})"
+    matches = f"({tagged} OR {of_resources_sql(list(owners))})" if owners else tagged
     first, last = period.start.date(), period.end.date() + timedelta(days=1)
     answer = line_items.aggregate(
-        f"SELECT {run_tag} AS run_tag, ResourceId AS resource_id, {_resource_key_sql()} AS resource_key, "
+        f"SELECT {run_tag} AS run_tag, ResourceId AS resource_id, {resource_key_sql()} AS resource_key, "
         "CAST(ChargePeriodStart AS DATE) AS day, SUM(BilledCost) AS billed_usd "
         f"FROM {LINE_ITEMS_RELATION} "
         f"WHERE ChargePeriodStart >= TIMESTAMPTZ '{first.isoformat()} 00:00:00+00' "
@@ -431,7 +431,7 @@ def read_line_item_billing(
         if row.run_tag in resources:
             owner = row.run_tag
         else:
-            index = _matched(row, owners)
+            index = matched_target(row, owners)
             if index is None:
                 continue
             owner = run_ids[index]

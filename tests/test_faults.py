@@ -11,6 +11,7 @@ retries still happen, the test does not wait for them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,7 @@ def test_one_region_down_is_one_named_missing_part(
         f"idle GPUs in {DOWN}",
         f"untagged resources in {DOWN}",
         f"expired training-run leftovers in {DOWN}",
+        f"training runs in {DOWN}",
     }
     idle_part = missing[f"idle GPUs in {DOWN}"]
     assert idle_part["reason"].startswith(f"endpoint unreachable ({error.__name__}")
@@ -382,22 +384,28 @@ def test_unpriced_idle_gpu_in_the_report_files(unpriced_report: Report, tmp_path
 
     report.write_report(unpriced_report, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
-    row = next(line for line in markdown.splitlines() if "i-0unpriced" in line)
-    assert row.count("no list price") == 2 and "$" not in row
+    # The idle table's row: no dollar figure anywhere, "no list price" for the cost, waste and month.
+    row = next(line for line in markdown.splitlines() if line.startswith("| i-0unpriced |"))
+    assert row.count("no list price") == 3 and "$" not in row
+    monthly = sum(finding.hourly_cost_usd or 0.0 for finding in IDLE) * 730
     assert (
-        f"3 instances, ${priced:,.2f} wasted while idle (1 with no list price, not in the total)" in markdown
+        f"- Idle GPUs: **${monthly:,.0f}/month** if left running; 3 GPUs under 5% for 6 h; 1 with no list price, not in the figure"
+        in markdown
     )
     html = (tmp_path / "index.html").read_text()
-    assert "1 with no list price (not in the total)" in html
-    cells = html[html.index("i-0unpriced") :].split("</tr>")[0]
-    assert cells.count("no list price") == 2 and "$0.00" not in cells and "n/a" not in cells
+    assert "1 with no list price, not in the figure" in html
+    cells = html[html.index("<code>i-0unpriced</code>") :].split("</tr>")[0]
+    assert cells.count("no list price") == 3 and "$0.00" not in cells and "n/a" not in cells
     assert json.loads((tmp_path / "findings.json").read_text())["idle"][-1]["wasted_usd"] is None
 
 
 def test_only_unpriced_idle_gpus_draw_no_zero_bars(tmp_path: Path) -> None:
     only = report.build_report(read_spend(make_line_items(days=45)), PERIOD, idle=[UNPRICED], untagged=[])
     report.write_report(only, tmp_path)
-    assert "1 idle GPU instances, all with no list price." in (tmp_path / "index.html").read_text()
+    html = (tmp_path / "index.html").read_text()
+    assert "1 idle GPU instance, all with no list price." in html
+    # The headline card says the waste is not priced, not "$0/month".
+    assert re.search(r'<div class="label">Idle GPUs</div>\s*<div class="value">not priced<', html)
 
 
 def test_unpriced_idle_gpu_in_the_idle_command(

@@ -609,6 +609,8 @@ def test_the_report_and_the_reaper_read_what_run_costs_need_and_the_report_forec
     for statements in (report, reaper):
         assert allowed(statements, Request("autoscaling:DescribeScalingActivities", "*"))
         assert allowed(statements, Request("s3:ListBucket", "arn:aws:s3:::mlp-prod-checkpoints-abc"))
+        assert allowed(statements, Request("s3:ListAllMyBuckets", "*"))
+        assert allowed(statements, Request("s3:GetBucketTagging", "arn:aws:s3:::mlp-prod-checkpoints-abc"))
         assert allowed(statements, Request("sqs:ReceiveMessage", f"arn:aws:sqs:us-east-1:{ACCOUNT_ID}:{run}"))
         # Only the runs' interruption queues: never another queue's messages.
         assert not allowed(

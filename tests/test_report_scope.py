@@ -123,7 +123,7 @@ def test_each_accounts_findings_carry_their_account_and_the_scope(
     assert row.startswith(f"| {prod_idle[0]} | prod | {SCANNED} |")
     html = (tmp_path / "out" / "index.html").read_text()
     assert f"Scanned 3 accounts x 1 region ({SCANNED})" in html
-    assert f"<td><code>{dev_idle[0]}</code></td><td>dev</td>" in html
+    assert f'<td class="id"><code>{dev_idle[0]}</code></td><td>dev</td>' in html
 
 
 def test_a_failed_account_region_is_a_missing_part_naming_it_and_the_rest_is_reported(
@@ -147,6 +147,7 @@ def test_a_failed_account_region_is_a_missing_part_naming_it_and_the_rest_is_rep
         f"idle GPUs in {where}",
         f"untagged resources in {where}",
         f"expired training-run leftovers in {where}",
+        f"training runs in {where}",
     }
     idle_part = missing[f"idle GPUs in {where}"]
     assert (idle_part["scan"], idle_part["account_id"], idle_part["account_name"], idle_part["region"]) == (

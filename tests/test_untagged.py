@@ -257,7 +257,7 @@ def test_json_shape(aws: None) -> None:
     assert set(payload) == {"scope", "required_tags", "findings"}
     assert payload["scope"]["regions"] == ["us-east-1"]
     assert {tuple(finding) for finding in payload["findings"]} == {
-        ("arn", "resource_type", "account_id", "account_name", "region", "missing_tags")
+        ("arn", "resource_type", "account_id", "account_name", "region", "missing_tags", "tags")
     }
     assert {finding["account_id"] for finding in payload["findings"]} == {ACCOUNT}
     assert all(finding["missing_tags"] == list(DEFAULT_MANDATORY_TAGS) for finding in payload["findings"])

@@ -228,9 +228,11 @@ STACK_DESTROY_ACCESS = KindAccess(
 )
 
 # A training run's evidence of what it cost (finops.run_costs), read by the report and the reaper in
-# every account they scan: its group's activities, the times of its checkpoints under runs/ in the
-# environments' checkpoint buckets, and the interruption notices its queue holds (left for others).
+# every account they scan (the reaper for over-budget runs): its group's activities, the times of its
+# checkpoints under runs/ in the environments' checkpoint buckets, and the interruption notices its
+# queue holds (left for others).
 RUN_COSTS_READ = (
+    *INVENTORY_ACCESS["s3:bucket"].reads,  # the checkpoint buckets are found by their tags
     Access("autoscaling:DescribeScalingActivities"),
     Access("s3:ListBucket", "arn:aws:s3:::mlp-*-checkpoints-*"),
     Access("sqs:ReceiveMessage", "arn:aws:sqs:*:*:mlp-train-*-interruptions"),
