@@ -34,7 +34,7 @@ from mlp.cli.common import (
 if TYPE_CHECKING:
     from finops.findings import Report
 
-# The report and the demo pull in pandas, plotly and moto: imported inside the commands so every
+# The report and the demo pull in pandas, matplotlib and moto: imported inside the commands so every
 # other `mlp` command starts fast.
 
 
