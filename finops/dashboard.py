@@ -320,7 +320,8 @@ def _horizontal_bars(
     # Room beyond the bars' ends for their labels, none on the side without bars.
     low, high = min(0.0, *values), max(0.0, *values)
     room = 0.3 * ((high - low) or 1.0)
-    axes.set_xlim(low - room if low < 0 else 0.0, high + room if high > 0 else 0.0)
+    # All zero: one unit of axis, not a degenerate one.
+    axes.set_xlim(low - room if low < 0 else 0.0, high + room if high > 0 else (0.0 if low < 0 else 1.0))
     axes.grid(axis="y", visible=False)
     axes.grid(axis="x", visible=True)
     if low < 0:

@@ -389,7 +389,7 @@ def test_unpriced_idle_gpu_in_the_report_files(unpriced_report: Report, tmp_path
     assert row.count("no list price") == 3 and "$" not in row
     monthly = sum(finding.hourly_cost_usd or 0.0 for finding in IDLE) * 730
     assert (
-        f"- Idle GPUs: **${monthly:,.0f}/month** if left running; 3 GPUs under 5% for 6 h; 1 with no list price, not in the figure"
+        f"- Idle GPUs: **${monthly:,.0f}/month**; if left running; 3 GPUs under 5% for 6 h; 1 with no list price, not in the figure"
         in markdown
     )
     html = (tmp_path / "index.html").read_text()
