@@ -35,7 +35,9 @@ from finops.scope import ScanScope, organization_accounts, resolve_scope
 
 DEMO_DAYS = 30
 # The hour of the current UTC day the demo's data is laid out around: two demos of a day print the same.
-DEMO_HOUR = 12
+# Midnight, when a nightly job runs: a moment that has always passed, so a demo never reports from
+# the future.
+DEMO_HOUR = 0
 # Variables that could point boto3 somewhere other than the sandbox.
 SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 

@@ -27,7 +27,7 @@ MLP = str(Path(sys.executable).parent / "mlp")
 
 
 # The keys of findings.json whose values are moments (ISO 8601): the runs' and their interruptions'.
-# The demo lays its data out around one moment (today at noon, UTC), so even they agree on a day.
+# The demo lays its data out around one moment (the start of today, UTC), so even they agree on a day.
 TIMESTAMP_KEYS = frozenset(
     {
         "start",
@@ -47,7 +47,7 @@ TIMESTAMP_KEYS = frozenset(
 class Demo:
     out: Path
     result: subprocess.CompletedProcess[str]
-    # The UTC day the demo ran on: it is laid out around noon of it.
+    # The UTC day the demo ran on: it is laid out around the start of it.
     day: date
 
 
@@ -85,7 +85,7 @@ def test_two_demos_of_a_day_write_the_same_findings(demo: Demo, tmp_path: Path) 
     second = json.loads((again.out_dir / "findings.json").read_text())
     # Ids (moto's, reseeded on every reset), dollars, hours and counts: every figure.
     assert without_timestamps(second) == without_timestamps(first)
-    # And the moments too, laid out around the same noon.
+    # And the moments too, laid out around the same moment.
     assert second == first
     runs = {run["run_id"]: run for run in first["runs"]}
     assert runs["vision-r240"]["over_budget"] is True and len(runs["nlp-r231"]["interruptions"]) == 1
