@@ -116,6 +116,17 @@ def test_demo_writes_the_report_and_prints_the_dashboard(demo: Demo) -> None:
     assert {finding["account_name"] for finding in findings["idle"]} >= {"ml-team-a", "ml-team-b"}
     assert len(findings["line_items"]["by_account"]) == 3
     assert "Scanned 3 accounts x 3 regions" in (out / "report.md").read_text()
+    # The text summary: the month so far against the budget, and the runs with the one over budget.
+    forecast, totals = findings["spend"]["forecast"], findings["runs_totals"]
+    assert (
+        f"  {forecast['month_label']:<18} ${forecast['month_to_date_usd']:,.2f} so far, forecast "
+        f"${forecast['forecast_usd']:,.2f} against a budget of ${forecast['budget_usd']:,.2f}"
+    ) in result.stdout.splitlines()
+    assert totals["over_budget"] == ["vision-r240"]
+    assert (
+        f"  training runs      {totals['runs']} costing ${totals['cost_usd']:,.2f}, interruptions lost "
+        f"${totals['lost_work_usd']:,.2f}, over budget: vision-r240"
+    ) in result.stdout.splitlines()
 
 
 def test_keep_running_serves_the_sandbox_until_ctrl_c(tmp_path: Path) -> None:

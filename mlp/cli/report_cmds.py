@@ -59,8 +59,22 @@ def _summary(report: Report, out_dir: Path) -> list[str]:
         if report.spend.source == COST_EXPLORER_SOURCE
         else f"  cost source        {report.spend.source} (no Cost Explorer request)",
     ]
-    if spend["forecast"]:
-        lines.insert(2, f"  month-end forecast {usd(spend['forecast']['forecast_usd'])}")
+    forecast = spend["forecast"]
+    if forecast:
+        budget = f" against a budget of {usd(forecast['budget_usd'])}" if forecast["budget_usd"] else ""
+        lines.insert(
+            2,
+            f"  {forecast['month_label']:<18} {usd(forecast['month_to_date_usd'])} so far, "
+            f"forecast {usd(forecast['forecast_usd'])}{budget}",
+        )
+    if report.runs is not None:
+        runs = report.runs.to_json()["totals"]
+        over = f", over budget: {', '.join(runs['over_budget'])}" if runs["over_budget"] else ""
+        lines.insert(
+            -1,
+            f"  training runs      {runs['runs']} costing {usd(runs['cost_usd'])}, interruptions lost "
+            f"{usd(runs['lost_work_usd'])}{over}",
+        )
     lines[1:1] = [f"  {line}" for line in [*report.scope_lines(), *report.unscanned_spend_lines()]]
     lines.append(f"Dashboard: {(out_dir / 'index.html').resolve()}")
     return lines
