@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+from moto import mock_aws
 
 from finops.inventory import Scope
 from finops.reaper import OverBudget, Reaper, ReapPolicy
@@ -771,3 +772,21 @@ def reuse_clients(monkeypatch: Any) -> None:
         return built[key]
 
     monkeypatch.setattr(aws, "client", client)
+
+
+@contextlib.contextmanager
+def mocked_world(monkeypatch: Any, home: Path) -> Iterator[World]:
+    """A `World` over moto with clients reused, `home` as HOME, and no backend or webhook of the shell's."""
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("MLP_BACKEND_URL", "PULUMI_BACKEND_URL", "MLP_SLACK_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+    reuse_clients(monkeypatch)
+    with mock_aws():
+        yield World()
+
+
+def diy_state(tmp_path: Path) -> Path:
+    """A DIY state backend under `tmp_path/state`."""
+    root = tmp_path / "state"
+    diy_backend(root)
+    return root

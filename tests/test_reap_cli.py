@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 import finops.reaper
@@ -42,8 +41,9 @@ from tests.reaper_world import (
     World,
     add_stack,
     diy_backend,
+    diy_state,
     instance_state,
-    reuse_clients,
+    mocked_world,
     run_tags,
     snapshot,
 )
@@ -57,19 +57,13 @@ EXPIRED = format_expires_at(datetime.now(UTC) - timedelta(hours=3))
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("MLP_BACKEND_URL", "PULUMI_BACKEND_URL", "MLP_SLACK_WEBHOOK"):
-        monkeypatch.delenv(name, raising=False)
-    reuse_clients(monkeypatch)
-    with mock_aws():
-        yield World()
+    with mocked_world(monkeypatch, tmp_path) as planted:
+        yield planted
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    root = tmp_path / "state"
-    diy_backend(root)
-    return root
+    return diy_state(tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from finops.reaper import over_budget_runs, running_costs
@@ -35,9 +34,9 @@ from tests.reaper_world import (
     World,
     add_stack,
     build_reaper,
-    diy_backend,
+    diy_state,
+    mocked_world,
     own_scope,
-    reuse_clients,
     snapshot,
 )
 
@@ -54,19 +53,13 @@ BUCKET = "mlp-dev-checkpoints-0a1b2c"
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("MLP_BACKEND_URL", "PULUMI_BACKEND_URL", "MLP_SLACK_WEBHOOK"):
-        monkeypatch.delenv(name, raising=False)
-    reuse_clients(monkeypatch)
-    with mock_aws():
-        yield World()
+    with mocked_world(monkeypatch, tmp_path) as planted:
+        yield planted
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    root = tmp_path / "state"
-    diy_backend(root)
-    return root
+    return diy_state(tmp_path)
 
 
 def plant(world: World, state: Path, run_id: str, launched: datetime) -> PlantedRun:

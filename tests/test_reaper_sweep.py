@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from finops import inventory
 from finops.locks import FileLocks, LockLost
@@ -28,8 +27,8 @@ from tests.reaper_world import (
     World,
     add_stack,
     build_reaper,
-    diy_backend,
-    reuse_clients,
+    diy_state,
+    mocked_world,
     run_tags,
     snapshot,
 )
@@ -37,17 +36,13 @@ from tests.reaper_world import (
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    reuse_clients(monkeypatch)
-    with mock_aws():
-        yield World()
+    with mocked_world(monkeypatch, tmp_path) as planted:
+        yield planted
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    root = tmp_path / "state"
-    diy_backend(root)
-    return root
+    return diy_state(tmp_path)
 
 
 def reader(root: Path) -> DiyStateBackend:
